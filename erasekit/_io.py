@@ -54,3 +54,32 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; on success it replaces ``path``, on error it is deleted.
+
+    Raises:
+        FileExistsError: ``path`` exists and is not empty, and ``overwrite`` is False.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; choose another folder or pass --overwrite.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,45 @@
+"""``erasekit apply``: bake patches into a pipeline folder, or export them as a LoRA."""
+
+from __future__ import annotations
+
+import json
+
+from .common import add_model_args, load_handle, load_patches, subparser
+
+EXAMPLES = """  erasekit apply --model tiny-sd --patch p.safetensors --out erased_pipeline/
+  erasekit apply --model local:/models/sd15 --patch a.safetensors --patch b.safetensors --scale 0.8 --out sd15_erased/
+  erasekit apply --model tiny-sd --patch p.safetensors --lora p_lora.safetensors --rank 16
+"""
+
+
+def add_parser(sub) -> None:
+    p = subparser(sub, "apply", "apply patches and save a pipeline folder, or export a LoRA",
+                  "Apply one or more patches (composed) to a model and save the result with save_pretrained, "
+                  "or export the patch as a diffusers LoRA (--lora).", EXAMPLES)
+    add_model_args(p)
+    p.add_argument("--patch", action="append", required=True, help="patch file (repeat to compose several)")
+    p.add_argument("--scale", type=float, default=1.0, help="patch strength: 0 = base model, 1 = full erasure")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="folder for the patched pipeline (save_pretrained format)")
+    out.add_argument("--lora", help="write a LoRA .safetensors file instead (no model folder)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank for --lora (default 8)")
+    p.add_argument("--force", action="store_true", help="apply even if the base-model fingerprint differs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from .._io import atomic_dir
+
+    patch = load_patches(args.patch)
+    if args.lora:
+        report = patch.scaled(args.scale).save_lora(args.lora, rank=args.rank)
+        summary = {k: v for k, v in report.to_dict().items() if k != "per_key_error"}
+        print(json.dumps(summary, indent=2))
+        return 0
+    handle = load_handle(args)
+    patch.apply(handle, scale=args.scale, check_fingerprint=not args.force)
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        handle.pipe.save_pretrained(tmp, safe_serialization=True)
+    print(f"wrote the patched pipeline to {args.out}")
+    return 0

@@ -1,0 +1,56 @@
+"""Argument groups and helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def subparser(sub, name: str, help: str, description: str, examples: str):  # noqa: A002
+    """A subcommand parser whose help ends with examples."""
+    return sub.add_parser(name, help=help, description=description, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny-sd",
+                        help="model spec: 'tiny-sd', 'local:/path' or a diffusers folder (default: tiny-sd)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="weights' precision (default: fp32 on CPU, bf16 on CUDA)")
+    parser.add_argument("--attention", default="auto", choices=("auto", "sdpa", "xformers", "eager"),
+                        help="attention backend (default: auto = SDPA, or xformers when installed on CUDA)")
+
+
+def load_handle(args):
+    from ..models import load_model
+
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    return load_model(args.model, device=args.device, dtype=dtype, attention=args.attention)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or a range ``"0-7"``."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = text.split("-")
+            return list(range(int(lo), int(hi) + 1))
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: use a list like 0,1,2 or a range like 0-7.") from None
+
+
+def load_patches(paths: list[str] | None):
+    """Load and compose the patches named on the command line (``None`` when there are none)."""
+    from ..patch import load_patch
+
+    patches = [load_patch(p) for p in paths or []]
+    if not patches:
+        return None
+    combined = patches[0]
+    for p in patches[1:]:
+        combined = combined + p
+    return combined

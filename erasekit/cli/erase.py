@@ -1,0 +1,71 @@
+"""``erasekit erase``: run a method and write its patch."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from .common import add_model_args, load_handle, subparser
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = """  erasekit erase --model tiny-sd --method esd --concept "a cat" --set steps=2 --out p.safetensors
+  erasekit erase --model local:/models/sd15 --method esd --concept "Van Gogh style" --set variant=x --out vg.safetensors
+  erasekit erase --method esd --concept "a cat" --config configs/methods/esd.yaml --set lr=2e-5 --out p.safetensors
+  erasekit erase ... --set checkpoint_every=100 --out p.safetensors   # then rerun with --resume after a crash
+"""
+
+
+def add_parser(sub) -> None:
+    p = subparser(sub, "erase", "erase a concept and write a patch",
+                  "Erase a concept from a model with a method; writes one .safetensors patch.", EXAMPLES)
+    add_model_args(p)
+    p.add_argument("--method", required=True, help="method name (see `erasekit list`)")
+    p.add_argument("--concept", required=True, help="the words to erase, e.g. 'Van Gogh style'")
+    p.add_argument("--anchor", default=None, help="what the concept should become (methods that use one)")
+    p.add_argument("--config", default=None, help="YAML file of method options")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method option (repeatable), e.g. --set steps=200")
+    p.add_argument("--out", required=True, help="output patch file (.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..api import resolve_config
+    from ..methods import NonFiniteError, get_method
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--out must end in .safetensors, got {out.name!r}.")
+    cfg = resolve_config(args.method, args.config, args.overrides)
+    ckpt_dir = cfg.checkpoint_dir or str(out.with_suffix(".ckpt"))
+    cfg = cfg.with_overrides({"checkpoint_dir": ckpt_dir, "resume": bool(args.resume or cfg.resume)})
+    method = get_method(args.method)(cfg)
+    handle = load_handle(args)
+    try:
+        patch = method.erase(handle, args.concept, anchor=args.anchor)
+    except NonFiniteError as err:
+        if err.patch is not None:
+            partial = out.with_name(out.stem + ".partial.safetensors")
+            err.patch.save(partial)
+            print(f"{err}\nThe last good state is in {partial}.", file=sys.stderr)
+        else:
+            print(str(err), file=sys.stderr)
+        return 1
+    patch.save(out)
+    _remove_checkpoint(Path(ckpt_dir))
+    stats = patch.metadata.get("stats", {})
+    print(f"wrote {out}: {len(patch)} tensors, {patch.num_changed:,} values changed, "
+          f"{patch.nbytes / 1e6:.2f} MB, {stats.get('erase_seconds', 0):.1f} s")
+    return 0
+
+
+def _remove_checkpoint(directory: Path) -> None:
+    """A finished run no longer needs its resume checkpoint."""
+    from ..methods.checkpoint import FILENAME
+
+    (directory / FILENAME).unlink(missing_ok=True)
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()

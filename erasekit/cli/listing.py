@@ -1,0 +1,37 @@
+"""``erasekit list``: methods, their options, target presets and built-in models."""
+
+from __future__ import annotations
+
+from .common import subparser
+
+EXAMPLES = """  erasekit list
+  erasekit list esd        # the options of one method
+"""
+
+
+def add_parser(sub) -> None:
+    p = subparser(sub, "list", "list methods, target presets and models",
+                  "List registered methods, parameter target presets and built-in model specs.", EXAMPLES)
+    p.add_argument("method", nargs="?", help="show this method's options")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..methods import get_method, list_methods
+    from ..models import BUILTIN_SPECS
+    from ..patch.targets import PRESETS, describe_presets
+
+    if args.method:
+        cls = get_method(args.method)
+        print(f"{cls.name}: {cls.summary}\noptions (--set KEY=VALUE):\n{cls.config_class.help_text()}")
+        return 0
+    print("methods:")
+    for name in list_methods():
+        print(f"  {name:18s} {get_method(name).summary}")
+    for kind in PRESETS:
+        print(f"target presets ({kind}):\n{describe_presets(kind)}")
+    print("models:")
+    for name, desc in BUILTIN_SPECS.items():
+        print(f"  {name:18s} {desc}")
+    print("  local:/path        a diffusers pipeline folder")
+    return 0

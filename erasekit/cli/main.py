@@ -1,0 +1,51 @@
+"""The ``erasekit`` command. ``main(argv)`` runs in-process, so tests call it directly."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import apply, erase, generate, info, listing, quickstart
+
+SUBCOMMANDS = (erase, apply, generate, listing, info, quickstart)
+
+EPILOG = """examples:
+  erasekit list
+  erasekit erase --model tiny-sd --method esd --concept "a cat" --set steps=2 --out p.safetensors
+  erasekit info p.safetensors
+  erasekit generate --model tiny-sd --prompt "a cat" --patch p.safetensors --out cat.png
+  erasekit apply --model tiny-sd --patch p.safetensors --lora p_lora.safetensors
+  erasekit quickstart
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erasekit", description="Erase concepts from image generators and prove they are gone.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 success, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, TypeError, FileExistsError) as err:
+        print(f"erasekit {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Erasure methods: the registry, the shared loop, and one module per method (imported here to register)."""
+
+from . import esd  # noqa: F401  (registers "esd")
+from .base import EraseMethod, get_method, list_methods, register_method
+from .callbacks import Callback, Checkpointer, LossHistory, ProgressBar
+from .config import MethodConfig, option
+from .loop import NonFiniteError, TrainedMethod, TrainState
+
+__all__ = [
+    "Callback",
+    "Checkpointer",
+    "EraseMethod",
+    "LossHistory",
+    "MethodConfig",
+    "NonFiniteError",
+    "ProgressBar",
+    "TrainState",
+    "TrainedMethod",
+    "get_method",
+    "list_methods",
+    "option",
+    "register_method",
+]

@@ -1,0 +1,88 @@
+"""Resumable checkpoints: trainable tensors, optimizer state and RNG state in one safetensors file.
+
+Everything non-tensor (step, config, optimizer hyper-parameters) goes in the JSON header; loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .._io import save_safetensors
+
+FILENAME = "checkpoint.safetensors"
+HEADER_KEY = "erasekit_checkpoint"
+
+
+def _flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, entry in sd["state"].items():
+        for k, v in entry.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}::{idx}::{k}"] = v
+            else:
+                scalars[f"{idx}::{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict, info: dict) -> None:
+    state: dict = {}
+    for name, t in tensors.items():
+        if name.startswith(prefix + "::"):
+            _, idx, k = name.split("::")
+            state.setdefault(int(idx), {})[k] = t
+    for name, v in info["scalars"].items():
+        idx, k = name.split("::")
+        state.setdefault(int(idx), {})[k] = v
+    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def _identity(state) -> dict:
+    return {"method": state.method_name, "concept": state.concept, "anchor": state.anchor,
+            "config": {k: v for k, v in state.config.to_dict().items() if k not in _RESUMABLE_FIELDS}}
+
+
+_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "checkpoint_dir", "resume", "progress")
+
+
+def save_checkpoint(state, directory: str | Path) -> Path:
+    """Write ``directory/checkpoint.safetensors`` atomically."""
+    tensors = {f"param::{k}": v.detach() for k, v in state.params.items()}
+    opt_tensors, opt_info = _flatten_optimizer("opt", state.optimizer)
+    tensors.update(opt_tensors)
+    tensors["rng::cpu"] = state.generator.get_state()
+    extra = state.method.extra_state()
+    tensors.update({f"extra::{k}": v for k, v in extra.items()})
+    header = {**_identity(state), "step": state.step, "optimizer": opt_info}
+    return save_safetensors(tensors, Path(directory) / FILENAME, metadata={HEADER_KEY: json.dumps(header)})
+
+
+def load_checkpoint(state, directory: str | Path) -> bool:
+    """Restore ``state`` from ``directory`` if a checkpoint is there; returns whether it did.
+
+    Raises:
+        ValueError: the checkpoint belongs to another method, concept or configuration.
+    """
+    from safetensors import safe_open
+
+    path = Path(directory) / FILENAME
+    if not path.is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        header = json.loads((f.metadata() or {})[HEADER_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    mine = _identity(state)
+    if {k: header.get(k) for k in mine} != json.loads(json.dumps(mine)):
+        raise ValueError(f"The checkpoint in {directory} was made by a different run (method, concept or config "
+                         "differ); delete it or point checkpoint_dir elsewhere.")
+    with torch.no_grad():
+        for k, p in state.params.items():
+            p.copy_(tensors[f"param::{k}"])
+    _restore_optimizer("opt", state.optimizer, tensors, header["optimizer"])
+    state.generator.set_state(tensors["rng::cpu"])
+    state.method.load_extra_state({k[len("extra::") :]: v for k, v in tensors.items() if k.startswith("extra::")})
+    state.step = int(header["step"])
+    return True

@@ -1,0 +1,221 @@
+"""The one training loop every fine-tuning method shares.
+
+A method overrides ``prepare`` (build embeddings, data, masks), ``training_step`` (return the loss and the values to
+log) and optionally ``transform_gradients`` (masks, gradient surgery) and ``make_patch``. The loop owns the
+optimizer, seeding, the NaN/Inf guard, checkpoints/resume, progress, timing and the patch metadata.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..models.base import component_fingerprint
+from ..patch import DenseDelta, ErasurePatch, resolve_targets
+from .base import EraseMethod
+from .callbacks import Callback, Checkpointer, ProgressBar
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import MethodConfig
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/Inf. ``.patch`` holds the erasure at the last good step (or ``None`` at step 0)."""
+
+    def __init__(self, message: str, patch: ErasurePatch | None):
+        super().__init__(message)
+        self.patch = patch
+
+
+@dataclass
+class TrainState:
+    """Everything a step needs; methods keep their own extras in ``ctx``."""
+
+    method: TrainedMethod
+    handle: Any
+    concept: str
+    anchor: str | None
+    config: MethodConfig
+    params: dict[str, torch.Tensor]  # trainable fp32 copies keyed "<component>.<name>"
+    base: dict[str, torch.Tensor]  # the caller's parameters (never written)
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    device: torch.device
+    step: int = 0
+    should_stop: bool = False
+    ctx: dict = field(default_factory=dict)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.steps
+
+    @property
+    def method_name(self) -> str:
+        return self.method.name
+
+
+class TrainedMethod(EraseMethod):
+    """A method that fine-tunes a copy of the targeted parameters with the shared loop."""
+
+    def default_target(self) -> Any:
+        return self.config.target
+
+    def prepare(self, state: TrainState) -> None:
+        """Build what the steps need (prompt embeddings, data, masks) into ``state.ctx``."""
+
+    def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def transform_gradients(self, state: TrainState) -> None:
+        """Edit ``p.grad`` of ``state.params`` in place before the optimizer step (masks, surgery)."""
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Method-owned tensors to checkpoint (e.g. a discriminator)."""
+        return {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    def make_patch(self, state: TrainState) -> dict:
+        """Deltas from the trained copies; unchanged tensors are left out."""
+        deltas = {}
+        for key, p in state.params.items():
+            diff = p.detach().float() - state.base[key].detach().float()
+            if torch.count_nonzero(diff):
+                deltas[key] = DenseDelta(diff.cpu())
+        return deltas
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def erase(self, model, concept: str, anchor: str | None = None, callbacks=()) -> ErasurePatch:
+        from ..models import load_model
+
+        handle = load_model(model)
+        if handle.kind not in self.kinds:
+            raise ValueError(f"{self.name} works on {self.kinds} models, not {handle.kind}.")
+        if hasattr(handle, "check_concept"):
+            handle.check_concept(concept)
+        state = self._init_state(handle, concept, anchor)
+        self.prepare(state)
+        callbacks = self._callbacks(state, list(callbacks))
+        started = time.perf_counter()
+        if state.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(state.device)
+        was = self._gradient_checkpointing(handle, self.config.gradient_checkpointing)
+        try:
+            self._run(state, callbacks)
+        finally:
+            self._gradient_checkpointing(handle, was)
+        return self._finish(state, time.perf_counter() - started)
+
+    def _init_state(self, handle, concept: str, anchor: str | None) -> TrainState:
+        cfg = self.config
+        base = handle.named_parameters()
+        names = resolve_targets(self.default_target(), base, handle.kind)
+        params = {n: base[n].detach().float().clone().requires_grad_(True) for n in names}
+        device = next(iter(params.values())).device
+        fused = device.type == "cuda"
+        optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        return TrainState(self, handle, concept, anchor, cfg, params, base, optimizer, generator, device)
+
+    def _callbacks(self, state: TrainState, extra: list[Callback]) -> list[Callback]:
+        cfg = self.config
+        out: list[Callback] = [ProgressBar(f"{self.name}: {state.concept}")] if cfg.progress else []
+        ckpt_dir = cfg.checkpoint_dir
+        if cfg.resume:
+            if not ckpt_dir:
+                raise ValueError("resume=True needs checkpoint_dir (the folder of the interrupted run).")
+            if load_checkpoint(state, ckpt_dir):
+                logger.info("resumed %s from step %d", self.name, state.step)
+        if cfg.checkpoint_every:
+            if not ckpt_dir:
+                raise ValueError("checkpoint_every needs checkpoint_dir (or use the CLI, which sets it).")
+            out.append(Checkpointer(ckpt_dir, cfg.checkpoint_every))
+        return out + extra
+
+    @staticmethod
+    def _gradient_checkpointing(handle, enable: bool) -> bool:
+        """Switch the UNet's activation checkpointing; returns the previous setting so it can be restored."""
+        unet = getattr(getattr(handle, "pipe", None), "unet", None)
+        if unet is None or not getattr(unet, "_supports_gradient_checkpointing", False):
+            return False
+        was = bool(unet.is_gradient_checkpointing)
+        if enable != was:
+            unet.enable_gradient_checkpointing() if enable else unet.disable_gradient_checkpointing()
+        return was
+
+    def _run(self, state: TrainState, callbacks: list[Callback]) -> None:
+        for cb in callbacks:
+            cb.on_train_start(state)
+        try:
+            while state.step < state.total_steps and not state.should_stop:
+                logs = self._step(state)
+                state.step += 1
+                for cb in callbacks:
+                    cb.on_step_end(state, logs)
+        finally:
+            for cb in callbacks:
+                cb.on_train_end(state)
+
+    def _step(self, state: TrainState) -> dict[str, float]:
+        state.optimizer.zero_grad(set_to_none=True)
+        loss, logs = self.training_step(state)
+        loss.backward()
+        self.transform_gradients(state)
+        grads = [p.grad for p in state.params.values() if p.grad is not None]
+        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        if not finite:
+            self._stop_non_finite(state, "loss or gradient")
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(list(state.params.values()), self.config.max_grad_norm)
+        state.optimizer.step()
+        return {"loss": float(loss.detach()), **logs}
+
+    def _stop_non_finite(self, state: TrainState, what: str) -> None:
+        where = ""
+        if self.config.checkpoint_dir:
+            where = f" Last good state saved to {save_checkpoint(state, self.config.checkpoint_dir)}."
+        patch = self._finish(state, float("nan")) if state.step else None
+        raise NonFiniteError(
+            f"{self.name}: non-finite {what} at step {state.step}; stopped with the last good state (e.patch).{where} "
+            "Lower lr or check the inputs.", patch)
+
+    def _finish(self, state: TrainState, seconds: float) -> ErasurePatch:
+        deltas = self.make_patch(state)
+        if not deltas:
+            raise RuntimeError(f"{self.name} left every targeted parameter unchanged; raise steps or lr.")
+        touched = sorted({k.split(".", 1)[0] for k in deltas})
+        components = state.handle.components
+        meta = {
+            "method": self.name,
+            "concept": state.concept,
+            "anchor": state.anchor,
+            "config": self.config.to_dict(),
+            "base_model": getattr(state.handle, "spec", None),
+            "base_fingerprint": {c: component_fingerprint(components[c]) for c in touched},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "erasekit_version": __version__,
+            "stats": _stats(state, seconds),
+        }
+        return ErasurePatch(deltas, meta)
+
+
+def _stats(state: TrainState, seconds: float) -> dict:
+    peak_gpu = torch.cuda.max_memory_allocated(state.device) if state.device.type == "cuda" else None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return {
+        "erase_seconds": round(seconds, 3),
+        "steps_run": state.step,
+        "device": str(state.device),
+        "peak_gpu_memory_bytes": peak_gpu,
+        "peak_process_rss_bytes": rss,
+        "torch": torch.__version__,
+    }

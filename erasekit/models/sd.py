@@ -1,0 +1,247 @@
+"""A handle over a diffusers Stable Diffusion pipeline: the few operations erasure methods and evaluation need.
+
+Trained weights never touch the caller's pipeline: methods pass ``params`` (``"<component>.<name>" -> tensor``) and
+the handle runs the component with those tensors swapped in through ``torch.func.functional_call``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .base import ModelHandle
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COMPONENTS = ("unet", "text_encoder", "tokenizer", "scheduler", "vae")
+ATTENTION_BACKENDS = ("auto", "sdpa", "xformers", "eager")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """fp32 on CPU; bf16 on CUDA devices that support it, fp16 otherwise."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _call(module: nn.Module, overrides: dict[str, torch.Tensor] | None, *args, **kwargs):
+    if not overrides:
+        return module(*args, **kwargs)
+    dtype = next(module.parameters()).dtype
+    overrides = {k: v.to(dtype) for k, v in overrides.items()}
+    return torch.func.functional_call(module, overrides, args, kwargs, strict=False)
+
+
+class DiffusionHandle(ModelHandle):
+    """Wraps a ``StableDiffusionPipeline``-like object (unet, text_encoder, tokenizer, scheduler, vae).
+
+    Example:
+        >>> handle = DiffusionHandle(pipe)
+        >>> emb = handle.encode_prompts(["a cat"])
+        >>> eps = handle.predict_noise(latents, t, emb)
+    """
+
+    kind = "diffusion"
+    spec: str | None = None  # how the model was named when loaded, recorded in patch metadata
+
+    def __init__(self, pipe):
+        missing = [c for c in REQUIRED_COMPONENTS if getattr(pipe, c, None) is None]
+        if missing:
+            raise TypeError(
+                f"{type(pipe).__name__} lacks {missing}; erasekit needs a Stable Diffusion-style pipeline with "
+                f"{', '.join(REQUIRED_COMPONENTS)} (e.g. diffusers.StableDiffusionPipeline)."
+            )
+        self.pipe = pipe
+
+    @property
+    def components(self) -> dict[str, nn.Module]:
+        return {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder, "vae": self.pipe.vae}
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.unet.dtype
+
+    @property
+    def image_size(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.pipe.scheduler.config.get("prediction_type", "epsilon")
+
+    @staticmethod
+    def _split(params: dict[str, torch.Tensor] | None, component: str) -> dict[str, torch.Tensor]:
+        prefix = component + "."
+        return {k[len(prefix) :]: v for k, v in (params or {}).items() if k.startswith(prefix)}
+
+    def check_concept(self, concept: str) -> list[int]:
+        """Token ids of ``concept`` without special tokens; a clear error if it is empty or too long."""
+        if not isinstance(concept, str) or not concept.strip():
+            raise ValueError("The concept is empty: pass the words to erase, e.g. --concept 'Van Gogh style'.")
+        tok = self.pipe.tokenizer
+        ids = tok(concept, add_special_tokens=False).input_ids
+        if not ids:
+            raise ValueError(f"The concept {concept!r} matches no token of the tokenizer; rephrase it in words.")
+        if len(ids) > tok.model_max_length - 2:
+            raise ValueError(
+                f"The concept {concept!r} is {len(ids)} tokens; the text encoder reads at most "
+                f"{tok.model_max_length - 2}. Shorten it."
+            )
+        return ids
+
+    def encode_prompts(self, prompts: Sequence[str], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Text-encoder hidden states ``[N, max_length, D]`` for ``prompts`` (gradients flow only through params)."""
+        tok = self.pipe.tokenizer
+        ids = tok(
+            list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+        overrides = self._split(params, "text_encoder")
+        with contextlib.nullcontext() if overrides else torch.no_grad():
+            return _call(self.pipe.text_encoder, overrides, ids)[0]
+
+    def predict_noise(self, latents, t, emb, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The UNet's raw output (ε or v, see :attr:`prediction_type`) at timestep(s) ``t``."""
+        t = torch.as_tensor(t, device=latents.device)
+        if t.ndim == 0:
+            t = t.expand(latents.shape[0])
+        return _call(self.pipe.unet, self._split(params, "unet"), latents, t, encoder_hidden_states=emb).sample
+
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The regression target of the standard diffusion loss for this scheduler (ε, or v for v-prediction)."""
+        if self.prediction_type == "v_prediction":
+            return self.pipe.scheduler.get_velocity(x0, noise, t)
+        return noise
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.pipe.scheduler.add_noise(x0, noise, t)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.pipe.scheduler.config.num_train_timesteps)
+
+    def initial_latents(self, n: int, generator: torch.Generator, size: int | None = None) -> torch.Tensor:
+        """Standard-normal starting latents drawn from a (CPU) generator, so results do not depend on the device."""
+        side = (size or self.image_size) // int(self.pipe.vae_scale_factor)
+        shape = (n, int(self.pipe.unet.config.in_channels), side, side)
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+        return (noise * self.pipe.scheduler.init_noise_sigma).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        latents: torch.Tensor,
+        num_inference_steps: int,
+        guidance_scale: float,
+        stop_after: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the pipeline's own sampling loop from ``latents``; stop after ``stop_after`` steps if given.
+
+        Stopping goes through ``callback_on_step_end`` (the pipeline's ``interrupt`` flag), never a forked
+        ``__call__``. Returns the latents and the timestep they sit at (0 when sampling ran to the end).
+        """
+        state = {"t": torch.tensor(0)}
+        timesteps = None
+
+        def on_step_end(pipe, i, t, kwargs):
+            nonlocal timesteps
+            timesteps = pipe.scheduler.timesteps
+            if stop_after is not None and i + 1 >= stop_after:
+                pipe._interrupt = True
+                state["t"] = timesteps[i + 1] if i + 1 < len(timesteps) else torch.tensor(0)
+            return kwargs
+
+        if stop_after == 0:
+            self.pipe.scheduler.set_timesteps(num_inference_steps, device=self.device)
+            return latents, self.pipe.scheduler.timesteps[0]
+        out = self.pipe(
+            prompt_embeds=cond,
+            negative_prompt_embeds=uncond,
+            latents=latents,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            output_type="latent",
+            callback_on_step_end=on_step_end,
+        )
+        return out.images, state["t"]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode latents to images in ``[0, 1]``, shape ``[N, 3, H, W]``, float32."""
+        vae = self.pipe.vae
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """VAE-encode images in ``[-1, 1]`` to scaled latents (a sample of the posterior)."""
+        vae = self.pipe.vae
+        dist = vae.encode(images.to(self.device, vae.dtype)).latent_dist
+        return dist.sample(generator) * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        negative_prompt: str = "",
+    ) -> torch.Tensor:
+        """One image per (prompt, seed) pair, ``[N, 3, H, W]`` in ``[0, 1]``; each seed drives its own generator."""
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: pass one seed per prompt.")
+        latents = torch.cat([self.initial_latents(1, torch.Generator().manual_seed(int(s))) for s in seeds])
+        cond = self.encode_prompts(prompts)
+        uncond = self.encode_prompts([negative_prompt] * len(prompts))
+        out, _ = self.sample_latents(cond, uncond, latents, num_inference_steps, guidance_scale)
+        return self.decode(out)
+
+
+def set_attention_backend(pipe, backend: str = "auto") -> str:
+    """Choose the UNet/VAE attention implementation; returns the backend actually set.
+
+    ``sdpa`` (PyTorch's fused scaled-dot-product attention) is the default; ``auto`` picks xformers only when it is
+    installed and CUDA is present; ``eager`` is the plain reference implementation.
+    """
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"Unknown attention backend {backend!r}; choose one of {ATTENTION_BACKENDS}.")
+    has_xformers = importlib.util.find_spec("xformers") is not None and torch.cuda.is_available()
+    if backend == "auto":
+        backend = "xformers" if has_xformers else "sdpa"
+    if backend == "xformers":
+        if not has_xformers:
+            raise ValueError(
+                "xformers attention needs the xformers package and a CUDA device: `pip install erasekit[cuda]` "
+                "on a CUDA machine, or use --attention sdpa."
+            )
+        pipe.enable_xformers_memory_efficient_attention()
+        return backend
+    processor = AttnProcessor2_0 if backend == "sdpa" else AttnProcessor
+    for module in (pipe.unet, pipe.vae):
+        module.set_attn_processor(processor())
+    return backend
+
+
+@contextlib.contextmanager
+def attention_backend(pipe, backend: str) -> Iterator[str]:
+    """Temporarily switch the attention backend; the previous processors are restored on exit."""
+    saved = {m: m.attn_processors for m in (pipe.unet, pipe.vae)}
+    try:
+        yield set_attention_backend(pipe, backend)
+    finally:
+        for module, processors in saved.items():
+            module.set_attn_processor(processors)

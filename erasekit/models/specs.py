@@ -1,0 +1,89 @@
+"""Resolve model specs: ``"tiny-sd"``, ``"local:/path"`` or a plain path to a diffusers folder.
+
+Loading never executes code and never touches a model hub: folders load with ``local_files_only=True`` and
+safetensors weights only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .sd import DiffusionHandle, default_dtype, set_attention_backend
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_SPECS = {"tiny-sd": "tiny random Stable Diffusion components built in code (tests and smoke runs)"}
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA device is visible; use --device cpu.")
+    return device
+
+
+def _load_folder(path: Path, dtype: torch.dtype):
+    from diffusers import DiffusionPipeline
+
+    if not (path / "model_index.json").is_file():
+        raise ValueError(
+            f"{path} is not a diffusers pipeline folder (no model_index.json). Save one with "
+            "pipe.save_pretrained(DIR), or pass 'tiny-sd'."
+        )
+    pipe = DiffusionPipeline.from_pretrained(
+        path, torch_dtype=dtype, local_files_only=True, use_safetensors=True, safety_checker=None
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_pipeline(spec: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                  attention: str = "auto"):
+    """Load a Stable Diffusion pipeline from a spec.
+
+    Args:
+        spec: ``"tiny-sd"``, ``"local:/path/to/folder"`` or a path to a folder written by ``save_pretrained``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default CUDA when present, else CPU.
+        dtype: default fp32 on CPU, bf16 (or fp16) on CUDA.
+        attention: ``"auto"`` (SDPA; xformers if installed on CUDA), ``"sdpa"``, ``"xformers"`` or ``"eager"``.
+
+    Returns:
+        The diffusers pipeline, on ``device`` in ``dtype``, progress bar off.
+
+    Example:
+        >>> pipe = load_pipeline("tiny-sd")
+        >>> pipe = load_pipeline("local:/models/sd15", device="cuda")
+    """
+    device = _resolve_device(device)
+    dtype = dtype or default_dtype(device)
+    if spec == "tiny-sd":
+        from .tiny import tiny_sd_pipeline
+
+        pipe = tiny_sd_pipeline()
+    else:
+        path = Path(spec[len("local:") :] if spec.startswith("local:") else spec).expanduser()
+        if not path.exists():
+            known = ", ".join(f"{k!r}" for k in BUILTIN_SPECS)
+            raise ValueError(f"Unknown model {spec!r}: not a built-in ({known}) and no folder at {path}.")
+        pipe = _load_folder(path, dtype)
+    pipe = pipe.to(device)
+    if pipe.unet.dtype != dtype:
+        pipe = pipe.to(dtype=dtype)
+    set_attention_backend(pipe, attention)
+    return pipe
+
+
+def load_model(spec_or_model, **kwargs) -> DiffusionHandle:
+    """A model handle from a spec string, a pipeline, or a handle (returned as is)."""
+    if isinstance(spec_or_model, DiffusionHandle):
+        return spec_or_model
+    if isinstance(spec_or_model, str | Path):
+        handle = DiffusionHandle(load_pipeline(str(spec_or_model), **kwargs))
+        handle.spec = str(spec_or_model)
+        return handle
+    return DiffusionHandle(spec_or_model)

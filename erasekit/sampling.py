@@ -1,0 +1,26 @@
+"""Seeded, batched image generation over prompts x seeds, with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def generate_grid(handle, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25, guidance: float = 7.5,
+                  batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+    """Images for every (prompt, seed), row-major by prompt: ``[len(prompts) * len(seeds), 3, H, W]`` in [0, 1].
+
+    Each image's starting noise depends only on its seed, so batching does not change results.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError("steps and batch_size must be >= 1.")
+    if not seeds:
+        raise ValueError("No seeds given.")
+    pairs = [(p, s) for p in prompts for s in seeds]
+    out = []
+    for i in tqdm(range(0, len(pairs), batch_size), desc="generating", unit="batch", disable=not progress):
+        chunk = pairs[i : i + batch_size]
+        out.append(handle.generate([p for p, _ in chunk], [s for _, s in chunk], steps, guidance).cpu())
+    return torch.cat(out)
