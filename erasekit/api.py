@@ -12,8 +12,11 @@ from .models import load_model
 from .patch import ErasurePatch
 
 
-def resolve_config(method: str, config: MethodConfig | dict | str | Path | None = None,
-                   overrides: dict[str, Any] | list[str] | None = None) -> MethodConfig:
+def resolve_config(
+    method: str,
+    config: MethodConfig | dict | str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> MethodConfig:
     """The method's config from a dataclass, a dict, or a YAML file, with dotted overrides applied.
 
     A YAML file may name its method (``method: salun``); it must then agree with ``method``.
@@ -35,8 +38,15 @@ def resolve_config(method: str, config: MethodConfig | dict | str | Path | None 
     return cfg.with_overrides(overrides) if overrides else cfg
 
 
-def erase(model, method: str, concept: str, anchor: str | None = None,
-          config: MethodConfig | dict | str | Path | None = None, callbacks=(), **overrides) -> ErasurePatch:
+def erase(
+    model,
+    method: str,
+    concept: str,
+    anchor: str | None = None,
+    config: MethodConfig | dict | str | Path | None = None,
+    callbacks=(),
+    **overrides,
+) -> ErasurePatch:
     """Erase ``concept`` from ``model`` with ``method``; the model is left unchanged and a patch is returned.
 
     Args:

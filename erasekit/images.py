@@ -21,8 +21,14 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array)
 
 
-def grid(images: torch.Tensor, ncol: int, row_labels: Sequence[str] | None = None,
-         col_labels: Sequence[str] | None = None, pad: int = 2, mark_rows: Sequence[int] = ()) -> Image.Image:
+def grid(
+    images: torch.Tensor,
+    ncol: int,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    pad: int = 2,
+    mark_rows: Sequence[int] = (),
+) -> Image.Image:
     """Lay ``images`` (``[N, 3, H, W]``, row-major) out in ``ncol`` columns; ``mark_rows`` get a red frame."""
     n, _, h, w = images.shape
     nrow = -(-n // ncol)

@@ -8,8 +8,15 @@ import torch
 from tqdm.auto import tqdm
 
 
-def generate_grid(handle, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25, guidance: float = 7.5,
-                  batch_size: int = 16, progress: bool = True) -> torch.Tensor:
+def generate_grid(
+    handle,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int = 25,
+    guidance: float = 7.5,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> torch.Tensor:
     """Images for every (prompt, seed), row-major by prompt: ``[len(prompts) * len(seeds), 3, H, W]`` in [0, 1].
 
     Each image's starting noise depends only on its seed, so batching does not change results.

@@ -28,7 +28,7 @@ def test_from_diff_apply_reproduces_edit_and_remove_is_bit_exact(tiny_pipe, patc
     edited = _edited(tiny_pipe)
     original = state_of(tiny_pipe.unet)
     applied = patch.apply(tiny_pipe)
-    for (n, a), b in zip(tiny_pipe.unet.named_parameters(), edited.unet.parameters()):
+    for (n, a), b in zip(tiny_pipe.unet.named_parameters(), edited.unet.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=n)
     applied.remove()
     assert_bit_equal(state_of(tiny_pipe.unet), original)
@@ -42,7 +42,7 @@ def test_remove_restores_exact_bits(tiny_pipe, dtype, sparse):
     original = state_of(pipe.unet)
     for _ in range(3):  # repeated cycles stay exact
         applied = patch.apply(pipe, scale=0.37)
-        assert not all(torch.equal(a, b) for a, b in zip(state_of(pipe.unet).values(), original.values()))
+        assert not all(torch.equal(a, b) for a, b in zip(state_of(pipe.unet).values(), original.values(), strict=True))
         applied.remove()
         assert_bit_equal(state_of(pipe.unet), original)
 

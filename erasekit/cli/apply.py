@@ -13,9 +13,14 @@ EXAMPLES = """  erasekit apply --model tiny-sd --patch p.safetensors --out erase
 
 
 def add_parser(sub) -> None:
-    p = subparser(sub, "apply", "apply patches and save a pipeline folder, or export a LoRA",
-                  "Apply one or more patches (composed) to a model and save the result with save_pretrained, "
-                  "or export the patch as a diffusers LoRA (--lora).", EXAMPLES)
+    p = subparser(
+        sub,
+        "apply",
+        "apply patches and save a pipeline folder, or export a LoRA",
+        "Apply one or more patches (composed) to a model and save the result with save_pretrained, "
+        "or export the patch as a diffusers LoRA (--lora).",
+        EXAMPLES,
+    )
     add_model_args(p)
     p.add_argument("--patch", action="append", required=True, help="patch file (repeat to compose several)")
     p.add_argument("--scale", type=float, default=1.0, help="patch strength: 0 = base model, 1 = full erasure")

@@ -11,18 +11,31 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def subparser(sub, name: str, help: str, description: str, examples: str):  # noqa: A002
     """A subcommand parser whose help ends with examples."""
-    return sub.add_parser(name, help=help, description=description, epilog="examples:\n" + examples,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny-sd",
-                        help="model spec: 'tiny-sd', 'local:/path' or a diffusers folder (default: tiny-sd)")
+    parser.add_argument(
+        "--model",
+        default="tiny-sd",
+        help="model spec: 'tiny-sd', 'local:/path' or a diffusers folder (default: tiny-sd)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="weights' precision (default: fp32 on CPU, bf16 on CUDA)")
-    parser.add_argument("--attention", default="auto", choices=("auto", "sdpa", "xformers", "eager"),
-                        help="attention backend (default: auto = SDPA, or xformers when installed on CUDA)")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="weights' precision (default: fp32 on CPU, bf16 on CUDA)"
+    )
+    parser.add_argument(
+        "--attention",
+        default="auto",
+        choices=("auto", "sdpa", "xformers", "eager"),
+        help="attention backend (default: auto = SDPA, or xformers when installed on CUDA)",
+    )
 
 
 def load_handle(args):

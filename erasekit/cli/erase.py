@@ -18,15 +18,26 @@ EXAMPLES = """  erasekit erase --model tiny-sd --method esd --concept "a cat" --
 
 
 def add_parser(sub) -> None:
-    p = subparser(sub, "erase", "erase a concept and write a patch",
-                  "Erase a concept from a model with a method; writes one .safetensors patch.", EXAMPLES)
+    p = subparser(
+        sub,
+        "erase",
+        "erase a concept and write a patch",
+        "Erase a concept from a model with a method; writes one .safetensors patch.",
+        EXAMPLES,
+    )
     add_model_args(p)
     p.add_argument("--method", required=True, help="method name (see `erasekit list`)")
     p.add_argument("--concept", required=True, help="the words to erase, e.g. 'Van Gogh style'")
     p.add_argument("--anchor", default=None, help="what the concept should become (methods that use one)")
     p.add_argument("--config", default=None, help="YAML file of method options")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a method option (repeatable), e.g. --set steps=200")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a method option (repeatable), e.g. --set steps=200",
+    )
     p.add_argument("--out", required=True, help="output patch file (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.set_defaults(run=run)
@@ -57,8 +68,10 @@ def run(args) -> int:
     patch.save(out)
     _remove_checkpoint(Path(ckpt_dir))
     stats = patch.metadata.get("stats", {})
-    print(f"wrote {out}: {len(patch)} tensors, {patch.num_changed:,} values changed, "
-          f"{patch.nbytes / 1e6:.2f} MB, {stats.get('erase_seconds', 0):.1f} s")
+    print(
+        f"wrote {out}: {len(patch)} tensors, {patch.num_changed:,} values changed, "
+        f"{patch.nbytes / 1e6:.2f} MB, {stats.get('erase_seconds', 0):.1f} s"
+    )
     return 0
 
 

@@ -13,8 +13,13 @@ EXAMPLES = """  erasekit generate --model tiny-sd --prompt "a cat" --prompt "a d
 
 
 def add_parser(sub) -> None:
-    p = subparser(sub, "generate", "generate a grid of images (rows: prompts, columns: seeds)",
-                  "Generate images for prompts x seeds and save them as one PNG grid.", EXAMPLES)
+    p = subparser(
+        sub,
+        "generate",
+        "generate a grid of images (rows: prompts, columns: seeds)",
+        "Generate images for prompts x seeds and save them as one PNG grid.",
+        EXAMPLES,
+    )
     add_model_args(p)
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help="a text file with one prompt per line")
@@ -43,8 +48,9 @@ def run(args) -> int:
     patch = load_patches(args.patch)
     if patch is not None:
         patch.apply(handle, scale=args.scale, check_fingerprint=not args.force)
-    images = generate_grid(handle, prompts, seeds, steps=args.steps, guidance=args.guidance,
-                           batch_size=args.batch_size)
+    images = generate_grid(
+        handle, prompts, seeds, steps=args.steps, guidance=args.guidance, batch_size=args.batch_size
+    )
     save_image(grid(images, len(seeds), row_labels=prompts, col_labels=[f"seed {s}" for s in seeds]), args.out)
     print(f"wrote {args.out}: {len(prompts)} prompts x {len(seeds)} seeds")
     return 0

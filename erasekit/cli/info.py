@@ -12,8 +12,9 @@ EXAMPLES = """  erasekit info p.safetensors
 
 
 def add_parser(sub) -> None:
-    p = subparser(sub, "info", "show a patch's metadata", "Print what a patch file holds and how it was made.",
-                  EXAMPLES)
+    p = subparser(
+        sub, "info", "show a patch's metadata", "Print what a patch file holds and how it was made.", EXAMPLES
+    )
     p.add_argument("patch", help="patch file")
     p.add_argument("--json", action="store_true", help="print the raw header as JSON")
     p.set_defaults(run=run)
@@ -30,11 +31,15 @@ def run(args) -> int:
     kinds = sorted({d.kind for d in patch.deltas.values()})
     stats = meta.get("stats", {})
     rows = [
-        ("method", meta.get("method")), ("concept", meta.get("concept")), ("anchor", meta.get("anchor")),
-        ("base model", meta.get("base_model")), ("created", meta.get("created")),
+        ("method", meta.get("method")),
+        ("concept", meta.get("concept")),
+        ("anchor", meta.get("anchor")),
+        ("base model", meta.get("base_model")),
+        ("created", meta.get("created")),
         ("erasekit", meta.get("erasekit_version")),
         ("tensors", f"{len(patch)} ({', '.join(kinds)}) in {', '.join(patch.components)}"),
-        ("values changed", f"{patch.num_changed:,}"), ("size", f"{patch.nbytes / 1e6:.3f} MB"),
+        ("values changed", f"{patch.num_changed:,}"),
+        ("size", f"{patch.nbytes / 1e6:.3f} MB"),
         ("erase time", f"{stats['erase_seconds']} s on {stats.get('device')}" if "erase_seconds" in stats else None),
     ]
     for key, value in rows:

@@ -6,13 +6,20 @@ from .common import subparser
 
 EXAMPLES = """  erasekit list
   erasekit list esd        # the options of one method
+  erasekit list esd --yaml > my_esd.yaml   # a config file to edit, for erase --config
 """
 
 
 def add_parser(sub) -> None:
-    p = subparser(sub, "list", "list methods, target presets and models",
-                  "List registered methods, parameter target presets and built-in model specs.", EXAMPLES)
+    p = subparser(
+        sub,
+        "list",
+        "list methods, target presets and models",
+        "List registered methods, parameter target presets and built-in model specs.",
+        EXAMPLES,
+    )
     p.add_argument("method", nargs="?", help="show this method's options")
+    p.add_argument("--yaml", action="store_true", help="print the method's defaults as a commented YAML config")
     p.set_defaults(run=run)
 
 
@@ -23,6 +30,9 @@ def run(args) -> int:
 
     if args.method:
         cls = get_method(args.method)
+        if args.yaml:
+            print(cls.config_class.commented_yaml(cls.name), end="")
+            return 0
         print(f"{cls.name}: {cls.summary}\noptions (--set KEY=VALUE):\n{cls.config_class.help_text()}")
         return 0
     print("methods:")

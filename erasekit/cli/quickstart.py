@@ -14,14 +14,26 @@ EXAMPLES = """  erasekit quickstart                                   # ESD on t
 
 
 def add_parser(sub) -> None:
-    p = subparser(sub, "quickstart", "erase a concept end to end and show before/after",
-                  "Erase a concept with ESD, then write the patch, a before/after image grid and a JSON summary.",
-                  EXAMPLES)
+    p = subparser(
+        sub,
+        "quickstart",
+        "erase a concept end to end and show before/after",
+        "Erase a concept with ESD, then write the patch, a before/after image grid and a JSON summary.",
+        EXAMPLES,
+    )
     add_model_args(p)
     p.add_argument("--method", default="esd", help="method (default esd)")
     p.add_argument("--concept", default="a cat", help="concept to erase (default 'a cat')")
     p.add_argument("--other", default="a dog", help="an unrelated prompt that should be kept (default 'a dog')")
     p.add_argument("--steps", type=int, default=20, help="erasure steps (default 20)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a method option (repeatable)",
+    )
     p.add_argument("--seeds", default="0-3", help="seeds of the grid (default 0-3)")
     p.add_argument("--out", default="outputs/quickstart", help="output folder (default outputs/quickstart)")
     p.set_defaults(run=run)
@@ -34,7 +46,7 @@ def _mean_change(before, after, n: int) -> list[float]:
 
 
 def run(args) -> int:
-    from .. import erase
+    from .. import erase, resolve_config
     from .._io import write_json
     from ..images import grid, save_image
     from ..sampling import generate_grid
@@ -45,7 +57,8 @@ def run(args) -> int:
     handle = load_handle(args)
     before = generate_grid(handle, prompts, seeds)
     started = time.perf_counter()
-    patch = erase(handle, args.method, args.concept, steps=args.steps)
+    cfg = resolve_config(args.method, None, [f"steps={args.steps}", *args.overrides])
+    patch = erase(handle, args.method, args.concept, config=cfg)
     seconds = time.perf_counter() - started
     patch.save(out / "patch.safetensors")
     with patch.applied(handle):
@@ -53,9 +66,15 @@ def run(args) -> int:
     labels = [f"before: {p}" for p in prompts] + [f"after: {p}" for p in prompts]
     save_image(grid(_stack(before, after), len(seeds), labels, [f"seed {s}" for s in seeds]), out / "before_after.png")
     summary = {
-        "model": args.model, "method": args.method, "concept": args.concept, "steps": args.steps, "seeds": seeds,
-        "erase_seconds": round(seconds, 2), "patch_bytes": patch.nbytes, "patch_tensors": len(patch),
-        "mean_abs_pixel_change": dict(zip(prompts, _mean_change(before, after, len(seeds)))),
+        "model": args.model,
+        "method": args.method,
+        "concept": args.concept,
+        "steps": args.steps,
+        "seeds": seeds,
+        "erase_seconds": round(seconds, 2),
+        "patch_bytes": patch.nbytes,
+        "patch_tensors": len(patch),
+        "mean_abs_pixel_change": dict(zip(prompts, _mean_change(before, after, len(seeds)), strict=True)),
         "files": ["patch.safetensors", "before_after.png", "summary.json"],
     }
     write_json(out / "summary.json", summary)

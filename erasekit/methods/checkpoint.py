@@ -41,8 +41,12 @@ def _restore_optimizer(prefix: str, optimizer: torch.optim.Optimizer, tensors: d
 
 
 def _identity(state) -> dict:
-    return {"method": state.method_name, "concept": state.concept, "anchor": state.anchor,
-            "config": {k: v for k, v in state.config.to_dict().items() if k not in _RESUMABLE_FIELDS}}
+    return {
+        "method": state.method_name,
+        "concept": state.concept,
+        "anchor": state.anchor,
+        "config": {k: v for k, v in state.config.to_dict().items() if k not in _RESUMABLE_FIELDS},
+    }
 
 
 _RESUMABLE_FIELDS = ("steps", "checkpoint_every", "checkpoint_dir", "resume", "progress")
@@ -76,8 +80,10 @@ def load_checkpoint(state, directory: str | Path) -> bool:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     mine = _identity(state)
     if {k: header.get(k) for k in mine} != json.loads(json.dumps(mine)):
-        raise ValueError(f"The checkpoint in {directory} was made by a different run (method, concept or config "
-                         "differ); delete it or point checkpoint_dir elsewhere.")
+        raise ValueError(
+            f"The checkpoint in {directory} was made by a different run (method, concept or config "
+            "differ); delete it or point checkpoint_dir elsewhere."
+        )
     with torch.no_grad():
         for k, p in state.params.items():
             p.copy_(tensors[f"param::{k}"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,16 @@ class MethodConfig:
         return type(self).from_dict(data)
 
     @classmethod
+    def commented_yaml(cls, method: str | None = None) -> str:
+        """The defaults as YAML with each option's help as a comment (what ``configs/methods/*.yaml`` hold)."""
+        lines = [f"method: {method}"] if method else []
+        for key, value in cls().to_dict().items():
+            f = next(f for f in dataclasses.fields(cls) if f.name == key)
+            text = yaml.safe_dump({key: value}, default_flow_style=True, width=1000).strip()[1:-1]
+            lines.append(f"{text}  # {f.metadata.get('help', '')}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
     def help_text(cls) -> str:
         """One line per option: name, default and help."""
         lines = []
@@ -135,10 +146,15 @@ def _check_types(cfg) -> None:
         raise ValueError(f"{f.name} must be {names}, got {value!r} ({type(value).__name__}).")
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _split_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"Override {text!r} is not key=value (e.g. --set steps=200).")
     key, raw = text.split("=", 1)
+    if _NUMBER.fullmatch(raw.strip()):  # YAML 1.1 reads "2e-5" as a string
+        return key.strip(), float(raw) if any(c in raw for c in ".eE") else int(raw)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -186,7 +186,9 @@ class TrainedMethod(EraseMethod):
         patch = self._finish(state, float("nan")) if state.step else None
         raise NonFiniteError(
             f"{self.name}: non-finite {what} at step {state.step}; stopped with the last good state (e.patch).{where} "
-            "Lower lr or check the inputs.", patch)
+            "Lower lr or check the inputs.",
+            patch,
+        )
 
     def _finish(self, state: TrainState, seconds: float) -> ErasurePatch:
         deltas = self.make_patch(state)

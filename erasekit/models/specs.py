@@ -42,8 +42,9 @@ def _load_folder(path: Path, dtype: torch.dtype):
     return pipe
 
 
-def load_pipeline(spec: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                  attention: str = "auto"):
+def load_pipeline(
+    spec: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None, attention: str = "auto"
+):
     """Load a Stable Diffusion pipeline from a spec.
 
     Args:

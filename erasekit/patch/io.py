@@ -53,11 +53,14 @@ def _read(path: Path, with_tensors: bool = True) -> tuple[dict, dict[str, torch.
             header_text = (f.metadata() or {}).get(HEADER_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as err:  # safetensors raises its own error types for truncated or garbled files
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupted?): {err}. "
-                         "Re-create or re-download it.") from err
+        raise ValueError(
+            f"{path} is not a readable safetensors file (truncated or corrupted?): {err}. Re-create or re-download it."
+        ) from err
     if header_text is None:
-        raise ValueError(f"{path} is a safetensors file but not an erasekit patch (no '{HEADER_KEY}' header). "
-                         "To use a LoRA file, load it with pipe.load_lora_weights instead.")
+        raise ValueError(
+            f"{path} is a safetensors file but not an erasekit patch (no '{HEADER_KEY}' header). "
+            "To use a LoRA file, load it with pipe.load_lora_weights instead."
+        )
     try:
         header = json.loads(header_text)
     except json.JSONDecodeError as err:

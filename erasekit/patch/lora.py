@@ -67,8 +67,12 @@ def _lora_pair(key: str, delta: Delta, rank: int) -> tuple[dict[str, torch.Tenso
 
 
 def _exportable(key: str, delta: Delta) -> bool:
-    return (key.split(".", 1)[0] in LORA_COMPONENTS and key.endswith(".weight") and len(delta.shape) in (2, 4)
-            and not _EMBEDDING.fullmatch(key))
+    return (
+        key.split(".", 1)[0] in LORA_COMPONENTS
+        and key.endswith(".weight")
+        and len(delta.shape) in (2, 4)
+        and not _EMBEDDING.fullmatch(key)
+    )
 
 
 def export_lora(patch, path: str | Path, rank: int = 8, dtype: torch.dtype = torch.float32) -> LoraExport:
@@ -92,18 +96,29 @@ def export_lora(patch, path: str | Path, rank: int = 8, dtype: torch.dtype = tor
         errors[key] = math.sqrt(err2 / norm2) if norm2 > 0 else 0.0
         err_total, norm_total = err_total + err2, norm_total + norm2
     if not tensors:
-        raise ValueError("No delta of this patch can be expressed as a LoRA (only Linear/Conv2d weights of the UNet "
-                         "and text encoder can); keep using the patch file.")
+        raise ValueError(
+            "No delta of this patch can be expressed as a LoRA (only Linear/Conv2d weights of the UNet "
+            "and text encoder can); keep using the patch file."
+        )
     report = LoraExport(
-        path=str(path), rank=rank, relative_error=math.sqrt(err_total / norm_total) if norm_total else 0.0,
-        exported=len(errors), dropped=dropped,
+        path=str(path),
+        rank=rank,
+        relative_error=math.sqrt(err_total / norm_total) if norm_total else 0.0,
+        exported=len(errors),
+        dropped=dropped,
         dropped_norm_share=math.sqrt(dropped_norm / (dropped_norm + norm_total)) if dropped_norm else 0.0,
         per_key_error=errors,
     )
     if dropped:
-        logger.warning("LoRA export dropped %d tensors LoRA cannot express (e.g. %s), %.2f%% of the delta norm.",
-                       len(dropped), dropped[0], 100 * report.dropped_norm_share)
-    meta = {"erasekit_lora": json.dumps({"source": patch.metadata, "export": report.to_dict()}, default=str),
-            "format": "pt"}
+        logger.warning(
+            "LoRA export dropped %d tensors LoRA cannot express (e.g. %s), %.2f%% of the delta norm.",
+            len(dropped),
+            dropped[0],
+            100 * report.dropped_norm_share,
+        )
+    meta = {
+        "erasekit_lora": json.dumps({"source": patch.metadata, "export": report.to_dict()}, default=str),
+        "format": "pt",
+    }
     save_safetensors(tensors, path, metadata=meta)
     return report

@@ -46,8 +46,12 @@ def as_components(model) -> dict[str, nn.Module]:
 class AppliedPatch:
     """What :meth:`ErasurePatch.apply` returns: call :meth:`remove` to restore the exact original bits."""
 
-    def __init__(self, patch: ErasurePatch, backups: dict[str, tuple[torch.nn.Parameter, torch.Tensor | None, torch.Tensor]],
-                 modules: list[nn.Module]):
+    def __init__(
+        self,
+        patch: ErasurePatch,
+        backups: dict[str, tuple[torch.nn.Parameter, torch.Tensor | None, torch.Tensor]],
+        modules: list[nn.Module],
+    ):
         self.patch = patch
         self._backups = backups
         self._modules = modules
@@ -104,8 +108,10 @@ class ErasurePatch:
 
     def __repr__(self) -> str:
         kinds = sorted({d.kind for d in self.deltas.values()})
-        return (f"ErasurePatch(method={self.metadata.get('method')!r}, concept={self.metadata.get('concept')!r}, "
-                f"{len(self.deltas)} tensors, {kinds}, {self.nbytes / 1e6:.2f} MB)")
+        return (
+            f"ErasurePatch(method={self.metadata.get('method')!r}, concept={self.metadata.get('concept')!r}, "
+            f"{len(self.deltas)} tensors, {kinds}, {self.nbytes / 1e6:.2f} MB)"
+        )
 
     def __len__(self) -> int:
         return len(self.deltas)
@@ -141,14 +147,21 @@ class ErasurePatch:
             return NotImplemented
         overlap = sorted(set(self.deltas) & set(other.deltas))
         if overlap:
-            logger.warning("Composed patches overlap on %d parameters (e.g. %s); their deltas are summed.",
-                           len(overlap), overlap[0])
+            logger.warning(
+                "Composed patches overlap on %d parameters (e.g. %s); their deltas are summed.",
+                len(overlap),
+                overlap[0],
+            )
         deltas = dict(self.deltas)
         for key, delta in other.deltas.items():
             deltas[key] = add_deltas(deltas[key], delta) if key in deltas else delta
         fingerprint = {**other.metadata.get("base_fingerprint", {}), **self.metadata.get("base_fingerprint", {})}
-        meta = {"method": "composed", "concept": _concepts(self) + _concepts(other), "base_fingerprint": fingerprint,
-                "parts": [_brief(self.metadata), _brief(other.metadata)]}
+        meta = {
+            "method": "composed",
+            "concept": _concepts(self) + _concepts(other),
+            "base_fingerprint": fingerprint,
+            "parts": [_brief(self.metadata), _brief(other.metadata)],
+        }
         return ErasurePatch(deltas, meta)
 
     # ---- apply / remove ---------------------------------------------------------------------------------------
@@ -221,7 +234,9 @@ class ErasurePatch:
             )
         for key, delta in self.deltas.items():
             if tuple(params[key].shape) != tuple(delta.shape):
-                raise ValueError(f"{key}: the patch has shape {tuple(delta.shape)}, the model {tuple(params[key].shape)}.")
+                raise ValueError(
+                    f"{key}: the patch has shape {tuple(delta.shape)}, the model {tuple(params[key].shape)}."
+                )
 
     def _check_fingerprint(self, components: dict[str, nn.Module]) -> None:
         expected = self.metadata.get("base_fingerprint") or {}

@@ -74,9 +74,7 @@ def resolve_targets(spec: str | Sequence[str], names: Iterable[str], kind: str =
     exclude = [_compile(i[1:], kind) for i in items if i.startswith("-")]
     if not include:
         raise ValueError(f"Target {items} only removes parameters; add a preset to start from, e.g. ['unet', ...].")
-    chosen = [
-        n for n in names if any(p.fullmatch(n) for p in include) and not any(p.fullmatch(n) for p in exclude)
-    ]
+    chosen = [n for n in names if any(p.fullmatch(n) for p in include) and not any(p.fullmatch(n) for p in exclude)]
     if not chosen:
         examples = ", ".join(names[:3] + names[-2:])
         raise ValueError(f"Target {items} matches no parameter of this model. Parameter names look like: {examples}.")

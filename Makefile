@@ -1,0 +1,42 @@
+# erasekit: `make quickstart` and `make test` do all set-up on a fresh machine (a .venv in this folder).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision are pinned to the builds this workplace keeps on disk (open_clip needs torchvision).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: install quickstart test test-slow lint format clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: install
+	$(BIN)/erasekit quickstart --out outputs/quickstart
+
+test: install
+	$(BIN)/ruff check erasekit tests
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check erasekit tests
+	$(BIN)/ruff format --check erasekit tests
+
+format: install
+	$(BIN)/ruff format erasekit tests
+	$(BIN)/ruff check --fix erasekit tests
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
