@@ -1,0 +1,47 @@
+"""MiniCanvas: a procedural UnlearnCanvas in miniature (styles × objects at 64×64, captions, dataset, export).
+
+``STYLES[0]`` is ``"Photo"`` (the plain style, UnlearnCanvas' ``Seed_Images``); object names are lowercase words.
+See :mod:`erasekit.worlds.minicanvas.data` for the conventions.
+"""
+
+from .data import (
+    HELDOUT_OFFSET,
+    HELDOUT_TEMPLATES,
+    IMAGE_SIZE,
+    OBJECTS,
+    PHOTO,
+    STYLES,
+    TRAIN_TEMPLATES,
+    UNLEARNCANVAS_TEMPLATE,
+    MiniCanvasDataset,
+    caption,
+    export_unlearncanvas,
+    parse_exclude,
+    preview_grid,
+    render,
+    resolve_object,
+    resolve_style,
+    stable_seed,
+    style_folder,
+)
+
+__all__ = [
+    "HELDOUT_OFFSET",
+    "HELDOUT_TEMPLATES",
+    "IMAGE_SIZE",
+    "OBJECTS",
+    "PHOTO",
+    "STYLES",
+    "TRAIN_TEMPLATES",
+    "UNLEARNCANVAS_TEMPLATE",
+    "MiniCanvasDataset",
+    "caption",
+    "export_unlearncanvas",
+    "parse_exclude",
+    "preview_grid",
+    "render",
+    "resolve_object",
+    "resolve_style",
+    "stable_seed",
+    "style_folder",
+]
