@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
-from . import apply, erase, generate, info, listing, quickstart
+from . import apply, erase, evaluate, generate, info, listing, quickstart
 
-SUBCOMMANDS = (erase, apply, generate, listing, info, quickstart)
+SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart)
 
 EPILOG = """examples:
   erasekit list
@@ -16,6 +16,7 @@ EPILOG = """examples:
   erasekit info p.safetensors
   erasekit generate --model tiny-sd --prompt "a cat" --patch p.safetensors --out cat.png
   erasekit apply --model tiny-sd --patch p.safetensors --lora p_lora.safetensors
+  erasekit eval --suite unlearncanvas --data DATA --classifiers CLF --patch p.safetensors --target style:Van_Gogh --json r.json
   erasekit quickstart
 """
 

@@ -1,0 +1,90 @@
+"""``erasekit eval``: score a (patched) model the UnlearnCanvas way and write the report."""
+
+from __future__ import annotations
+
+from .common import add_model_args, load_handle, load_patches, parse_seeds, subparser
+
+EXAMPLES = """  erasekit eval --model minicanvas --patch p.safetensors --suite minicanvas --target style:Watercolor --json r.json --grid g.png
+  erasekit eval --model minicanvas --json base.json             # no target: every class of the unpatched model
+  erasekit eval --model local:/models/sd15 --patch vg.safetensors --suite unlearncanvas --data /data/UnlearnCanvas \\
+      --classifiers /data/uc_classifiers --clip /models/clip-vit-large --target style:Van_Gogh --json r.json
+"""
+
+
+def add_parser(sub) -> None:
+    p = subparser(
+        sub,
+        "eval",
+        "evaluate removal and retainability (UA/IRA/CRA, CLIP, FID)",
+        "Generate a suite's full prompt grid with fixed seeds, classify every image and score it.",
+        EXAMPLES,
+    )
+    add_model_args(p)
+    p.add_argument("--patch", action="append", help="patch file to evaluate (repeat to compose)")
+    p.add_argument("--scale", type=float, default=1.0, help="patch strength (default 1)")
+    p.add_argument("--force", action="store_true", help="apply patches even if the base-model fingerprint differs")
+    p.add_argument("--suite", default="minicanvas", help="minicanvas (default) or unlearncanvas")
+    p.add_argument("--target", help="style:NAME or object:NAME; omit to score the model on every class")
+    p.add_argument("--seeds", default="0-3", help="seed list or range (default 0-3)")
+    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--metrics", help="comma-separated metric names (default: all that apply)")
+    p.add_argument("--no-heldout", action="store_true", help="skip UA on held-out caption templates")
+    p.add_argument("--fid-features", choices=("clip", "inception"), help="FID feature space (default clip if any)")
+    p.add_argument("--json", required=True, help="output report (JSON)")
+    p.add_argument("--markdown", help="also write the Markdown table here")
+    p.add_argument("--grid", help="also write the image grid (PNG) here")
+    g = p.add_argument_group("suite data")
+    g.add_argument("--world", help="minicanvas: a world folder from `erasekit world train` (default: shipped)")
+    g.add_argument("--data", help="unlearncanvas: the dataset folder (<Style>/<object>/<idx>.jpg)")
+    g.add_argument("--classifiers", help="unlearncanvas: folder with style/object classifier checkpoints")
+    g.add_argument("--clip", help="unlearncanvas: a local transformers CLIP folder (for CLIP metrics and FID)")
+    g.add_argument("--classifier-arch", default="vit_large_patch16_224", help="timm architecture of the classifiers")
+    g.add_argument("--trust-pickle", action="store_true", help="allow full pickle loading of .pth classifiers")
+    p.set_defaults(run=run)
+
+
+def _suite_kwargs(args) -> dict:
+    if args.suite == "unlearncanvas":
+        if not (args.data and args.classifiers):
+            raise ValueError("--suite unlearncanvas needs --data DIR and --classifiers DIR.")
+        return {
+            "data_dir": args.data,
+            "classifiers_dir": args.classifiers,
+            "clip_dir": args.clip,
+            "arch": args.classifier_arch,
+            "trust_pickle": args.trust_pickle,
+        }
+    return {"world_dir": args.world} if args.world else {}
+
+
+def run(args) -> int:
+    from ..eval import evaluate, get_suite
+
+    suite = get_suite(args.suite, **_suite_kwargs(args))
+    target = suite.parse_target(args.target)  # validated before the model loads
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    handle = load_handle(args)
+    report = evaluate(
+        handle,
+        suite,
+        target,
+        patch=load_patches(args.patch),
+        seeds=parse_seeds(args.seeds),
+        steps=args.steps,
+        guidance=args.guidance,
+        batch_size=args.batch_size,
+        metrics=metrics,
+        heldout=not args.no_heldout,
+        fid_features=args.fid_features,
+        scale=args.scale,
+        check_fingerprint=not args.force,
+    )
+    report.save_json(args.json)
+    if args.markdown:
+        report.save_markdown(args.markdown)
+    if args.grid:
+        report.save_grid(args.grid)
+    print(report.to_markdown())
+    return 0
