@@ -244,3 +244,33 @@ def test_cli_eval_on_unlearncanvas_layout(tmp_path, capsys):
     assert "| ua |" in (tmp_path / "r.md").read_text()
     assert main([*argv[:-6], "--target", "style:Monet", "--json", str(tmp_path / "x.json")]) == 1
     assert "choose one of" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_open_clip_checkpoint_behind_the_clip_interface(tmp_path):
+    import open_clip
+    from safetensors.torch import save_file
+
+    from erasekit.eval.clip import clip_loader
+    from erasekit.eval.features import CLIPImageFeatures, clip_text_features
+
+    cfg = {
+        "embed_dim": 8,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+    }
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "erasekit-tiny-clip.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "cfg")
+    model = open_clip.create_model("erasekit-tiny-clip")
+    save_file(model.state_dict(), str(tmp_path / "tiny.safetensors"))
+    load = clip_loader(f"open_clip:erasekit-tiny-clip@{tmp_path / 'tiny.safetensors'}")
+    clip, processor = load()
+    images = torch.rand(3, 3, 32, 32)
+    feats = CLIPImageFeatures(clip, processor)(images)
+    text = clip_text_features(clip, processor, ["a cat", "a dog"])
+    assert feats.shape == (3, 8) and text.shape == (2, 8)
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(3))
+    with pytest.raises(ValueError, match="ARCH@"):
+        clip_loader("open_clip:ViT-B-32")
+    with pytest.raises(ValueError, match="not a transformers CLIP folder"):
+        clip_loader(str(tmp_path))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .clip import clip_loader
 from .suite import Suite, register_suite
 
 logger = logging.getLogger(__name__)
@@ -126,26 +127,6 @@ def _checkpoint(directory: Path, name: str) -> Path:
     raise ValueError(f"No {name} classifier in {directory}: expected {name}.safetensors or {name}.pth.")
 
 
-def load_clip_folder(path: str | Path):
-    """A zero-argument loader of ``(CLIPModel, CLIPProcessor)`` from a local transformers folder."""
-    from transformers import CLIPModel, CLIPProcessor
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{path} is not a transformers CLIP folder (no config.json).")
-    cache: dict = {}
-
-    def load():
-        if not cache:
-            cache["v"] = (
-                CLIPModel.from_pretrained(path, local_files_only=True).eval(),
-                CLIPProcessor.from_pretrained(path, local_files_only=True),
-            )
-        return cache["v"]
-
-    return load
-
-
 @register_suite("unlearncanvas")
 def unlearncanvas_suite(
     data_dir: str | Path,
@@ -187,7 +168,7 @@ def unlearncanvas_suite(
         objects=objects,
         style_classifier=style_clf,
         object_classifier=object_clf,
-        clip=load_clip_folder(clip_dir) if clip_dir else None,
+        clip=clip_loader(clip_dir) if clip_dir else None,
         reference_images=reference_images,
         info={
             "data_dir": str(data_dir),
