@@ -1,6 +1,7 @@
 """Model handles and loading: diffusers pipelines (and, later, StyleGAN2 generators)."""
 
 from .base import ModelHandle, named_parameters
+from .gan import StyleGANHandle
 from .sd import DiffusionHandle, attention_backend, default_dtype, set_attention_backend
 from .specs import BUILTIN_SPECS, load_model, load_pipeline
 
@@ -8,6 +9,7 @@ __all__ = [
     "BUILTIN_SPECS",
     "DiffusionHandle",
     "ModelHandle",
+    "StyleGANHandle",
     "attention_backend",
     "default_dtype",
     "load_model",

@@ -79,10 +79,24 @@ def load_pipeline(
     return pipe
 
 
-def load_model(spec_or_model, **kwargs) -> DiffusionHandle:
-    """A model handle from a spec string, a pipeline, or a handle (returned as is)."""
-    if isinstance(spec_or_model, DiffusionHandle):
+def load_model(spec_or_model, **kwargs):
+    """A model handle from a spec string, a pipeline, a StyleGAN2 generator, or a handle (returned as is).
+
+    Specs ending in ``.safetensors`` load an erasekit StyleGAN2 generator; anything else a diffusers pipeline.
+    """
+    from .base import ModelHandle
+    from .gan import StyleGANHandle, is_generator
+
+    if isinstance(spec_or_model, ModelHandle):
         return spec_or_model
+    if is_generator(spec_or_model):
+        return StyleGANHandle(spec_or_model)
+    if isinstance(spec_or_model, str | Path) and str(spec_or_model).endswith(".safetensors"):
+        from .stylegan import load_generator
+
+        handle = StyleGANHandle(load_generator(str(spec_or_model), device=_resolve_device(kwargs.get("device"))))
+        handle.spec = str(spec_or_model)
+        return handle
     if isinstance(spec_or_model, str | Path):
         handle = DiffusionHandle(load_pipeline(str(spec_or_model), **kwargs))
         handle.spec = str(spec_or_model)

@@ -28,9 +28,12 @@ _STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def as_components(model) -> dict[str, nn.Module]:
     """Named components of a handle, a diffusers pipeline, or a ``{"name": module}`` dict."""
     from ..models.base import ModelHandle
+    from ..models.gan import is_generator
 
     if isinstance(model, ModelHandle):
         return model.components
+    if is_generator(model):
+        return {"generator": model}
     if isinstance(model, Mapping) and all(isinstance(m, nn.Module) for m in model.values()):
         return dict(model)
     if getattr(model, "unet", None) is not None:
@@ -38,8 +41,8 @@ def as_components(model) -> dict[str, nn.Module]:
 
         return DiffusionHandle(model).components
     raise TypeError(
-        f"Cannot apply a patch to {type(model).__name__}: pass a diffusers pipeline, an erasekit model handle or a "
-        "dict of named modules."
+        f"Cannot apply a patch to {type(model).__name__}: pass a diffusers pipeline, a StyleGAN2 generator, an "
+        "erasekit model handle or a dict of named modules."
     )
 
 
