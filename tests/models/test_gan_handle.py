@@ -34,7 +34,8 @@ def test_generate_is_seeded_and_params_swap_without_writing(generator):
     assert a.shape == (2, 3, 16, 16) and 0 <= a.min() and a.max() <= 1
     torch.testing.assert_close(a[1:], b)
     key = resolve_targets("synthesis_conv", handle.named_parameters(), "stylegan")[0]
-    params = {key: (handle.named_parameters()[key].detach() * 0.5).requires_grad_(True)}
+    weight = handle.named_parameters()[key].detach()  # (demodulation cancels a uniform scale: perturb randomly)
+    params = {key: (weight + torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))).requires_grad_()}
     ws = handle.sample_ws([0])
     out = handle.synthesize(ws, params=params)
     out.sum().backward()
