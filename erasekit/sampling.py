@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
+
 
 def generate_grid(
     handle,
@@ -19,15 +21,19 @@ def generate_grid(
 ) -> torch.Tensor:
     """Images for every (prompt, seed), row-major by prompt: ``[len(prompts) * len(seeds), 3, H, W]`` in [0, 1].
 
-    Each image's starting noise depends only on its seed, so batching does not change results.
+    Each image's starting noise depends only on its seed, so batching does not change results. Under a
+    data-parallel launch each process samples its share and every process receives the whole grid.
     """
     if steps < 1 or batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1.")
     if not seeds:
         raise ValueError("No seeds given.")
     pairs = [(p, s) for p in prompts for s in seeds]
+    mine = [pairs[i] for i in distributed.shard(len(pairs))]
     out = []
-    for i in tqdm(range(0, len(pairs), batch_size), desc="generating", unit="batch", disable=not progress):
-        chunk = pairs[i : i + batch_size]
-        out.append(handle.generate([p for p, _ in chunk], [s for _, s in chunk], steps, guidance).cpu())
-    return torch.cat(out)
+    show = progress and distributed.is_main()
+    for i in tqdm(range(0, len(mine), batch_size), desc="generating", unit="batch", disable=not show):
+        chunk = mine[i : i + batch_size]
+        out.append(handle.generate([p for p, _ in chunk], [s for _, s in chunk], steps, guidance))
+    local = torch.cat(out) if out else torch.zeros(0, 3, handle.image_size, handle.image_size, device=handle.device)
+    return distributed.gather_cat(local.float(), len(pairs)).cpu()

@@ -39,10 +39,16 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_handle(args):
+    import os
+
+    from .. import distributed
     from ..models import load_model
 
     dtype = DTYPES[args.dtype] if args.dtype else None
-    return load_model(args.model, device=args.device, dtype=dtype, attention=args.attention)
+    device = args.device
+    if distributed.init() and device is None and torch.cuda.is_available():
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per process
+    return load_model(args.model, device=device, dtype=dtype, attention=args.attention)
 
 
 def parse_seeds(text: str) -> list[int]:

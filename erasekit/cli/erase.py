@@ -14,6 +14,8 @@ EXAMPLES = """  erasekit erase --model tiny-sd --method esd --concept "a cat" --
   erasekit erase --model local:/models/sd15 --method esd --concept "Van Gogh style" --set variant=x --out vg.safetensors
   erasekit erase --method esd --concept "a cat" --config configs/methods/esd.yaml --set lr=2e-5 --out p.safetensors
   erasekit erase ... --set checkpoint_every=100 --out p.safetensors   # then rerun with --resume after a crash
+  accelerate launch --multi_gpu --num_processes 4 -m erasekit.cli.main erase ... --set batch_size=8 --out p.safetensors
+  torchrun --nproc_per_node 2 -m erasekit.cli.main erase ... --out p.safetensors          # data parallel on CPUs
 """
 
 
@@ -44,6 +46,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import distributed
     from ..api import resolve_config
     from ..methods import NonFiniteError, get_method
 
@@ -58,13 +61,15 @@ def run(args) -> int:
     try:
         patch = method.erase(handle, args.concept, anchor=args.anchor)
     except NonFiniteError as err:
-        if err.patch is not None:
+        if err.patch is not None and distributed.is_main():
             partial = out.with_name(out.stem + ".partial.safetensors")
             err.patch.save(partial)
             print(f"{err}\nThe last good state is in {partial}.", file=sys.stderr)
         else:
             print(str(err), file=sys.stderr)
         return 1
+    if not distributed.is_main():  # data parallel: every process holds the same patch; one writes it
+        return 0
     patch.save(out)
     _remove_checkpoint(Path(ckpt_dir))
     stats = patch.metadata.get("stats", {})

@@ -39,8 +39,11 @@ def add_parser(sub) -> None:
     g.add_argument("--world", help="minicanvas: a world folder from `erasekit world train` (default: shipped)")
     g.add_argument("--data", help="unlearncanvas: the dataset folder (<Style>/<object>/<idx>.jpg)")
     g.add_argument("--classifiers", help="unlearncanvas: folder with style/object classifier checkpoints")
-    g.add_argument("--clip", help="unlearncanvas: a local transformers CLIP folder, or open_clip:ARCH@CHECKPOINT "
-                   "(for CLIP metrics and FID)")
+    g.add_argument(
+        "--clip",
+        help="unlearncanvas: a local transformers CLIP folder, or open_clip:ARCH@CHECKPOINT "
+        "(for CLIP metrics and FID)",
+    )
     g.add_argument("--classifier-arch", default="vit_large_patch16_224", help="timm architecture of the classifiers")
     g.add_argument("--trust-pickle", action="store_true", help="allow full pickle loading of .pth classifiers")
     p.set_defaults(run=run)
@@ -82,6 +85,10 @@ def run(args) -> int:
         scale=args.scale,
         check_fingerprint=not args.force,
     )
+    from .. import distributed
+
+    if not distributed.is_main():  # data parallel: sampling was sharded; one process writes the report
+        return 0
     report.save_json(args.json)
     if args.markdown:
         report.save_markdown(args.markdown)

@@ -51,6 +51,10 @@ def run(args) -> int:
     images = generate_grid(
         handle, prompts, seeds, steps=args.steps, guidance=args.guidance, batch_size=args.batch_size
     )
+    from .. import distributed
+
+    if not distributed.is_main():
+        return 0
     save_image(grid(images, len(seeds), row_labels=prompts, col_labels=[f"seed {s}" for s in seeds]), args.out)
     print(f"wrote {args.out}: {len(prompts)} prompts x {len(seeds)} seeds")
     return 0

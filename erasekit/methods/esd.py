@@ -59,13 +59,14 @@ class ESD(TrainedMethod):
         state.ctx["uncond"] = handle.encode_prompts([""]).expand(n, -1, -1)
 
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
-        cfg, handle, ctx = self.config, state.handle, state.ctx
-        stop = int(torch.randint(0, cfg.ddim_steps, (1,), generator=state.generator))
-        start = handle.initial_latents(cfg.batch_size, state.generator)
-        x_t, t = handle.sample_latents(ctx["cond"], ctx["uncond"], start, cfg.ddim_steps, cfg.start_guidance, stop)
+        cfg, handle = self.config, state.handle
+        stop = int(torch.randint(0, cfg.ddim_steps, (1,), generator=state.step_generator()))
+        start = torch.cat([handle.initial_latents(1, g) for g in state.sample_generators(cfg.batch_size)])
+        cond, uncond = state.ctx["cond"][: len(start)], state.ctx["uncond"][: len(start)]
+        x_t, t = handle.sample_latents(cond, uncond, start, cfg.ddim_steps, cfg.start_guidance, stop)
         with torch.no_grad():
-            eps_uncond = handle.predict_noise(x_t, t, ctx["uncond"]).float()
-            eps_cond = handle.predict_noise(x_t, t, ctx["cond"]).float()
+            eps_uncond = handle.predict_noise(x_t, t, uncond).float()
+            eps_cond = handle.predict_noise(x_t, t, cond).float()
         target = esd_target(eps_uncond, eps_cond, cfg.negative_guidance)
-        pred = handle.predict_noise(x_t, t, ctx["cond"], params=state.params).float()
+        pred = handle.predict_noise(x_t, t, cond, params=state.params).float()
         return F.mse_loss(pred, target), {"t": float(t)}

@@ -8,6 +8,7 @@ optimizer, seeding, the NaN/Inf guard, checkpoints/resume, progress, timing and 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import resource
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .. import __version__, distributed
 from ..models.base import component_fingerprint
 from ..patch import DenseDelta, ErasurePatch, resolve_targets
 from .base import EraseMethod
@@ -57,6 +58,20 @@ class TrainState:
     @property
     def total_steps(self) -> int:
         return self.config.steps
+
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A generator for draws shared by the whole step (the same on every process), e.g. a timestep."""
+        return torch.Generator().manual_seed(_mix(self.config.seed, self.step, -1 - stream))
+
+    def sample_generators(self, batch_size: int) -> list[torch.Generator]:
+        """One generator per sample of this process's share of a ``batch_size`` global batch.
+
+        Sample ``i`` of step ``s`` always gets the same draws, so one process with batch B and N processes with
+        B/N each see exactly the same samples (data parallelism changes nothing but speed).
+        """
+        return [
+            torch.Generator().manual_seed(_mix(self.config.seed, self.step, i)) for i in distributed.shard(batch_size)
+        ]
 
     @property
     def method_name(self) -> str:
@@ -98,6 +113,7 @@ class TrainedMethod(EraseMethod):
         from ..models import load_model
 
         handle = load_model(model)
+        distributed.init()
         if handle.kind not in self.kinds:
             raise ValueError(f"{self.name} works on {self.kinds} models, not {handle.kind}.")
         if hasattr(handle, "check_concept"):
@@ -128,7 +144,8 @@ class TrainedMethod(EraseMethod):
 
     def _callbacks(self, state: TrainState, extra: list[Callback]) -> list[Callback]:
         cfg = self.config
-        out: list[Callback] = [ProgressBar(f"{self.name}: {state.concept}")] if cfg.progress else []
+        main = distributed.is_main()
+        out: list[Callback] = [ProgressBar(f"{self.name}: {state.concept}")] if cfg.progress and main else []
         ckpt_dir = cfg.checkpoint_dir
         if cfg.resume:
             if not ckpt_dir:
@@ -138,7 +155,8 @@ class TrainedMethod(EraseMethod):
         if cfg.checkpoint_every:
             if not ckpt_dir:
                 raise ValueError("checkpoint_every needs checkpoint_dir (or use the CLI, which sets it).")
-            out.append(Checkpointer(ckpt_dir, cfg.checkpoint_every))
+            if main:  # every process holds the same state; one writes it
+                out.append(Checkpointer(ckpt_dir, cfg.checkpoint_every))
         return out + extra
 
     @staticmethod
@@ -169,8 +187,10 @@ class TrainedMethod(EraseMethod):
         state.optimizer.zero_grad(set_to_none=True)
         loss, logs = self.training_step(state)
         loss.backward()
-        self.transform_gradients(state)
         grads = [p.grad for p in state.params.values() if p.grad is not None]
+        loss = loss.detach().reshape(1)
+        distributed.all_reduce_mean_([*grads, loss])  # data parallel: average before any gradient transform
+        self.transform_gradients(state)
         finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
         if not finite:
             self._stop_non_finite(state, "loss or gradient")
@@ -181,7 +201,7 @@ class TrainedMethod(EraseMethod):
 
     def _stop_non_finite(self, state: TrainState, what: str) -> None:
         where = ""
-        if self.config.checkpoint_dir:
+        if self.config.checkpoint_dir and distributed.is_main():
             where = f" Last good state saved to {save_checkpoint(state, self.config.checkpoint_dir)}."
         patch = self._finish(state, float("nan")) if state.step else None
         raise NonFiniteError(
@@ -208,6 +228,12 @@ class TrainedMethod(EraseMethod):
             "stats": _stats(state, seconds),
         }
         return ErasurePatch(deltas, meta)
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (stable across processes and runs)."""
+    digest = hashlib.blake2b(repr(values).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def _stats(state: TrainState, seconds: float) -> dict:
