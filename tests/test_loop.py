@@ -88,3 +88,27 @@ def test_gradient_checkpointing_gives_the_same_patch(tiny_pipe):
         # Adam normalises gradients, so recomputation round-off can move an update by a fraction of lr
         torch.testing.assert_close(ckpt.deltas[k].to_dense(), d.to_dense(), rtol=0, atol=0.1 * FAST_LR)
     assert not tiny_pipe.unet.is_gradient_checkpointing
+
+
+def test_reference_style_full_optimizer_states_give_the_same_patch(tiny_pipe):
+    plain = erasekit.erase(tiny_pipe, "esd", "a cat", **FAST)
+    full = erasekit.erase(tiny_pipe, "esd", "a cat", optimizer_states="full", **FAST)
+    for k, d in plain.deltas.items():
+        assert torch.equal(full.deltas[k].to_dense(), d.to_dense()), k
+
+
+def test_bf16_autocast_and_channels_last_run_and_stay_close(tiny_pipe):
+    plain = erasekit.erase(tiny_pipe, "esd", "a cat", **FAST)
+    fast = erasekit.erase(tiny_pipe, "esd", "a cat", mixed_precision="bf16", channels_last=True, sync_every=2, **FAST)
+    assert fast.deltas.keys() == plain.deltas.keys()
+    assert tiny_pipe.unet.conv_in.weight.is_contiguous()  # the caller's memory format is restored
+    for k, d in plain.deltas.items():  # Adam steps are ~lr whatever the precision; signs may flip on tiny grads
+        assert (fast.deltas[k].to_dense() - d.to_dense()).abs().max() <= 2 * FAST["steps"] * FAST_LR
+
+
+@pytest.mark.slow
+def test_compiled_unet_gives_the_same_patch(tiny_pipe):
+    plain = erasekit.erase(tiny_pipe, "esd", "a cat", **FAST)
+    compiled = erasekit.erase(tiny_pipe, "esd", "a cat", compile=True, **FAST)
+    for k, d in plain.deltas.items():
+        torch.testing.assert_close(compiled.deltas[k].to_dense(), d.to_dense(), rtol=0, atol=0.1 * FAST_LR)

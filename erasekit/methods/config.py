@@ -49,6 +49,20 @@ class MethodConfig:
     weight_decay: float = option(0.0, "AdamW weight decay")
     max_grad_norm: float = option(0.0, "clip the gradient norm to this value; 0 disables clipping")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    mixed_precision: str = option("auto", "autocast: 'auto' (bf16 on CUDA, off on CPU), 'bf16' or 'no'")
+    channels_last: bool = option(False, "run the UNet in channels_last memory format (restored afterwards)")
+    compile: bool = option(False, "torch.compile the trained UNet call (compile time is reported in the stats)")
+    sync_every: int = option(
+        1,
+        "check NaN/Inf and log the loss every N steps; between checks fused AdamW (CUDA) "
+        "skips non-finite steps on the device, so the loop needs no host sync",
+    )
+    optimizer_states: str = option(
+        "targeted",
+        "'targeted': AdamW state only for the parameters that may change; "
+        "'full': also for the rest of the touched components, as reference code does "
+        "(a benchmark baseline; results are identical)",
+    )
     checkpoint_every: int = option(0, "save a resumable checkpoint every N steps (0 = never)")
     checkpoint_dir: str | None = option(None, "folder for checkpoints (default: next to the output patch)")
     resume: bool = option(False, "continue from the checkpoint in checkpoint_dir when one exists")
@@ -61,6 +75,10 @@ class MethodConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}.")
+        check_choice("mixed_precision", self.mixed_precision, ("auto", "bf16", "no"))
+        check_choice("optimizer_states", self.optimizer_states, ("targeted", "full"))
+        if self.sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1, got {self.sync_every!r}.")
         if self.checkpoint_every < 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("checkpoint_every, max_grad_norm and weight_decay must be >= 0.")
         if isinstance(self.target, tuple):

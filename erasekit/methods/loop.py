@@ -7,6 +7,7 @@ optimizer, seeding, the NaN/Inf guard, checkpoints/resume, progress, timing and 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -124,12 +125,22 @@ class TrainedMethod(EraseMethod):
         started = time.perf_counter()
         if state.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(state.device)
-        was = self._gradient_checkpointing(handle, self.config.gradient_checkpointing)
-        try:
+        with self._run_context(handle):
             self._run(state, callbacks)
+        return self._finish(state, time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def _run_context(self, handle):
+        """Gradient checkpointing, memory format and compilation for the run; the caller's settings come back."""
+        cfg = self.config
+        was = self._gradient_checkpointing(handle, cfg.gradient_checkpointing)
+        fmt = handle.memory_format(cfg.channels_last) if hasattr(handle, "memory_format") else contextlib.nullcontext()
+        comp = handle.compiled(cfg.compile) if hasattr(handle, "compiled") else contextlib.nullcontext()
+        try:
+            with fmt, comp:
+                yield
         finally:
             self._gradient_checkpointing(handle, was)
-        return self._finish(state, time.perf_counter() - started)
 
     def _init_state(self, handle, concept: str, anchor: str | None) -> TrainState:
         cfg = self.config
@@ -137,10 +148,14 @@ class TrainedMethod(EraseMethod):
         names = resolve_targets(self.default_target(), base, handle.kind)
         params = {n: base[n].detach().float().clone().requires_grad_(True) for n in names}
         device = next(iter(params.values())).device
-        fused = device.type == "cuda"
-        optimizer = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+        extra = _reference_states(cfg, base, names)
+        optimizer = torch.optim.AdamW(
+            [*params.values(), *extra], lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        )
         generator = torch.Generator().manual_seed(cfg.seed)
-        return TrainState(self, handle, concept, anchor, cfg, params, base, optimizer, generator, device)
+        state = TrainState(self, handle, concept, anchor, cfg, params, base, optimizer, generator, device)
+        state.ctx["_reference_params"] = extra
+        return state
 
     def _callbacks(self, state: TrainState, extra: list[Callback]) -> list[Callback]:
         cfg = self.config
@@ -184,20 +199,29 @@ class TrainedMethod(EraseMethod):
                 cb.on_train_end(state)
 
     def _step(self, state: TrainState) -> dict[str, float]:
+        cfg = self.config
         state.optimizer.zero_grad(set_to_none=True)
-        loss, logs = self.training_step(state)
+        with _autocast(cfg.mixed_precision, state.device):
+            loss, logs = self.training_step(state)
         loss.backward()
         grads = [p.grad for p in state.params.values() if p.grad is not None]
-        loss = loss.detach().reshape(1)
+        loss = loss.detach().float().reshape(1)
         distributed.all_reduce_mean_([*grads, loss])  # data parallel: average before any gradient transform
         self.transform_gradients(state)
-        finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)
-        if not finite:
+        norms = torch.stack(torch._foreach_norm(grads)) if grads else loss.new_zeros(1)
+        bad = ~(torch.isfinite(loss).all() & torch.isfinite(norms).all())  # stays on the device
+        on_device = _can_skip_on_device(state.optimizer)
+        sync = not on_device or (state.step + 1) % cfg.sync_every == 0
+        if sync and bool(bad):
             self._stop_non_finite(state, "loss or gradient")
-        if self.config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(list(state.params.values()), self.config.max_grad_norm)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(list(state.params.values()), cfg.max_grad_norm)
+        for p in state.ctx["_reference_params"]:
+            p.grad = torch.zeros_like(p)  # reference-style full optimizer state: zero gradients, zero updates
+        if on_device:
+            state.optimizer.found_inf = bad.float()  # fused AdamW skips a non-finite update without a host sync
         state.optimizer.step()
-        return {"loss": float(loss.detach()), **logs}
+        return {"loss": float(loss), **logs} if sync else dict(logs)
 
     def _stop_non_finite(self, state: TrainState, what: str) -> None:
         where = ""
@@ -228,6 +252,30 @@ class TrainedMethod(EraseMethod):
             "stats": _stats(state, seconds),
         }
         return ErasurePatch(deltas, meta)
+
+
+def _autocast(mode: str, device: torch.device):
+    """bf16 autocast for 'bf16', or for 'auto' on CUDA; a no-op otherwise."""
+    enabled = mode == "bf16" or (mode == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _can_skip_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Fused optimizers accept a device-side ``found_inf`` flag (as with AMP), so no host sync is needed."""
+    return bool(optimizer.defaults.get("fused"))
+
+
+def _reference_states(cfg: MethodConfig, base: dict[str, torch.Tensor], names: list[str]) -> list[torch.Tensor]:
+    """For ``optimizer_states='full'``: fp32 copies of the untargeted parameters of the touched components."""
+    if cfg.optimizer_states != "full":
+        return []
+    chosen = set(names)
+    components = {n.split(".", 1)[0] for n in names}
+    return [
+        p.detach().float().clone().requires_grad_(True)
+        for n, p in base.items()
+        if n not in chosen and n.split(".", 1)[0] in components
+    ]
 
 
 def _mix(*values: int) -> int:

@@ -38,6 +38,10 @@ def _call(module: nn.Module, overrides: dict[str, torch.Tensor] | None, *args, *
     return torch.func.functional_call(module, overrides, args, kwargs, strict=False)
 
 
+def _unet_forward(unet: nn.Module, overrides: dict[str, torch.Tensor], latents, t, emb) -> torch.Tensor:
+    return _call(unet, overrides, latents, t, encoder_hidden_states=emb).sample
+
+
 class DiffusionHandle(ModelHandle):
     """Wraps a ``StableDiffusionPipeline``-like object (unet, text_encoder, tokenizer, scheduler, vae).
 
@@ -49,6 +53,7 @@ class DiffusionHandle(ModelHandle):
 
     kind = "diffusion"
     spec: str | None = None  # how the model was named when loaded, recorded in patch metadata
+    _unet_fn = staticmethod(_unet_forward)
 
     def __init__(self, pipe):
         missing = [c for c in REQUIRED_COMPONENTS if getattr(pipe, c, None) is None]
@@ -114,7 +119,31 @@ class DiffusionHandle(ModelHandle):
         t = torch.as_tensor(t, device=latents.device)
         if t.ndim == 0:
             t = t.expand(latents.shape[0])
-        return _call(self.pipe.unet, self._split(params, "unet"), latents, t, encoder_hidden_states=emb).sample
+        return self._unet_fn(self.pipe.unet, self._split(params, "unet"), latents, t, emb)
+
+    @contextlib.contextmanager
+    def compiled(self, enable: bool = True) -> Iterator[None]:
+        """Inside the block, UNet calls (frozen and with swapped-in tensors) go through ``torch.compile``."""
+        if not enable:
+            yield
+            return
+        self._unet_fn = torch.compile(_unet_forward)
+        try:
+            yield
+        finally:
+            del self._unet_fn  # back to the class's eager function
+
+    @contextlib.contextmanager
+    def memory_format(self, channels_last: bool) -> Iterator[None]:
+        """Run the UNet in channels_last inside the block; the layout is restored after (values never change)."""
+        if not channels_last:
+            yield
+            return
+        self.pipe.unet.to(memory_format=torch.channels_last)
+        try:
+            yield
+        finally:
+            self.pipe.unet.to(memory_format=torch.contiguous_format)
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The regression target of the standard diffusion loss for this scheduler (ε, or v for v-prediction)."""
