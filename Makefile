@@ -24,14 +24,14 @@ quickstart: install
 	$(BIN)/erasekit quickstart --out outputs/quickstart
 
 test: install
-	$(BIN)/ruff check erasekit tests
+	$(BIN)/ruff check erasekit tests benchmarks
 	$(BIN)/python -m pytest
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check erasekit tests
+	$(BIN)/ruff check erasekit tests benchmarks
 	$(BIN)/ruff format --check erasekit tests
 
 format: install
