@@ -1,6 +1,7 @@
 """The shared suite every registered method must pass on the tiny pipeline (STYLE.md)."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -105,6 +106,10 @@ def test_config_yaml_round_trip_and_shipped_defaults(method, tmp_path):
     cls = get_method(method).config_class
     cfg = cls().with_overrides({"seed": 3, "steps": 7})
     assert cls.from_yaml(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
+    import yaml
+
     shipped = Path(__file__).parents[1] / "configs" / "methods" / f"{method}.yaml"
     assert shipped.is_file(), f"configs/methods/{method}.yaml is missing"
+    written = yaml.safe_load(shipped.read_text()) or {}
+    assert set(written) == {"method"} | {f.name for f in dataclasses.fields(cls)}, "regenerate with erasekit list"
     assert erasekit.resolve_config(method, shipped) == cls(), "the shipped YAML must mirror the defaults"

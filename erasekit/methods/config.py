@@ -51,7 +51,7 @@ class MethodConfig:
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
     mixed_precision: str = option("auto", "autocast: 'auto' (bf16 on CUDA, off on CPU), 'bf16' or 'no'")
     channels_last: bool = option(False, "run the UNet in channels_last memory format (restored afterwards)")
-    compile: bool = option(False, "torch.compile the trained UNet call (compile time is reported in the stats)")
+    compile: bool = option(False, "torch.compile the UNet calls of the loop (the first steps include compilation)")
     sync_every: int = option(
         1,
         "check NaN/Inf and log the loss every N steps; between checks fused AdamW (CUDA) "
