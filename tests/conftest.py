@@ -15,6 +15,17 @@ import torch  # noqa: E402
 # Fast settings for the shared method suite; every registered method must have an entry (see test_methods_suite).
 FAST_CONFIGS = {
     "esd": {"steps": 2, "ddim_steps": 3, "progress": False},
+    "salun": {"steps": 2, "batch_size": 1, "num_forget": 2, "num_retain": 1, "sample_steps": 2, "progress": False},
+    "doco": {
+        "steps": 2,
+        "batch_size": 1,
+        "warmup_steps": 1,
+        "num_anchor": 1,
+        "sample_steps": 2,
+        "disc_channels": 4,
+        "progress": False,
+    },
+    "uce": {"steps": 1, "preserve": ["a dog"], "progress": False},
 }
 
 

@@ -33,6 +33,10 @@ class EraseMethod:
     def erase(self, model, concept: str, anchor: str | None = None, callbacks=()):
         raise NotImplementedError
 
+    def seed_matters(self) -> bool:
+        """Whether ``config.seed`` changes the result (closed-form methods may be deterministic)."""
+        return True
+
 
 def register_method(name: str):
     """Class decorator adding a method to the registry; a bad or duplicate name fails at import time.

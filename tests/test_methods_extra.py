@@ -1,0 +1,195 @@
+"""Method-specific behaviour of SalUn, DoCo and UCE on the tiny pipeline (the shared suite covers the rest)."""
+
+import re
+
+import pytest
+import torch
+from conftest import FAST_CONFIGS
+
+import erasekit
+from erasekit.methods import Callback, LossHistory
+from erasekit.methods.doco import surrogate_loss
+from erasekit.methods.salun import SalUn, SalUnConfig
+from erasekit.methods.uce import aligned_rows, random_words
+from erasekit.models import DiffusionHandle
+from erasekit.ops import global_topk_mask
+from erasekit.patch import SparseDelta
+
+# ---- SalUn ----------------------------------------------------------------------------------------------------
+
+
+def test_salun_mask_is_the_top_fraction_of_the_empty_prompt_saliency_and_the_patch_sits_inside_it(
+    tiny_pipe, monkeypatch
+):
+    seen: dict = {"scores": None, "embs": [], "in_saliency": False}
+    real_saliency, real_predict = SalUn.saliency, DiffusionHandle.predict_noise
+
+    def spy_saliency(self, state):
+        seen["in_saliency"] = True
+        seen["scores"] = real_saliency(self, state)
+        seen["in_saliency"] = False
+        return seen["scores"]
+
+    def spy_predict(self, latents, t, emb, params=None):
+        if seen["in_saliency"]:
+            seen["embs"].append(emb[0].detach().clone())
+        return real_predict(self, latents, t, emb, params=params)
+
+    monkeypatch.setattr(SalUn, "saliency", spy_saliency)
+    monkeypatch.setattr(DiffusionHandle, "predict_noise", spy_predict)
+    method = SalUn(SalUnConfig(**{**FAST_CONFIGS["salun"], "mask_ratio": 0.3}))
+    patch = method.erase(tiny_pipe, "a cat")
+
+    handle = DiffusionHandle(tiny_pipe)
+    concept, empty = handle.encode_prompts(["a cat"])[0], handle.encode_prompts([""])[0]
+    assert seen["embs"] and all(torch.equal(e, concept) or torch.equal(e, empty) for e in seen["embs"])
+    assert any(torch.equal(e, empty) for e in seen["embs"])  # ∅ is the empty prompt, not the concept
+
+    mask, scores = method.mask, seen["scores"]
+    expected = global_topk_mask(scores, 0.3)
+    assert all(torch.equal(mask[k], expected[k]) for k in mask)
+    kept = torch.cat([s[mask[k]] for k, s in scores.items()])
+    dropped = torch.cat([s[~mask[k]] for k, s in scores.items()])
+    assert sum(int(m.sum()) for m in mask.values()) == round(0.3 * sum(m.numel() for m in mask.values()))
+    assert kept.min() >= dropped.max()  # the MOST salient weights are kept
+
+    assert patch.deltas and all(isinstance(d, SparseDelta) for d in patch.deltas.values())
+    for key, delta in patch.deltas.items():
+        assert mask[key].reshape(-1)[delta.indices].all(), key
+        assert (delta.values != 0).all()
+    assert patch.num_changed <= sum(int(m.sum()) for m in mask.values())
+
+
+def test_bad_salun_and_doco_settings_fail_before_work(tiny_pipe):
+    with pytest.raises(ValueError, match="must not mention the concept"):
+        erasekit.erase(tiny_pipe, "salun", "a cat", **{**FAST_CONFIGS["salun"], "misaligned_prompts": ["A cat"]})
+    with pytest.raises(ValueError, match="weight_decay"):
+        SalUnConfig(weight_decay=0.01)
+    for method in ("salun", "doco"):
+        with pytest.raises(ValueError, match="UNet parameters only"):
+            erasekit.erase(tiny_pipe, method, "a cat", **{**FAST_CONFIGS[method], "target": ["unet", "text_encoder"]})
+
+
+def test_salun_reads_an_image_folder(tiny_pipe, tmp_path):
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (40, 30), (60 * i, 120, 200)).save(tmp_path / f"{i}.png")
+    patch = erasekit.erase(tiny_pipe, "salun", "a cat", **{**FAST_CONFIGS["salun"], "forget_images": str(tmp_path)})
+    assert patch.num_changed > 0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        erasekit.erase(
+            tiny_pipe, "salun", "a cat", **{**FAST_CONFIGS["salun"], "retain_images": str(tmp_path / "empty")}
+        )
+    with pytest.raises(ValueError, match="does not exist"):
+        erasekit.erase(tiny_pipe, "salun", "a cat", **{**FAST_CONFIGS["salun"], "forget_images": str(tmp_path / "x")})
+
+
+# ---- resume (SalUn's mask and DoCo's discriminator live in extra_state) ---------------------------------------
+
+
+class _Crash(Callback):
+    def on_step_end(self, state, logs):
+        if state.step == 3:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("method", ["doco", "salun"])
+def test_resume_gives_the_uninterrupted_result(method, tiny_pipe, tmp_path):
+    fast = {**FAST_CONFIGS[method], "steps": 4}
+    full = erasekit.erase(tiny_pipe, method, "a cat", **fast)
+    ckpt = {"checkpoint_dir": str(tmp_path), "checkpoint_every": 2}
+    with pytest.raises(KeyboardInterrupt):
+        erasekit.erase(tiny_pipe, method, "a cat", callbacks=[_Crash()], **fast, **ckpt)
+    history = LossHistory()
+    resumed = erasekit.erase(tiny_pipe, method, "a cat", callbacks=[history], resume=True, **fast, **ckpt)
+    assert [h["step"] for h in history.history] == [3, 4]
+    assert resumed.deltas.keys() == full.deltas.keys()
+    for k, d in full.deltas.items():
+        assert torch.equal(resumed.deltas[k].to_dense(), d.to_dense()), k
+
+
+# ---- DoCo -----------------------------------------------------------------------------------------------------
+
+
+def test_doco_anchor_defaults_and_objects_need_one(tiny_pipe):
+    with pytest.raises(ValueError, match="needs an anchor for the object"):
+        erasekit.erase(tiny_pipe, "doco", "a cat", **{**FAST_CONFIGS["doco"], "concept_kind": "object"})
+    patch = erasekit.erase(
+        tiny_pipe, "doco", "a cat", anchor="an animal", concept_kind="object", **FAST_CONFIGS["doco"]
+    )
+    assert patch.metadata["anchor"] == "an animal"
+    assert erasekit.erase(tiny_pipe, "doco", "a cat", **FAST_CONFIGS["doco"]).metadata["anchor"] == "a painting"
+    with pytest.raises(ValueError, match="other than the concept"):
+        erasekit.erase(tiny_pipe, "doco", "a cat", anchor="a cat", **FAST_CONFIGS["doco"])
+
+
+def test_doco_warmup_moves_only_the_discriminator(tiny_pipe):
+    cfg = {**FAST_CONFIGS["doco"], "warmup_steps": 2}
+    with pytest.raises(RuntimeError, match="unchanged"):
+        erasekit.erase(tiny_pipe, "doco", "a cat", **cfg)
+
+
+def test_doco_surgery_modes_change_the_result(tiny_pipe):
+    fast = {**FAST_CONFIGS["doco"], "steps": 3}
+    patches = {m: erasekit.erase(tiny_pipe, "doco", "a cat", surgery=m, **fast) for m in ("pcgrad", "none")}
+    assert any(
+        not torch.equal(patches["pcgrad"].deltas[k].to_dense(), d.to_dense())
+        for k, d in patches["none"].deltas.items()
+    )
+
+
+def test_surrogate_loss_has_the_real_value_and_exactly_the_given_gradient():
+    params = {"a": torch.randn(3, requires_grad=True), "b": torch.randn(2, 2, requires_grad=True)}
+    grads = {"a": torch.randn(3), "b": None}
+    loss = surrogate_loss(params, grads, torch.tensor(1.25))
+    loss.backward()
+    assert float(loss.detach()) == 1.25
+    assert torch.equal(params["a"].grad, grads["a"]) and params["b"].grad is None
+    leaf = surrogate_loss(params, {}, torch.tensor(0.5))
+    leaf.backward()  # nothing to update: every p.grad stays as it was
+    assert float(leaf.detach()) == 0.5 and params["b"].grad is None
+
+
+# ---- UCE ------------------------------------------------------------------------------------------------------
+
+
+def _rows(handle, prompt: str) -> torch.Tensor:
+    n = len(handle.pipe.tokenizer(prompt, add_special_tokens=False).input_ids)
+    return handle.encode_prompts([prompt])[0][1 : n + 2].double()
+
+
+def test_uce_edits_only_kv_and_sends_the_concept_to_the_guide_values(tiny_pipe):
+    handle = DiffusionHandle(tiny_pipe)
+    before = {k: v.detach().double().clone() for k, v in handle.named_parameters().items()}
+    patch = erasekit.erase(tiny_pipe, "uce", "a cat", guide="art", preserve=["dog"], lam=1e-6, progress=False)
+    assert patch.deltas and all(re.fullmatch(r"unet\..*\.attn2\.to_[kv]\.weight", k) for k in patch.deltas)
+    assert patch.metadata["anchor"] == "art" and patch.metadata["stats"]["erase_seconds"] >= 0
+    c_e, c_p = _rows(handle, "a cat"), _rows(handle, "dog")
+    guide = handle.encode_prompts(["art"])[0].double()[aligned_rows(2, 1)]  # "a", "cat", EOS <- BOS, "art", EOS
+    for key, delta in patch.deltas.items():
+        w0 = before[key]
+        w = w0 + delta.to_dense().double()
+        target = guide @ w0.T
+        assert (c_e @ w.T - target).norm() < 1e-2 * (c_e @ w0.T - target).norm(), key
+        torch.testing.assert_close(c_p @ w.T, c_p @ w0.T, rtol=0, atol=1e-3 * float(w0.abs().max()))
+
+
+def test_uce_guide_defaults_and_bad_targets(tiny_pipe):
+    assert erasekit.erase(tiny_pipe, "uce", "a cat", progress=False).metadata["anchor"] == ""
+    assert erasekit.erase(tiny_pipe, "uce", "a cat", anchor="a dog", progress=False).metadata["anchor"] == "a dog"
+    with pytest.raises(ValueError, match="to_k/to_v"):
+        erasekit.erase(tiny_pipe, "uce", "a cat", target="xattn", progress=False)
+
+
+def test_uce_alignment_and_random_words():
+    assert aligned_rows(2, 0) == [0, 0, 1]  # words -> BOS, EOS -> EOS
+    assert aligned_rows(1, 3) == [3, 4]  # a longer guide: its last word and EOS
+    from erasekit.models.tiny import _cached_tokenizer
+
+    tok = _cached_tokenizer()
+    a = random_words(tok, 5, torch.Generator().manual_seed(0), {"cat"})
+    assert a == random_words(tok, 5, torch.Generator().manual_seed(0), {"cat"})
+    assert a != random_words(tok, 5, torch.Generator().manual_seed(1), {"cat"})
+    assert all(w.isalpha() and len(w) >= 3 and w != "cat" for w in a)
