@@ -91,3 +91,11 @@ def test_handle_rejects_incomplete_pipelines():
 
     with pytest.raises(TypeError, match="lacks"):
         DiffusionHandle(Half())
+
+
+def test_minicanvas_spec_resolves_a_world_folder(tiny_pipe, tmp_path):
+    with pytest.raises(ValueError, match="erasekit world train minicanvas"):
+        load_pipeline(f"minicanvas:{tmp_path}")
+    tiny_pipe.save_pretrained(tmp_path / "pipeline", safe_serialization=True)
+    loaded = load_pipeline(f"minicanvas:{tmp_path}", device="cpu")
+    assert torch.equal(loaded.unet.conv_in.weight, tiny_pipe.unet.conv_in.weight)

@@ -15,7 +15,22 @@ from .sd import DiffusionHandle, default_dtype, set_attention_backend
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_SPECS = {"tiny-sd": "tiny random Stable Diffusion components built in code (tests and smoke runs)"}
+BUILTIN_SPECS = {
+    "tiny-sd": "tiny random Stable Diffusion components built in code (tests and smoke runs)",
+    "minicanvas": "the shipped MiniCanvas world's Stable Diffusion pipeline (minicanvas:/path for a trained world)",
+}
+
+
+def _world_pipeline(spec: str) -> Path:
+    """``minicanvas`` -> the shipped world's pipeline folder; ``minicanvas:/path/to/world`` -> that world's."""
+    from ..worlds import minicanvas
+
+    world = Path(spec.split(":", 1)[1]) if ":" in spec else Path(minicanvas.__file__).parent / "weights"
+    folder = world / "pipeline"
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(f"No MiniCanvas pipeline at {folder}. Train a world with `erasekit world train minicanvas "
+                         "--out DIR` and use --model minicanvas:DIR.")
+    return folder
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -48,7 +63,8 @@ def load_pipeline(
     """Load a Stable Diffusion pipeline from a spec.
 
     Args:
-        spec: ``"tiny-sd"``, ``"local:/path/to/folder"`` or a path to a folder written by ``save_pretrained``.
+        spec: ``"tiny-sd"``, ``"minicanvas"`` (the shipped world), ``"minicanvas:/path/to/world"``,
+            ``"local:/path/to/folder"`` or a path to a folder written by ``save_pretrained``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default CUDA when present, else CPU.
         dtype: default fp32 on CPU, bf16 (or fp16) on CUDA.
         attention: ``"auto"`` (SDPA; xformers if installed on CUDA), ``"sdpa"``, ``"xformers"`` or ``"eager"``.
@@ -66,6 +82,8 @@ def load_pipeline(
         from .tiny import tiny_sd_pipeline
 
         pipe = tiny_sd_pipeline()
+    elif spec == "minicanvas" or spec.startswith("minicanvas:"):
+        pipe = _load_folder(_world_pipeline(spec), dtype)
     else:
         path = Path(spec[len("local:") :] if spec.startswith("local:") else spec).expanduser()
         if not path.exists():
