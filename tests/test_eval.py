@@ -274,3 +274,21 @@ def test_open_clip_checkpoint_behind_the_clip_interface(tmp_path):
         clip_loader("open_clip:ViT-B-32")
     with pytest.raises(ValueError, match="not a transformers CLIP folder"):
         clip_loader(str(tmp_path))
+
+
+def test_minicanvas_suite_from_a_world_folder(tmp_path):
+    from erasekit.eval import minicanvas_suite
+    from erasekit.worlds.minicanvas import OBJECTS, STYLES
+    from erasekit.worlds.minicanvas.classifier import ClassifierConfig, ImageClassifier
+
+    with pytest.raises(ValueError, match="erasekit world train minicanvas"):
+        minicanvas_suite(tmp_path)
+    (tmp_path / "classifiers").mkdir()
+    for name, labels in (("style", STYLES), ("object", OBJECTS)):
+        ImageClassifier(ClassifierConfig(), list(labels)).save(tmp_path / "classifiers" / f"{name}.safetensors")
+    suite = minicanvas_suite(tmp_path)
+    assert suite.styles == list(STYLES) and suite.objects == list(OBJECTS) and suite.clip is None
+    assert suite.caption("Pop Art", "apple") == "A apple image in Pop Art style."
+    assert suite.parse_target("style:pop art").name == "Pop Art"
+    refs = suite.reference_images(3)
+    assert refs.shape == (3, 3, 64, 64) and 0 <= refs.min() and refs.max() <= 1

@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
-from . import apply, erase, evaluate, generate, info, listing, quickstart
+from . import apply, erase, evaluate, generate, info, listing, quickstart, world
 
-SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart)
+SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart, world)
 
 EPILOG = """examples:
   erasekit list
@@ -18,6 +18,7 @@ EPILOG = """examples:
   erasekit apply --model tiny-sd --patch p.safetensors --lora p_lora.safetensors
   erasekit eval --suite unlearncanvas --data DATA --classifiers CLF --patch p.safetensors --target style:Van_Gogh --json r.json
   erasekit quickstart
+  erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink
 """
 
 

@@ -2,6 +2,7 @@
 
 from .evaluate import classify, evaluate
 from .metrics import EvalContext, get_metric, list_metrics, register_metric, unlearncanvas_scores
+from .minicanvas import minicanvas_suite
 from .report import EvalReport
 from .suite import UNLEARNCANVAS_TEMPLATE, Suite, Target, get_suite, list_suites, register_suite
 from .unlearncanvas import load_timm_classifier, unlearncanvas_suite
@@ -19,6 +20,7 @@ __all__ = [
     "list_metrics",
     "list_suites",
     "load_timm_classifier",
+    "minicanvas_suite",
     "unlearncanvas_suite",
     "register_metric",
     "register_suite",

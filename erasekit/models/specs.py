@@ -23,9 +23,9 @@ BUILTIN_SPECS = {
 
 def _world_pipeline(spec: str) -> Path:
     """``minicanvas`` -> the shipped world's pipeline folder; ``minicanvas:/path/to/world`` -> that world's."""
-    from ..worlds import minicanvas
+    from ..worlds.minicanvas import weights_dir
 
-    world = Path(spec.split(":", 1)[1]) if ":" in spec else Path(minicanvas.__file__).parent / "weights"
+    world = Path(spec.split(":", 1)[1]) if ":" in spec else weights_dir()
     folder = world / "pipeline"
     if not (folder / "model_index.json").is_file():
         raise ValueError(f"No MiniCanvas pipeline at {folder}. Train a world with `erasekit world train minicanvas "

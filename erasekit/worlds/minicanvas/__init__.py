@@ -1,9 +1,11 @@
 """MiniCanvas: a procedural UnlearnCanvas in miniature (styles × objects at 64×64, captions, dataset, export).
 
 ``STYLES[0]`` is ``"Photo"`` (the plain style, UnlearnCanvas' ``Seed_Images``); object names are lowercase words.
-See :mod:`erasekit.worlds.minicanvas.data` for the conventions.
+See :mod:`erasekit.worlds.minicanvas.data` for the conventions, :mod:`~erasekit.worlds.minicanvas.recipe` for the
+training recipe and :func:`weights_dir` for the shipped world.
 """
 
+from .classifier import ClassifierConfig, ImageClassifier, load_classifier
 from .data import (
     HELDOUT_OFFSET,
     HELDOUT_TEMPLATES,
@@ -24,6 +26,8 @@ from .data import (
     stable_seed,
     style_folder,
 )
+from .manifest import verify_manifest, weights_dir
+from .recipe import RecipeConfig, quick_config, train_world
 
 __all__ = [
     "HELDOUT_OFFSET",
@@ -34,14 +38,22 @@ __all__ = [
     "STYLES",
     "TRAIN_TEMPLATES",
     "UNLEARNCANVAS_TEMPLATE",
+    "ClassifierConfig",
+    "ImageClassifier",
     "MiniCanvasDataset",
+    "RecipeConfig",
     "caption",
     "export_unlearncanvas",
+    "load_classifier",
     "parse_exclude",
     "preview_grid",
+    "quick_config",
     "render",
     "resolve_object",
     "resolve_style",
     "stable_seed",
     "style_folder",
+    "train_world",
+    "verify_manifest",
+    "weights_dir",
 ]

@@ -1,0 +1,99 @@
+"""World folders and their manifests: where the shipped MiniCanvas weights live, and checking files against sha256s.
+
+A world folder (``erasekit world train minicanvas --out DIR``, or the shipped one) holds::
+
+    pipeline/                    a StableDiffusionPipeline folder (from_pretrained loads it offline)
+    clip/                        a transformers CLIPModel + CLIPProcessor folder
+    classifiers/style.safetensors, classifiers/object.safetensors
+    manifest.json                sha256 and size of every file, the recipe, seed, exclusions, timings, metrics
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+LAYOUT = ("pipeline", "clip", "classifiers/style.safetensors", "classifiers/object.safetensors")
+
+
+def weights_dir() -> Path:
+    """The folder of the shipped MiniCanvas world (trained with the default recipe and seed 0).
+
+    Example:
+        >>> from erasekit.worlds.minicanvas import weights_dir
+        >>> pipe = StableDiffusionPipeline.from_pretrained(weights_dir() / "pipeline")
+    """
+    return Path(__file__).resolve().parent / "weights"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_files(directory: str | os.PathLike) -> list[str]:
+    """Every regular file under ``directory`` except the manifest and hidden files, as sorted POSIX paths."""
+    root = Path(directory)
+    out = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if path.is_file() and rel.as_posix() != MANIFEST and not any(p.startswith(".") for p in rel.parts):
+            out.append(rel.as_posix())
+    return sorted(out)
+
+
+def file_table(directory: str | os.PathLike) -> dict[str, dict]:
+    """``{relative path: {"sha256": ..., "bytes": ...}}`` for every file of a world folder."""
+    root = Path(directory)
+    return {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in list_files(root)}
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The parsed ``manifest.json`` of a world folder; ValueError if it is missing or malformed."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"no {MANIFEST} in {directory}; is it a world folder from `erasekit world train`?")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ValueError(f"{path} has no 'files' table")
+    return manifest
+
+
+def verify_manifest(directory: str | os.PathLike) -> list[str]:
+    """Check a world folder against its manifest.
+
+    Returns:
+        Problems found, one line each (missing, resized, altered or unlisted files, missing layout parts); an empty
+        list means every file matches its recorded size and sha256.
+
+    Example:
+        >>> verify_manifest(weights_dir())
+        []
+    """
+    root = Path(directory)
+    try:
+        manifest = read_manifest(root)
+    except ValueError as err:
+        return [str(err)]
+    problems, listed = [], manifest["files"]
+    for rel, entry in sorted(listed.items()):
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"missing: {rel}")
+        elif path.stat().st_size != entry.get("bytes"):
+            problems.append(f"size differs: {rel} has {path.stat().st_size} bytes, manifest says {entry.get('bytes')}")
+        elif sha256_file(path) != entry.get("sha256"):
+            problems.append(f"sha256 differs: {rel} (altered or corrupted)")
+    problems += [f"not in manifest: {rel}" for rel in list_files(root) if rel not in listed]
+    problems += [f"missing part of the layout: {part}" for part in LAYOUT if not (root / part).exists()]
+    return problems

@@ -1,0 +1,275 @@
+"""The MiniCanvas training recipe: every model of the world, from scratch, deterministic from one seed.
+
+Stages (in order): render the training and held-out images; the style and object classifiers (the evaluator, always
+trained on every class); CLIP; the autoencoder; VAE latents; the UNet; then the pipeline is assembled, everything is
+saved as fp16 safetensors, reloaded and measured, and ``manifest.json`` records files, timings and metrics.
+
+``exclude=["style:Ink"]`` trains the gold standard of unlearning, the world *retrained without the concept*: the
+concept's images never reach CLIP, the autoencoder or the UNet (the classifiers still know it, since they judge).
+
+Example:
+    >>> from erasekit.worlds.minicanvas.recipe import train_world
+    >>> manifest = train_world("worlds/no_ink", exclude=["style:Ink"], seed=0)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from erasekit._io import atomic_dir, write_json
+
+from .data import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, parse_exclude
+from .manifest import MANIFEST, file_table
+from .train_classifiers import ClassifierTrainConfig, evaluate_classifiers, train_classifier
+from .train_clip import ClipTrainConfig, image_processor, text_encoder_from_clip, train_clip, zero_shot
+from .train_unet import UnetTrainConfig, noise_schedulers, train_unet
+from .train_vae import VaeTrainConfig, encode_bank, evaluate_vae, train_vae
+from .training import ImageBank, Stopwatch, render_bank, resolve_device
+
+logger = logging.getLogger(__name__)
+
+RECIPE = "minicanvas-v1"
+
+
+@dataclass
+class RecipeConfig:
+    """Everything the recipe does, with its defaults; :func:`quick_config` shrinks the step counts for smoke tests."""
+
+    train_per_pair: int = 64  # training images per (style, object) pair: 7,040 images, ~86 MB as uint8
+    heldout_per_pair: int = 8  # held-out images per pair for the measurements
+    classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
+    unet: UnetTrainConfig = field(default_factory=UnetTrainConfig)
+    sample_steps: int = 25  # the pipeline's default sampler steps (DPM-Solver++ 2M)
+    guidance: float = 7.5  # the world's default classifier-free guidance scale
+    check_seeds: int = 1  # seeds per pair in the end-of-recipe fidelity check (benchmarks use more)
+    check_classes: int = 0  # 0: the check samples every pair; N: only the first N styles x first N objects
+    quick: bool = False  # a seconds-long smoke run: the models are untrained and the metrics meaningless
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quick_config() -> RecipeConfig:
+    """The same architectures with tiny data and a few steps per stage (seconds on a CPU), for tests."""
+    cfg = RecipeConfig(train_per_pair=1, heldout_per_pair=1, sample_steps=2, check_classes=2, quick=True)
+    cfg.classifier = replace(cfg.classifier, steps=2, batch_size=16, warmup=1)
+    cfg.clip = replace(cfg.clip, steps=2, batch_size=16, warmup=1)
+    cfg.vae = replace(cfg.vae, steps=2, full_size_steps=1, batch_size=4, warmup=1)
+    cfg.unet = replace(cfg.unet, steps=2, batch_size=4, warmup=1)
+    return cfg
+
+
+def check_exclude(exclude) -> tuple[list[str], list[str], list[str]]:
+    """Validate ``exclude`` entries; returns ``(kept styles, kept objects, canonical entries)``.
+
+    Raises:
+        ValueError: a malformed or unknown entry, or an exclusion that leaves no style or no object.
+    """
+    drop_styles, drop_objects = parse_exclude(exclude)
+    styles = [s for s in STYLES if s not in drop_styles]
+    objects = [o for o in OBJECTS if o not in drop_objects]
+    if not styles or not objects:
+        raise ValueError("--exclude removes every style or every object; keep at least one of each")
+    canonical = [f"style:{s}" for s in STYLES if s in drop_styles] + [
+        f"object:{o}" for o in OBJECTS if o in drop_objects
+    ]
+    return styles, objects, canonical
+
+
+def train_world(
+    out: str | os.PathLike,
+    exclude=None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    quick: bool = False,
+    overwrite: bool = False,
+    config: RecipeConfig | None = None,
+) -> dict:
+    """Train every model of the MiniCanvas world from scratch and write the world folder ``out`` atomically.
+
+    Args:
+        out: the world folder to create (``pipeline/``, ``clip/``, ``classifiers/``, ``manifest.json``).
+        exclude: entries like ``"style:Ink"`` / ``"object:apple"`` left out of CLIP, VAE and UNet training.
+        seed: the one seed everything follows from (same seed and device -> same weights).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        quick: tiny step counts (:func:`quick_config`) for smoke tests; ignored when ``config`` is given.
+        overwrite: replace an existing non-empty ``out``.
+        config: a full :class:`RecipeConfig` (default: the recipe's defaults).
+
+    Returns:
+        The manifest (also written to ``out/manifest.json``).
+    """
+    styles, objects, excluded = check_exclude(exclude)
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    device = resolve_device(device)
+    cfg = config or (quick_config() if quick else RecipeConfig())
+    started = time.perf_counter()
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        manifest = _train_into(Path(tmp), cfg, seed, styles, objects, excluded, device)
+        manifest["total_seconds"] = round(time.perf_counter() - started, 1)
+        manifest["files"] = file_table(tmp)
+        manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+        write_json(Path(tmp) / MANIFEST, manifest)
+    logger.info("wrote the MiniCanvas world to %s (%.1f MB)", out, manifest["total_bytes"] / 1e6)
+    return manifest
+
+
+def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, excluded, device) -> dict:
+    stages, metrics = {}, {}
+    clock = Stopwatch(device)
+    train = render_bank(cfg.train_per_pair, seed, "train", "rendering train").to(device)
+    heldout = render_bank(cfg.heldout_per_pair, seed, "heldout", "rendering held-out").to(device)
+    stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
+    classifiers = {}
+    for kind in ("style", "object"):
+        classifiers[kind], stages[f"{kind}_classifier"] = train_classifier(kind, train, cfg.classifier, seed, device)
+        classifiers[kind].save(tmp / "classifiers" / f"{kind}.safetensors")
+    world = train.subset(styles, objects)
+    metrics["classifiers"] = evaluate_classifiers(_reload_classifiers(tmp, device), heldout, device)
+    tokenizer = _tokenizer()
+    clip, stages["clip"] = train_clip(world, tokenizer, cfg.clip, seed, device)
+    _save_clip(clip, tokenizer, tmp / "clip")
+    metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout, styles, objects)
+    vae, stages["vae"] = train_vae(world, cfg.vae, seed, device)
+    clock = Stopwatch(device)
+    means, stds = encode_bank(vae, world)
+    stages["latents"] = {"seconds": clock.seconds(), "images": len(world)}
+    text_encoder = text_encoder_from_clip(clip)
+    latents = (means, stds, vae.config.scaling_factor)
+    unet, stages["unet"] = train_unet(
+        latents, (world.style_ids, world.object_ids), text_encoder, tokenizer, cfg.unet, seed, device
+    )
+    _save_pipeline(tmp / "pipeline", vae, text_encoder, tokenizer, unet)
+    clock = Stopwatch(device)
+    metrics["vae"], metrics["fidelity"] = _check_pipeline(tmp, cfg, heldout.subset(styles, objects), styles, objects)
+    stages["check"] = {"seconds": clock.seconds(), "images": metrics["fidelity"]["images"]}
+    return _manifest(cfg, seed, excluded, styles, objects, device, stages, metrics)
+
+
+def _tokenizer():
+    from erasekit.models.tokenizer import clip_tokenizer
+
+    return clip_tokenizer()
+
+
+def _half(module: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(module).to(device="cpu", dtype=torch.float16)
+
+
+def _load_in_fp32(config_path: Path) -> None:
+    """transformers loads a model in the dtype its config names; the weights are stored fp16 but erasekit computes
+    in fp32 by default on CPU (as diffusers does), so the config says float32."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["dtype"] = "float32"
+    write_json(config_path, config)
+
+
+def _save_clip(clip, tokenizer, path: Path) -> None:
+    from transformers import CLIPProcessor
+
+    _half(clip).save_pretrained(path, safe_serialization=True)
+    _load_in_fp32(path / "config.json")
+    CLIPProcessor(image_processor=image_processor(), tokenizer=tokenizer).save_pretrained(path)
+
+
+def _reload_clip(path: Path, device: torch.device):
+    from transformers import CLIPModel
+
+    return CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
+
+
+def _reload_classifiers(tmp: Path, device: torch.device) -> dict:
+    from .classifier import load_classifier
+
+    return {k: load_classifier(tmp / "classifiers" / f"{k}.safetensors", device=device) for k in ("style", "object")}
+
+
+def _save_pipeline(path: Path, vae, text_encoder, tokenizer, unet) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    _, sampler = noise_schedulers()
+    pipe = StableDiffusionPipeline(
+        vae=_half(vae),
+        text_encoder=_half(text_encoder),
+        tokenizer=tokenizer,
+        unet=_half(unet),
+        scheduler=sampler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    _load_in_fp32(path / "text_encoder" / "config.json")
+
+
+def _check_pipeline(tmp: Path, cfg: RecipeConfig, heldout: ImageBank, styles, objects) -> tuple[dict, dict]:
+    """Reload what was saved and measure it: VAE reconstructions and a one-seed-per-pair fidelity grid."""
+    from erasekit.models import DiffusionHandle, load_pipeline
+
+    from .fidelity import fidelity
+
+    device = heldout.images.device
+    handle = DiffusionHandle(load_pipeline(str(tmp / "pipeline"), device=device, dtype=torch.float32))
+    classifiers = _reload_classifiers(tmp, device)
+    vae_metrics = evaluate_vae(handle.pipe.vae, heldout, classifiers)
+    seeds = list(range(cfg.check_seeds))
+    if cfg.check_classes:
+        styles, objects = styles[: cfg.check_classes], objects[: cfg.check_classes]
+    result, _ = fidelity(
+        handle,
+        classifiers["style"],
+        classifiers["object"],
+        styles,
+        objects,
+        [UNLEARNCANVAS_TEMPLATE],
+        seeds,
+        cfg.sample_steps,
+        cfg.guidance,
+        progress=False,
+    )
+    return vae_metrics, {"template": UNLEARNCANVAS_TEMPLATE, "seeds": seeds, **result}
+
+
+def _manifest(cfg: RecipeConfig, seed: int, excluded, styles, objects, device, stages, metrics) -> dict:
+    import diffusers
+    import transformers
+
+    from erasekit import __version__
+
+    return {
+        "world": "minicanvas",
+        "recipe": RECIPE,
+        "seed": seed,
+        "exclude": excluded,
+        "quick": cfg.quick,
+        "styles": styles,
+        "objects": objects,
+        "classifier_labels": {"style": list(STYLES), "object": list(OBJECTS)},
+        "sampling": {"scheduler": "DPMSolverMultistepScheduler", "steps": cfg.sample_steps, "guidance": cfg.guidance},
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+            "erasekit": __version__,
+        },
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stages": stages,
+        "metrics": metrics,
+        "config": cfg.to_dict(),
+    }

@@ -1,0 +1,269 @@
+"""The MiniCanvas training recipe: the --quick world end to end, the folder layout, manifests, classifiers, the CLI.
+
+One quick world is trained per module (through the CLI functions, ~20 s on 2 CPU cores); every other test reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import pytest
+import torch
+
+from erasekit.cli import world as world_cli
+from erasekit.worlds.minicanvas import (
+    OBJECTS,
+    STYLES,
+    ClassifierConfig,
+    ImageClassifier,
+    load_classifier,
+    verify_manifest,
+    weights_dir,
+)
+from erasekit.worlds.minicanvas.recipe import check_exclude, train_world
+from erasekit.worlds.minicanvas.training import CaptionBank, _shift, augment, generator
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="erasekit")
+    sub = parser.add_subparsers(dest="command")
+    world_cli.add_parser(sub)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "no_ink"
+    args = parse(["world", "train", "minicanvas", "--quick", "--exclude", "style:ink", "--out", str(out)])
+    args.threads = min(2, torch.get_num_threads())
+    assert world_cli.run(args) == 0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the folder
+
+
+def test_pipeline_folder_loads_offline_with_the_clip_text_tower(world):
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel
+
+    pipe = StableDiffusionPipeline.from_pretrained(world / "pipeline", local_files_only=True)
+    assert pipe.safety_checker is None and pipe.config.requires_safety_checker is False
+    assert pipe.unet.dtype == torch.float32 and pipe.text_encoder.dtype == torch.float32
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64 and pipe.unet.config.in_channels == 4
+    assert len(pipe.tokenizer) == 49408 and pipe.text_encoder.config.vocab_size == 49408
+    clip = CLIPModel.from_pretrained(world / "clip", local_files_only=True)
+    text_tower = clip.text_model.state_dict()
+    for name, value in pipe.text_encoder.state_dict().items():
+        assert torch.equal(value, text_tower[name]), name
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("A apple image in Photo style.", num_inference_steps=2, output_type="pt").images
+    assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
+
+
+def test_load_pipeline_and_handle(world):
+    from erasekit import load_pipeline
+    from erasekit.models import DiffusionHandle
+
+    handle = DiffusionHandle(load_pipeline(str(world / "pipeline"), device="cpu"))
+    assert handle.image_size == 64
+    images = handle.generate(["A house image in Sketch style."], [0], num_inference_steps=2, guidance_scale=7.5)
+    assert images.shape == (1, 3, 64, 64)
+
+
+def test_weights_are_fp16_safetensors(world):
+    from safetensors import safe_open
+
+    weight_files = [p for p in world.rglob("*.safetensors")]
+    assert len(weight_files) == 6  # unet, vae, text encoder, clip, two classifiers
+    for path in weight_files:
+        with safe_open(str(path), framework="pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        assert "F32" not in dtypes and "F16" in dtypes, (path, dtypes)
+
+
+def test_clip_folder_and_its_processor(world):
+    from transformers import CLIPModel, CLIPProcessor
+
+    from erasekit.models.tokenizer import clip_tokenizer
+    from erasekit.worlds.minicanvas.train_clip import normalise
+
+    model = CLIPModel.from_pretrained(world / "clip", local_files_only=True)
+    processor = CLIPProcessor.from_pretrained(world / "clip", local_files_only=True)
+    assert model.config.vision_config.image_size == 64
+    uint8 = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    pixels = processor(images=list(uint8), return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (2, 3, 64, 64)  # no resize or crop surprises at 64 px
+    torch.testing.assert_close(pixels, normalise(uint8.float() / 255), atol=1e-5, rtol=0)
+    text = "A picture of a fish in Stained Glass style."
+    assert processor.tokenizer(text).input_ids == clip_tokenizer()(text).input_ids
+
+
+def test_manifest_records_the_run(world):
+    manifest = json.loads((world / "manifest.json").read_text())
+    assert manifest["recipe"] == "minicanvas-v1" and manifest["seed"] == 0 and manifest["quick"] is True
+    assert manifest["exclude"] == ["style:Ink"] and "Ink" not in manifest["styles"]
+    assert manifest["classifier_labels"]["style"] == list(STYLES)  # the judge still knows the excluded style
+    for stage in ("render", "style_classifier", "object_classifier", "clip", "vae", "latents", "unet", "check"):
+        assert manifest["stages"][stage]["seconds"] >= 0
+    assert manifest["stages"]["unet"]["steps"] == 2
+    assert set(manifest["versions"]) >= {"torch", "diffusers", "transformers"}
+    assert manifest["total_bytes"] == sum(f["bytes"] for f in manifest["files"].values()) < 50e6
+    assert {"classifiers", "clip", "vae", "fidelity"} <= set(manifest["metrics"])
+
+
+# ---------------------------------------------------------------------------------------------------- verification
+
+
+def test_verify_manifest_detects_a_flipped_byte_and_missing_or_extra_files(world, tmp_path):
+    assert verify_manifest(world) == []
+    copy = tmp_path / "copy"
+    shutil.copytree(world, copy)
+    target = copy / "classifiers" / "style.safetensors"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    assert verify_manifest(copy) == ["sha256 differs: classifiers/style.safetensors (altered or corrupted)"]
+    (copy / "pipeline" / "vae" / "config.json").unlink()
+    (copy / "stray.txt").write_text("x")
+    problems = verify_manifest(copy)
+    assert "missing: pipeline/vae/config.json" in problems and "not in manifest: stray.txt" in problems
+    assert verify_manifest(tmp_path / "nowhere")[0].startswith("no manifest.json")
+
+
+def test_cli_verify(world, tmp_path, capsys):
+    assert world_cli.run(parse(["world", "verify", "minicanvas", str(world)])) == 0
+    assert "OK" in capsys.readouterr().out
+    copy = tmp_path / "copy"
+    shutil.copytree(world, copy)
+    (copy / "clip" / "config.json").write_text("{}")
+    assert world_cli.run(parse(["world", "verify", "minicanvas", str(copy)])) == 1
+
+
+def test_shipped_weights_match_their_manifest():
+    root = weights_dir()
+    if not (root / "manifest.json").is_file():
+        pytest.skip(f"no shipped MiniCanvas weights at {root} yet (train them with `erasekit world train minicanvas`)")
+    assert verify_manifest(root) == []
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["exclude"] == [] and manifest["quick"] is False
+    assert manifest["total_bytes"] <= 50e6
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "exclude, match",
+    [
+        (["style:Nope"], "unknown style"),
+        (["colour:red"], "style:<name>"),
+        (["Ink"], "style:<name>"),
+        ([f"object:{o}" for o in OBJECTS], "keep at least one"),
+    ],
+)
+def test_bad_exclude_fails_before_any_work(exclude, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        check_exclude(exclude)
+    with pytest.raises(ValueError, match=match):
+        train_world(tmp_path / "w", exclude=exclude, quick=True)
+    args = parse(["world", "train", "minicanvas", "--quick", "--out", str(tmp_path / "c"), "--exclude", *exclude])
+    with pytest.raises(ValueError, match=match):
+        world_cli.run(args)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "c").exists()
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train_world(tmp_path, quick=True)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_cli_help_ends_with_examples(capsys):
+    for argv in (["world", "--help"], ["world", "train", "--help"], ["world", "verify", "--help"]):
+        with pytest.raises(SystemExit):
+            parse(argv)
+        text = capsys.readouterr().out.rstrip("\n")
+        tail = text[text.rindex("examples:") :].splitlines()
+        assert len(tail) >= 2 and all(line.startswith("  erasekit") for line in tail[1:]), text
+    assert world_cli.run(parse(["world"])) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- classifier
+
+
+def test_classifier_round_trip(tmp_path):
+    torch.manual_seed(0)
+    clf = ImageClassifier(ClassifierConfig(width=4, stages=2, image_size=16), ["a", "b", "c"]).eval()
+    clf.features[0][1].running_mean.uniform_()  # non-trivial BatchNorm statistics survive too
+    path = clf.save(tmp_path / "clf.safetensors")
+    loaded = load_classifier(path)
+    assert loaded.labels == ["a", "b", "c"] and loaded.config == clf.config and not loaded.training
+    x = torch.rand(5, 3, 16, 16)
+    torch.testing.assert_close(loaded(x), clf.half().float()(x), atol=1e-4, rtol=0)
+    assert loaded(torch.rand(2, 3, 32, 32)).shape == (2, 3)  # other sizes are resized
+    assert loaded.predict(x) == [clf.labels[i] for i in loaded(x).argmax(1)]
+
+
+def test_classifier_bad_files(tmp_path):
+    from safetensors.torch import save_file
+
+    clf = ImageClassifier(ClassifierConfig(width=4, stages=2, image_size=16), ["a", "b"])
+    with pytest.raises(ValueError, match="no classifier file"):
+        load_classifier(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="end in .safetensors"):
+        clf.save(tmp_path / "clf.pt")
+    good = clf.save(tmp_path / "clf.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        load_classifier(tmp_path / "cut.safetensors")
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an erasekit classifier"):
+        load_classifier(tmp_path / "other.safetensors")
+    header = {"format_version": 1, "config": {"width": 8, "stages": 2, "image_size": 16}, "labels": ["a", "b"]}
+    save_file(
+        dict(clf.state_dict()), str(tmp_path / "mismatch.safetensors"), {"erasekit_classifier": json.dumps(header)}
+    )
+    with pytest.raises(ValueError, match="do not match the config"):
+        load_classifier(tmp_path / "mismatch.safetensors")
+    with pytest.raises(ValueError, match="distinct strings"):
+        ImageClassifier(ClassifierConfig(), ["a", "a"])
+    with pytest.raises(ValueError, match="unknown classifier config keys"):
+        ClassifierConfig.from_dict({"width": 8, "depth": 3})
+
+
+# ---------------------------------------------------------------------------------------------------- pieces
+
+
+def test_shift_moves_pixels_and_augment_is_seeded():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    out = _shift(x, torch.tensor([[1, 2], [0, 0]]))
+    assert torch.equal(out[0, :, 1:, 2:], x[0, :, :-1, :-2]) and torch.equal(out[1], x[1])
+    images = torch.rand(4, 3, 16, 16)
+    kw = dict(blur_prob=0.5, noise_prob=0.5)
+    a = augment(images, generator(torch.device("cpu"), "t", 0), **kw)
+    b = augment(images, generator(torch.device("cpu"), "t", 0), **kw)
+    assert torch.equal(a, b) and a.shape == images.shape and 0 <= a.min() and a.max() <= 1
+
+
+def test_caption_bank_insertion_keeps_the_caption_words():
+    from erasekit.models.tokenizer import clip_tokenizer
+
+    tok = clip_tokenizer()
+    bank = CaptionBank(tok, ["{style} style, {object}."], 16, torch.device("cpu"))
+    s, o = torch.tensor([STYLES.index("Pop Art")] * 8), torch.tensor([OBJECTS.index("apple")] * 8)
+    plain = bank.sample(s, o, torch.Generator().manual_seed(0))
+    assert tok.decode(plain[0], skip_special_tokens=True) == "pop art style , apple ."
+    noisy = bank.sample(s, o, torch.Generator().manual_seed(0), insert_prob=1.0)
+    original = [t for t in plain[0].tolist() if t != 49407]
+    for row in noisy.tolist():
+        words = [t for t in row if t != 49407]
+        assert len(words) - len(original) in (1, 2) and row.count(49407) >= 1
+        it = iter(words)
+        assert all(t in it for t in original)  # the caption survives in order, fillers in between
+    dropped = bank.sample(s, o, torch.Generator().manual_seed(0), drop_prob=1.0)
+    assert (dropped == bank.empty).all()
