@@ -55,9 +55,10 @@ REFERENCE = {
 
 def sd15_pipeline(device: torch.device, dtype: torch.dtype):
     """A StableDiffusionPipeline with the SD 1.5 architecture and random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from erasekit.models.tiny import assemble_pipeline
     from erasekit.models.tokenizer import clip_tokenizer
 
     torch.manual_seed(0)
@@ -85,25 +86,7 @@ def sd15_pipeline(device: torch.device, dtype: torch.dtype):
         up_block_types=("UpDecoderBlock2D",) * 4,
         sample_size=512,
     )
-    sched = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text,
-        tokenizer=clip_tokenizer(),
-        unet=unet,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = assemble_pipeline(unet, vae, text, clip_tokenizer())
     return pipe.to(device=device, dtype=dtype)
 
 

@@ -38,6 +38,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_override_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a method option (repeatable), e.g. --set steps=200",
+    )
+
+
 def load_handle(args):
     import os
 

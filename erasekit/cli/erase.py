@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .common import add_model_args, load_handle, subparser
+from .common import add_model_args, add_override_arg, load_handle, subparser
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--concept", required=True, help="the words to erase, e.g. 'Van Gogh style'")
     p.add_argument("--anchor", default=None, help="what the concept should become (methods that use one)")
     p.add_argument("--config", default=None, help="YAML file of method options")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a method option (repeatable), e.g. --set steps=200",
-    )
+    add_override_arg(p)
     p.add_argument("--out", required=True, help="output patch file (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.set_defaults(run=run)

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from .common import add_model_args, load_handle, subparser
+from .common import add_model_args, add_override_arg, load_handle, subparser
 
 EXAMPLES = """  erasekit quickstart                                   # ESD on tiny-sd, writes outputs/quickstart/
   erasekit quickstart --concept "a dog" --steps 20 --out outputs/dog
@@ -26,14 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--concept", default="a cat", help="concept to erase (default 'a cat')")
     p.add_argument("--other", default="a dog", help="an unrelated prompt that should be kept (default 'a dog')")
     p.add_argument("--steps", type=int, default=20, help="erasure steps (default 20)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a method option (repeatable)",
-    )
+    add_override_arg(p)
     p.add_argument("--seeds", default="0-3", help="seeds of the grid (default 0-3)")
     p.add_argument("--out", default="outputs/quickstart", help="output folder (default outputs/quickstart)")
     p.set_defaults(run=run)

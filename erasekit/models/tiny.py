@@ -76,6 +76,38 @@ def _cached_tokenizer():
     return clip_tokenizer()
 
 
+def sd_ddim_scheduler():
+    """DDIM with Stable Diffusion 1.x's noise schedule."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def assemble_pipeline(unet, vae, text_encoder, tokenizer, scheduler=None):
+    """A ``StableDiffusionPipeline`` from components (DDIM by default, no safety checker, progress bar off)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler or sd_ddim_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_sd_pipeline(seed: int = 0):
     """Build a complete tiny random ``StableDiffusionPipeline`` (DDIM scheduler, no safety checker), in fp32 on CPU.
 
@@ -86,25 +118,6 @@ def tiny_sd_pipeline(seed: int = 0):
     """
     import copy
 
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
+    return assemble_pipeline(
+        tiny_unet(seed), tiny_vae(seed), tiny_text_encoder(seed), copy.deepcopy(_cached_tokenizer())
     )
-    pipe = StableDiffusionPipeline(
-        vae=tiny_vae(seed),
-        text_encoder=tiny_text_encoder(seed),
-        tokenizer=copy.deepcopy(_cached_tokenizer()),
-        unet=tiny_unet(seed),
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
