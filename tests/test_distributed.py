@@ -1,4 +1,6 @@
-"""Data parallelism: the CLI under torchrun with 2 CPU processes (gloo) gives the single-process result."""
+"""Data parallelism: the CLI under `accelerate launch` and `torchrun` with 2 CPU processes (gloo) gives the
+single-process result. (accelerate starts multi-process CPU runs itself only through MPI; `--multi_gpu` on a machine
+without GPUs launches the processes, and erasekit joins them with gloo.)"""
 
 import os
 import socket
@@ -36,28 +38,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(argv: list[str], tmp_path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "erasekit.cli.main",
-        *argv,
-    ]
+def _launch(argv: list[str], tmp_path, launcher: str = "torchrun") -> None:
+    """Run the CLI in 2 processes with ``accelerate launch --multi_gpu`` or ``torchrun``."""
+    port = str(_free_port())
+    if launcher == "accelerate":
+        head = [
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            port,
+        ]
+    else:
+        head = ["torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
+    cmd = [sys.executable, "-m", *head, "-m", "erasekit.cli.main", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_erase_data_parallel_matches_single_process(tmp_path):
-    _torchrun([*ERASE, "--out", str(tmp_path / "dp.safetensors")], tmp_path)
+    _launch([*ERASE, "--out", str(tmp_path / "dp.safetensors")], tmp_path, launcher="accelerate")
     assert main([*ERASE, "--out", str(tmp_path / "single.safetensors")]) == 0
     dp, single = load_patch(tmp_path / "dp.safetensors"), load_patch(tmp_path / "single.safetensors")
     assert dp.deltas.keys() == single.deltas.keys()
@@ -81,7 +89,7 @@ def test_evaluation_sampling_is_sharded_and_gathered(tmp_path):
         "--batch-size",
         "2",
     ]
-    _torchrun([*argv, "--out", str(tmp_path / "dp.png")], tmp_path)
+    _launch([*argv, "--out", str(tmp_path / "dp.png")], tmp_path)
     assert main([*argv, "--out", str(tmp_path / "single.png")]) == 0
     import numpy as np
     from PIL import Image
