@@ -49,7 +49,19 @@ def _identity(state) -> dict:
     }
 
 
-_RESUMABLE_FIELDS = ("steps", "checkpoint_every", "checkpoint_dir", "resume", "progress")
+# Options a resumed run may change: the length of the run, where it saves, and how fast it runs (not what it computes).
+_RESUMABLE_FIELDS = (
+    "steps",
+    "checkpoint_every",
+    "checkpoint_dir",
+    "resume",
+    "progress",
+    "compile",
+    "channels_last",
+    "sync_every",
+    "gradient_checkpointing",
+    "mixed_precision",
+)
 
 
 def save_checkpoint(state, directory: str | Path) -> Path:

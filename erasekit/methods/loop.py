@@ -210,9 +210,11 @@ class TrainedMethod(EraseMethod):
         self.transform_gradients(state)
         norms = torch.stack(torch._foreach_norm(grads)) if grads else loss.new_zeros(1)
         bad = ~(torch.isfinite(loss).all() & torch.isfinite(norms).all())  # stays on the device
+        seen = state.ctx.get("_nonfinite_seen")
+        state.ctx["_nonfinite_seen"] = bad if seen is None else seen | bad  # remembered until the next sync
         on_device = _can_skip_on_device(state.optimizer)
         sync = not on_device or (state.step + 1) % cfg.sync_every == 0
-        if sync and bool(bad):
+        if sync and bool(state.ctx["_nonfinite_seen"]):  # skipped steps changed nothing: the state is the last good
             self._stop_non_finite(state, "loss or gradient")
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(list(state.params.values()), cfg.max_grad_norm)
