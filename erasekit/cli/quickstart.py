@@ -39,6 +39,8 @@ def _mean_change(before, after, n: int) -> list[float]:
 
 
 def run(args) -> int:
+    import torch
+
     from .. import erase, resolve_config
     from .._io import write_json
     from ..images import grid, save_image
@@ -57,7 +59,9 @@ def run(args) -> int:
     with patch.applied(handle):
         after = generate_grid(handle, prompts, seeds)
     labels = [f"before: {p}" for p in prompts] + [f"after: {p}" for p in prompts]
-    save_image(grid(_stack(before, after), len(seeds), labels, [f"seed {s}" for s in seeds]), out / "before_after.png")
+    save_image(
+        grid(torch.cat([before, after]), len(seeds), labels, [f"seed {s}" for s in seeds]), out / "before_after.png"
+    )
     summary = {
         "model": args.model,
         "method": args.method,
@@ -73,9 +77,3 @@ def run(args) -> int:
     write_json(out / "summary.json", summary)
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def _stack(before, after):
-    import torch
-
-    return torch.cat([before, after])
