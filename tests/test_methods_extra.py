@@ -86,6 +86,29 @@ def test_salun_reads_an_image_folder(tiny_pipe, tmp_path):
         erasekit.erase(tiny_pipe, "salun", "a cat", **{**FAST_CONFIGS["salun"], "forget_images": str(tmp_path / "x")})
 
 
+def test_salun_forget_prompts_pair_each_forget_sample_with_its_prompt(tiny_pipe, monkeypatch):
+    prompts = ["a red cat", "a blue cat", "a green cat"]
+    generated: list[list[str]] = []
+    real = __import__("erasekit.methods.salun", fromlist=["generated_latents"]).generated_latents
+
+    def spy(handle, chunk, *args):
+        generated.append(list(chunk))
+        return real(handle, chunk, *args)
+
+    monkeypatch.setattr("erasekit.methods.salun.generated_latents", spy)
+    cfg = {**FAST_CONFIGS["salun"], "num_forget": 4, "forget_prompts": prompts}
+    method = SalUn(SalUnConfig(**cfg))
+    patch = method.erase(tiny_pipe, "a cat")
+    assert generated[0] == [*prompts, prompts[0]]  # the forget set, prompts in turn
+    handle = DiffusionHandle(tiny_pipe)
+    emb = method._ctx["forget_emb"]
+    assert torch.equal(emb[1], handle.encode_prompts(["a blue cat"])[0]) and len(emb) == 4
+    default = erasekit.erase(tiny_pipe, "salun", "a cat", **{**cfg, "forget_prompts": None})
+    assert any(not torch.equal(default.deltas[k].to_dense(), d.to_dense()) for k, d in patch.deltas.items())
+    with pytest.raises(ValueError, match="forget_prompts"):
+        SalUnConfig(forget_prompts=[])
+
+
 # ---- resume (SalUn's mask and DoCo's discriminator live in extra_state) ---------------------------------------
 
 
@@ -123,6 +146,26 @@ def test_doco_anchor_defaults_and_objects_need_one(tiny_pipe):
     assert erasekit.erase(tiny_pipe, "doco", "a cat", **FAST_CONFIGS["doco"]).metadata["anchor"] == "a painting"
     with pytest.raises(ValueError, match="other than the concept"):
         erasekit.erase(tiny_pipe, "doco", "a cat", anchor="a cat", **FAST_CONFIGS["doco"])
+
+
+def test_doco_pairs_concept_and_anchor_prompts_by_position(tiny_pipe):
+    from erasekit.methods.doco import DoCo, DoCoConfig
+
+    cfg = DoCoConfig(
+        **{**FAST_CONFIGS["doco"], "num_anchor": 5},
+        anchor_prompts=["a dog photo", "a fish photo"],
+        concept_prompts=["a dog sketch", "a fish sketch"],
+    )
+    anchors, concepts = DoCo(cfg).paired_prompts("ignored", "ignored")
+    assert anchors == ["a dog photo", "a fish photo"] * 2 + ["a dog photo"]
+    assert concepts == [a.replace("photo", "sketch") for a in anchors]
+    patch = DoCo(cfg).erase(tiny_pipe, "sketch")
+    assert patch.num_changed > 0
+    assert DoCo(DoCoConfig(num_anchor=2)).paired_prompts("a painting", "a cat") == (["a painting"] * 2, ["a cat"] * 2)
+    with pytest.raises(ValueError, match="paired by position"):
+        DoCoConfig(anchor_prompts=["a", "b"], concept_prompts=["c", "d", "e"])
+    with pytest.raises(ValueError, match="anchor_prompts"):
+        DoCoConfig(anchor_prompts=[])
 
 
 def test_doco_warmup_moves_only_the_discriminator(tiny_pipe):

@@ -65,6 +65,14 @@ class DoCoConfig(MethodConfig):
     )
     surgery_lambda: float = option(1.0, "λ of the 'reference' surgery rule (reference: 1)")
     num_anchor: int = option(16, "anchor samples the frozen model generates from the anchor prompt")
+    anchor_prompts: list | None = option(
+        None, "anchor prompts used in turn for the anchor samples (default: the anchor alone)"
+    )
+    concept_prompts: list | None = option(
+        None,
+        "concept prompts paired by position with anchor_prompts (e.g. the same object in the concept's style and "
+        "in the anchor's); default: the concept alone",
+    )
     sample_steps: int = option(20, "sampler steps when generating anchor samples")
     sample_guidance: float = option(7.5, "CFG scale when generating anchor samples")
 
@@ -74,6 +82,16 @@ class DoCoConfig(MethodConfig):
         check_choice("surgery", self.surgery, SURGERY_MODES)
         if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps) < 1:
             raise ValueError("disc_channels, disc_layers, num_anchor and sample_steps must be >= 1.")
+        for name in ("anchor_prompts", "concept_prompts"):
+            value = getattr(self, name)
+            if value is not None and (not value or not all(isinstance(p, str) and p.strip() for p in value)):
+                raise ValueError(f"{name} must be null or a non-empty list of prompts, got {value!r}.")
+        n_a, n_c = len(self.anchor_prompts or [1]), len(self.concept_prompts or [1])
+        if n_a != n_c and 1 not in (n_a, n_c):
+            raise ValueError(
+                f"concept_prompts ({n_c}) and anchor_prompts ({n_a}) are paired by position: give lists of the same "
+                "length, or one prompt for either."
+            )
         if self.warmup_steps < 0 or self.adv_weight < 0 or self.prior_weight < 0 or not self.disc_lr > 0:
             raise ValueError("warmup_steps, adv_weight and prior_weight must be >= 0 and disc_lr > 0.")
 
@@ -156,16 +174,23 @@ class DoCo(TrainedMethod):
         side = handle.image_size // int(handle.pipe.vae_scale_factor)
         if side < 2**cfg.disc_layers:
             raise ValueError(f"disc_layers={cfg.disc_layers} halves {side}x{side} latents to nothing; use fewer.")
-        prompts = [state.anchor] * cfg.num_anchor
-        ctx["anchor"] = generated_latents(handle, prompts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size)
-        ctx["anchor_emb"] = handle.encode_prompts([state.anchor])
-        ctx["concept_emb"] = handle.encode_prompts([state.concept])
+        anchors, concepts = self.paired_prompts(state.anchor, state.concept)
+        ctx["anchor"] = generated_latents(handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size)
+        ctx["anchor_emb"] = handle.encode_prompts(anchors)  # one row per anchor sample
+        ctx["concept_emb"] = handle.encode_prompts(concepts)
         disc = PatchDiscriminator(channels, cfg.disc_channels, cfg.disc_layers)
         disc.reset_parameters(gen)
         self.disc = disc.to(state.device)
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
         self._ctx = ctx
         logger.info("doco: anchor %r, %d anchor samples, surgery %s", state.anchor, cfg.num_anchor, cfg.surgery)
+
+    def paired_prompts(self, anchor: str, concept: str) -> tuple[list[str], list[str]]:
+        """The anchor prompt of each anchor sample and the concept prompt paired with it."""
+        cfg = self.config
+        anchors, concepts = cfg.anchor_prompts or [anchor], cfg.concept_prompts or [concept]
+        n = cfg.num_anchor
+        return [anchors[i % len(anchors)] for i in range(n)], [concepts[i % len(concepts)] for i in range(n)]
 
     def _disc_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """One discriminator update (anchor = real, concept = fake); skipped when its loss is not finite."""
@@ -186,9 +211,9 @@ class DoCo(TrainedMethod):
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle, ctx = self.config, state.handle, state.ctx
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
-        b = len(gens)
-        x_t, t, target = noisy(handle, ctx["anchor"][pick(len(ctx["anchor"]), gens)], gens)
-        anchor_emb, concept_emb = ctx["anchor_emb"].expand(b, -1, -1), ctx["concept_emb"].expand(b, -1, -1)
+        idx = pick(len(ctx["anchor"]), gens)
+        x_t, t, target = noisy(handle, ctx["anchor"][idx], gens)
+        anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
         with torch.no_grad():
             real = predicted_x0(handle, x_t, t, handle.predict_noise(x_t, t, anchor_emb))  # the frozen model

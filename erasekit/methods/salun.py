@@ -57,6 +57,11 @@ class SalUnConfig(MethodConfig):
     )
     forget_images: str | None = option(None, "folder of images of the concept; default: the model generates them")
     num_forget: int = option(16, "forget samples generated from the concept prompt (when forget_images is not set)")
+    forget_prompts: list | None = option(
+        None,
+        "prompts of the forget data, used in turn, each sample paired with its prompt in both losses (default: "
+        "the concept alone); e.g. the concept in every context it appears in",
+    )
     retain_images: str | None = option(None, "folder of retain images, paired with retain_prompts in turn")
     retain_prompts: list = option(GENERIC_PROMPTS, "prompts of the retain data (generated from them by default)")
     num_retain: int = option(16, "retain samples generated from retain_prompts (when retain_images is not set)")
@@ -71,8 +76,10 @@ class SalUnConfig(MethodConfig):
             raise ValueError("alpha must be >= 0 and weight_decay 0 (decay would move weights outside the mask).")
         if min(self.num_forget, self.num_retain, self.sample_steps) < 1:
             raise ValueError("num_forget, num_retain and sample_steps must be >= 1.")
-        for name in ("misaligned_prompts", "retain_prompts"):
+        for name in ("misaligned_prompts", "retain_prompts", "forget_prompts"):
             value = getattr(self, name)
+            if name == "forget_prompts" and value is None:
+                continue
             if not value or not all(isinstance(p, str) for p in value):
                 raise ValueError(f"{name} must be a non-empty list of prompts, got {value!r}.")
 
@@ -159,13 +166,18 @@ class SalUn(TrainedMethod):
             raise ValueError(f"misaligned_prompts must not mention the concept {concept!r}: {bad}.")
         ctx["forget"], ctx["retain"], retain_prompts = self._data(state)
         ctx["retain_emb"] = handle.encode_prompts(retain_prompts)
-        ctx["concept_emb"] = handle.encode_prompts([concept])
+        ctx["forget_emb"] = handle.encode_prompts(self.forget_prompts(concept, len(ctx["forget"])))
         ctx["null_emb"] = handle.encode_prompts([""])  # SalUn's ∅: the empty prompt, never the concept
         ctx["misaligned_emb"] = handle.encode_prompts(cfg.misaligned_prompts)
         ctx["mask"] = global_topk_mask(self.saliency(state), cfg.mask_ratio)
         self.mask, self._ctx = ctx["mask"], ctx
         kept = sum(int(m.sum()) for m in self.mask.values())
         logger.info("salun: mask keeps %d of %d candidate weights", kept, sum(m.numel() for m in self.mask.values()))
+
+    def forget_prompts(self, concept: str, n: int) -> list[str]:
+        """The prompt of each of the ``n`` forget samples: ``forget_prompts`` in turn, else the concept."""
+        prompts = self.config.forget_prompts or [concept]
+        return [prompts[i % len(prompts)] for i in range(n)]
 
     def _data(self, state: TrainState) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Forget and retain x₀ latents (folders first, so a bad folder fails before any sampling)."""
@@ -175,7 +187,7 @@ class SalUn(TrainedMethod):
         n_retain = cfg.num_retain if retain is None else len(retain)
         retain_prompts = [cfg.retain_prompts[i % len(cfg.retain_prompts)] for i in range(n_retain)]
         if forget is None:
-            prompts = [state.concept] * cfg.num_forget
+            prompts = self.forget_prompts(state.concept, cfg.num_forget)
             forget = generated_latents(handle, prompts, gen, cfg.sample_steps, cfg.sample_guidance, b)
         if retain is None:
             retain = generated_latents(handle, retain_prompts, gen, cfg.sample_steps, cfg.sample_guidance, b)
@@ -191,7 +203,7 @@ class SalUn(TrainedMethod):
             x0 = x0_all[i : i + cfg.batch_size]
             n = x0.shape[0]
             x_t, t, target = noisy(handle, x0, [state.generator] * n)
-            eps_c = handle.predict_noise(x_t, t, ctx["concept_emb"].expand(n, -1, -1), params=state.params)
+            eps_c = handle.predict_noise(x_t, t, ctx["forget_emb"][i : i + n], params=state.params)
             eps_u = handle.predict_noise(x_t, t, ctx["null_emb"].expand(n, -1, -1), params=state.params)
             loss = saliency_loss(target, eps_c, eps_u, cfg.saliency_guidance) * (n / len(x0_all))
             grads = torch.autograd.grad(loss, [state.params[k] for k in keys], allow_unused=True)
@@ -203,12 +215,12 @@ class SalUn(TrainedMethod):
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle, ctx = self.config, state.handle, state.ctx
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
-        b = len(gens)
-        x_t, t, _ = noisy(handle, ctx["forget"][pick(len(ctx["forget"]), gens)], gens)
+        f_idx = pick(len(ctx["forget"]), gens)
+        x_t, t, _ = noisy(handle, ctx["forget"][f_idx], gens)
         misaligned = ctx["misaligned_emb"][pick(len(ctx["misaligned_emb"]), gens)]
         with torch.no_grad():
             target = handle.predict_noise(x_t, t, misaligned, params=state.params).float()
-        pred = handle.predict_noise(x_t, t, ctx["concept_emb"].expand(b, -1, -1), params=state.params).float()
+        pred = handle.predict_noise(x_t, t, ctx["forget_emb"][f_idx], params=state.params).float()
         forget = F.mse_loss(pred, target)
         idx = pick(len(ctx["retain"]), gens)
         x_t, t, target = noisy(handle, ctx["retain"][idx], gens)
