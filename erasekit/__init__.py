@@ -11,6 +11,7 @@ Example:
 __version__ = "0.1.0"
 
 from .api import erase, resolve_config  # noqa: E402
+from .eval import evaluate  # noqa: E402
 from .methods import get_method, list_methods, register_method  # noqa: E402
 from .models import load_model, load_pipeline  # noqa: E402
 from .patch import ErasurePatch, load_patch  # noqa: E402
@@ -19,6 +20,7 @@ __all__ = [
     "ErasurePatch",
     "__version__",
     "erase",
+    "evaluate",
     "get_method",
     "list_methods",
     "load_model",

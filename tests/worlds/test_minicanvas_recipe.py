@@ -267,3 +267,72 @@ def test_caption_bank_insertion_keeps_the_caption_words():
         assert all(t in it for t in original)  # the caption survives in order, fillers in between
     dropped = bank.sample(s, o, torch.Generator().manual_seed(0), drop_prob=1.0)
     assert (dropped == bank.empty).all()
+
+
+# ------------------------------------------------------------------------------ benchmark scripts on the quick world
+
+
+def _bench(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_benchmark_scores_every_target_and_times_one(world, tmp_path):
+    out = tmp_path / "eval.json"
+    _bench("minicanvas_eval").main(["--world", str(world), "--seeds", "0", "--threads", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    sanity = result["base_sanity"]
+    assert len(sanity["per_target"]) == len(STYLES) + len(OBJECTS)
+    assert isinstance(sanity["passes"], bool) and result["settings"]["seeds"] == [0]
+    assert sanity["passes"] == (not sanity["failing_targets"])  # an untrained world may pass or fail; it must say
+    assert result["speed"]["images"] > len(STYLES) * len(OBJECTS) and result["speed"]["seconds"] > 0
+    assert result["environment"]["versions"]["torch"]
+
+
+def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, tmp_path):
+    bench = _bench("minicanvas_unlearning")
+    out, md = tmp_path / "u.json", tmp_path / "u.md"
+    argv = ["--world", str(world), "--methods", "uce", "--targets", "style:Photo", "--seeds", "0", "--threads", "1"]
+    argv += ["--gold", f"style:Photo={world}", "--out", str(out), "--md", str(md)]
+    bench.main(argv)
+    result = json.loads(out.read_text())
+    methods = [r["method"] for r in result["reference"] + result["runs"]]
+    assert methods == ["gold", "base", "uce"]
+    base = result["reference"][1]
+    assert base["kl_to_gold"]["mean"] == pytest.approx(0.0, abs=1e-6)  # the gold here is the same world
+    run = result["runs"][0]
+    assert 0 <= run["metrics"]["ua"] <= 1 and run["kl_to_gold"]["mean"] >= 0 and run["peak_rss_mb"] > 0
+    assert run["config"]["preserve"] and "Photo style" not in run["config"]["preserve"]
+    assert "| uce | style:Photo |" in md.read_text() and "uce/style" in result["summary"]
+    bench.main([*argv, "--resume"])  # nothing left to do: the run is not repeated
+    assert [r["method"] for r in json.loads(out.read_text())["runs"]] == ["uce"]
+
+
+def test_unlearning_benchmark_prompt_plans():
+    bench = _bench("minicanvas_unlearning")
+    cfg = {"prompts": {}}
+    concept, anchor, extra = bench.method_inputs("salun", "style", "Ink", cfg)
+    assert concept == "Ink style" and len(extra["forget_prompts"]) == len(OBJECTS)
+    assert all("Ink" in p for p in extra["forget_prompts"]) and not any("Ink" in p for p in extra["retain_prompts"])
+    concept, anchor, extra = bench.method_inputs("doco", "object", "apple", cfg)
+    assert extra["concept_kind"] == "object" and len(extra["concept_prompts"]) == len(extra["anchor_prompts"])
+    pairs = zip(extra["concept_prompts"], extra["anchor_prompts"], strict=True)
+    assert all("apple" in c and "apple" not in a for c, a in pairs)
+    gold = {"style": torch.tensor([[1.0, 0.0]]), "object": torch.tensor([[0.5, 0.5]])}
+    other = {"style": torch.tensor([[0.5, 0.5]]), "object": torch.tensor([[0.5, 0.5]])}
+    kl = bench.kl_to_gold(gold, other)
+    assert kl["style"] == pytest.approx(0.693, abs=2e-3) and kl["object"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_generate_benchmark_times_the_cli(world, tmp_path):
+    out = tmp_path / "g.json"
+    argv = ["--model", f"minicanvas:{world}", "--seeds", "0", "--repeats", "1", "--threads", "1", "--out", str(out)]
+    _bench("minicanvas_generate").main(argv)
+    result = json.loads(out.read_text())
+    assert result["images"] == 16 and result["best_seconds"] > 0 and "generate" in result["command"]
