@@ -9,19 +9,23 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install quickstart test test-slow lint format clean
+.PHONY: install quickstart test test-slow lint format clean demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev,fid]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,fid,demo]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 quickstart: install
-	$(BIN)/erasekit quickstart --out outputs/quickstart
+	$(BIN)/erasekit quickstart --model tiny-sd --method esd --concept "a cat" --set steps=20 --out outputs/quickstart
+
+# The Gradio demo on http://127.0.0.1:7860 (loopback only); e.g. make demo DEMO_ARGS="--model-dir worlds/minicanvas"
+demo: install
+	$(BIN)/erasekit demo $(DEMO_ARGS)
 
 test: install
 	$(BIN)/ruff check erasekit tests benchmarks

@@ -6,9 +6,9 @@ import argparse
 import logging
 import sys
 
-from . import apply, erase, evaluate, generate, info, listing, quickstart, world
+from . import apply, demo, erase, evaluate, generate, info, listing, quickstart, world
 
-SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart, world)
+SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart, world, demo)
 
 EPILOG = """examples:
   erasekit list
@@ -19,6 +19,7 @@ EPILOG = """examples:
   erasekit eval --suite unlearncanvas --data DATA --classifiers CLF --patch p.safetensors --target style:Van_Gogh --json r.json
   erasekit quickstart
   erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink
+  erasekit demo --model-dir worlds/minicanvas
 """
 
 
