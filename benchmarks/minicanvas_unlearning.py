@@ -100,43 +100,11 @@ def load_config(args: argparse.Namespace) -> dict:
 
 
 def method_inputs(method: str, kind: str, name: str, cfg: dict) -> tuple[str, str | None, dict]:
-    """How the benchmark phrases a target for a method: ``(concept, anchor, extra config)``.
+    """``(concept, anchor, extra config)`` for a target: :func:`erasekit.worlds.minicanvas.plans.erasure_plan`,
+    with the config's ``prompts`` section overriding its phrases."""
+    from erasekit.worlds.minicanvas.plans import erasure_plan
 
-    Styles are erased as "NAME style" towards the world's plain "Photo style"; objects as "NAME" towards "an
-    image". Methods that take prompt lists (salun's forget/retain prompts, doco's concept/anchor prompts) get every
-    object (or style) of the world phrased with the UnlearnCanvas template, so that the erasure covers the whole
-    class and the retain data is the rest of the world. The config's ``prompts`` section overrides the phrases.
-    """
-    from erasekit.worlds.minicanvas import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, caption
-
-    phr = cfg["prompts"]
-    if kind == "style":
-        concept = phr.get("style_concept", "{name} style").format(name=name)
-        anchor = phr.get("style_anchor", "Photo style")
-        forget = [caption(name, o, UNLEARNCANVAS_TEMPLATE) for o in OBJECTS]
-        anchors = [caption("Photo", o, UNLEARNCANVAS_TEMPLATE) for o in OBJECTS]
-        retain = [caption(s, o, UNLEARNCANVAS_TEMPLATE) for s in STYLES if s != name for o in OBJECTS]
-    else:
-        concept = phr.get("object_concept", "{name}").format(name=name)
-        anchor = phr.get("object_anchor", "an image")
-        forget = [caption(s, name, UNLEARNCANVAS_TEMPLATE) for s in STYLES]
-        anchors = [phr.get("object_anchor_prompt", "An image in {style} style.").format(style=s) for s in STYLES]
-        retain = [caption(s, o, UNLEARNCANVAS_TEMPLATE) for s in STYLES for o in OBJECTS if o != name]
-    extra: dict = {}
-    if method == "salun":
-        extra = {"forget_prompts": forget, "retain_prompts": retain}
-    elif method == "doco":
-        extra = {"concept_kind": "style" if kind == "style" else "object", "concept_prompts": forget}
-        extra["anchor_prompts"] = anchors
-    elif method == "esd":
-        extra = {"variant": "x" if kind == "style" else "u"}
-    elif method == "uce":
-        extra = {
-            "preserve": [f"{s} style" for s in STYLES if s != name]
-            if kind == "style"
-            else [o for o in OBJECTS if o != name]
-        }
-    return concept, anchor, extra
+    return erasure_plan(method, f"{kind}:{name}", cfg.get("prompts"))
 
 
 class PeakRSS:

@@ -104,7 +104,10 @@ def test_every_help_text_ends_with_examples():
 
 def test_quickstart_writes_patch_grid_and_summary(tmp_path):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--steps", "2", "--set", "ddim_steps=3", "--seeds", "0,1", "--out", str(out)]) == 0
+    argv = ["quickstart", "--model", "tiny-sd", "--method", "esd", "--concept", "a cat", "--set", "steps=2"]
+    assert main([*argv, "--set", "ddim_steps=3", "--seeds", "0,1", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["before_after.png", "patch.safetensors", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "esd" and summary["patch_bytes"] > 0
+    assert summary["method"] == "esd" and summary["patch_bytes"] > 0 and summary["config"]["steps"] == 2
+    with pytest.raises(SystemExit, match="give the --concept"):
+        main(["quickstart", "--model", "tiny-sd", "--out", str(tmp_path / "x")])

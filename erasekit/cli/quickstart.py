@@ -1,4 +1,11 @@
-"""``erasekit quickstart``: the main job end to end: erase, write the patch, a before/after grid and a summary."""
+"""``erasekit quickstart``: the main job end to end on a MiniCanvas world: evaluate, erase, evaluate again, report.
+
+With a MiniCanvas model (``minicanvas``, the shipped world, or ``minicanvas:DIR``) the quickstart erases a target
+(default: SalUn on ``style:Watercolor``), evaluates the model before and after on the world's grid with the same
+seeds, prints the UA/IRA/CRA table, and writes ``patch.safetensors``, ``before_after.png``, ``report.json`` and
+``report.md`` under ``--out``. With any other model (``tiny-sd``, a diffusers folder) it erases ``--concept`` and
+writes the patch, a before/after grid of the concept and another prompt, and a JSON summary.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,15 @@ import json
 import time
 from pathlib import Path
 
-from .common import add_model_args, add_override_arg, load_handle, subparser
+from .common import add_model_args, add_override_arg, load_handle, parse_seeds, subparser
 
-EXAMPLES = """  erasekit quickstart                                   # ESD on tiny-sd, writes outputs/quickstart/
-  erasekit quickstart --concept "a dog" --steps 20 --out outputs/dog
+EXAMPLES = """  erasekit quickstart                                   # SalUn erases Watercolor from the shipped MiniCanvas world
+  erasekit quickstart --method doco --target object:apple --seeds 0-3
+  erasekit quickstart --model minicanvas:worlds/mine --target style:Ink --set steps=100
+  erasekit quickstart --model tiny-sd --method esd --concept "a cat" --set steps=20
 """
+
+HEADLINE = ("ua", "ua_heldout", "ira", "cra", "clip_score", "fid")
 
 
 def add_parser(sub) -> None:
@@ -18,18 +29,138 @@ def add_parser(sub) -> None:
         sub,
         "quickstart",
         "erase a concept end to end and show before/after",
-        "Erase a concept with ESD, then write the patch, a before/after image grid and a JSON summary.",
+        "Erase a target from a MiniCanvas world, evaluate before and after (UA/IRA/CRA), write the patch, a "
+        "before/after grid and the reports. With another model, erase --concept and show before/after images.",
         EXAMPLES,
     )
     add_model_args(p)
-    p.add_argument("--method", default="esd", help="method (default esd)")
-    p.add_argument("--concept", default="a cat", help="concept to erase (default 'a cat')")
-    p.add_argument("--other", default="a dog", help="an unrelated prompt that should be kept (default 'a dog')")
-    p.add_argument("--steps", type=int, default=20, help="erasure steps (default 20)")
+    p.set_defaults(model="minicanvas")
+    p.add_argument("--method", default="salun", help="method (default salun)")
+    p.add_argument("--target", default="style:Watercolor", help="MiniCanvas target, style:NAME or object:NAME")
+    p.add_argument("--concept", default=None, help="concept to erase, for models that are not a MiniCanvas world")
+    p.add_argument("--other", default="a dog", help="a prompt to keep, shown beside --concept (non-MiniCanvas)")
     add_override_arg(p)
-    p.add_argument("--seeds", default="0-3", help="seeds of the grid (default 0-3)")
+    p.add_argument("--seeds", default="0-1", help="seeds of the evaluation grid (default 0-1)")
+    p.add_argument("--fid", action="store_true", help="also compute FID (slower)")
     p.add_argument("--out", default="outputs/quickstart", help="output folder (default outputs/quickstart)")
     p.set_defaults(run=run)
+
+
+def world_of(model: str) -> Path | None:
+    """The world folder of a MiniCanvas model spec, or ``None`` for other models."""
+    from ..worlds.minicanvas import weights_dir
+
+    if model == "minicanvas":
+        return weights_dir()
+    if model.startswith("minicanvas:"):
+        return Path(model.split(":", 1)[1])
+    return None
+
+
+def run(args) -> int:
+    world = world_of(args.model)
+    if world is None or args.concept:
+        if not args.concept:
+            raise SystemExit(f"--model {args.model} is not a MiniCanvas world: give the --concept to erase.")
+        return _run_concept(args)
+    return _run_world(args, world)
+
+
+def _table(before: dict, after: dict) -> str:
+    def fmt(k, v):
+        if v is None:
+            return "–"
+        return f"{v:.2f}" if k in ("clip_score", "fid") else f"{100 * v:.1f}%"
+
+    lines = ["| metric | before | after |", "|---|---|---|"]
+    for k in HEADLINE:
+        if k in after:
+            lines.append(f"| {k} | {fmt(k, before.get(k))} | {fmt(k, after.get(k))} |")
+    return "\n".join(lines)
+
+
+def _comparison_grid(before, after, suite, target, n_seeds: int):
+    """Rows: the target class and one retained class, before and after; columns: the other axis (first seed)."""
+    import torch
+
+    from ..images import grid
+
+    kind, name = target.split(":", 1)
+    rows_of = suite.styles if kind == "style" else suite.objects
+    cols_of = suite.objects if kind == "style" else suite.styles
+    kept = next(c for c in rows_of if c != name)
+
+    def row(report, cls):
+        idx = []
+        for col in cols_of:
+            style, obj = (cls, col) if kind == "style" else (col, cls)
+            pair = suite.styles.index(style) * len(suite.objects) + suite.objects.index(obj)
+            idx.append(pair * n_seeds)
+        return report.images[idx]
+
+    images = torch.cat([row(before, name), row(after, name), row(before, kept), row(after, kept)])
+    labels = [f"before: {name}", f"after: {name}", f"before: {kept}", f"after: {kept}"]
+    return grid(images, len(cols_of), labels, list(cols_of), mark_rows=(0, 1))
+
+
+def _run_world(args, world: Path) -> int:
+    from .. import erase, evaluate, resolve_config
+    from .._io import write_json, write_text
+    from ..eval.minicanvas import minicanvas_suite
+    from ..images import save_image
+    from ..worlds.minicanvas.plans import erasure_plan, parse_target
+
+    kind, name = parse_target(args.target)
+    target = f"{kind}:{name}"
+    manifest = json.loads((world / "manifest.json").read_text(encoding="utf-8")) if world.is_dir() else {}
+    suite = minicanvas_suite(world)  # a clear error when the world is missing
+    sampling = manifest.get("sampling", {})
+    seeds, out = parse_seeds(args.seeds), Path(args.out)
+    concept, anchor, plan = erasure_plan(args.method, target)
+    cfg = resolve_config(args.method, None, plan).with_overrides(args.overrides)
+    handle = load_handle(args)
+    metrics = ["ua", "ira", "cra", "retainability", "clip_score", "efficiency"] + (["fid"] if args.fid else [])
+    common = dict(
+        seeds=seeds,
+        steps=sampling.get("steps", 25),
+        guidance=sampling.get("guidance", 7.5),
+        metrics=metrics,
+        batch_size=64,
+    )
+    print(f"[1/3] evaluating the model before the erasure ({target}, seeds {seeds})")
+    before = evaluate(handle, suite, target, **common)
+    print(f"[2/3] erasing {concept!r} with {args.method}")
+    started = time.perf_counter()
+    patch = erase(handle, args.method, concept, anchor=anchor, config=cfg)
+    seconds = time.perf_counter() - started
+    patch.save(out / "patch.safetensors")
+    print(f"[3/3] evaluating the patched model ({seconds:.0f} s erasure)")
+    after = evaluate(handle, suite, target, patch=patch, **common)
+    save_image(_comparison_grid(before, after, suite, target, len(seeds)), out / "before_after.png")
+    table = _table(before.metrics, after.metrics)
+    report = {
+        "model": args.model,
+        "world": str(world),
+        "method": args.method,
+        "target": target,
+        "concept": concept,
+        "anchor": anchor,
+        "config": cfg.to_dict(),
+        "erase_seconds": round(seconds, 1),
+        "patch_bytes": patch.nbytes,
+        "values_changed": patch.num_changed,
+        "before": before.to_dict(),
+        "after": after.to_dict(),
+        "files": ["patch.safetensors", "before_after.png", "report.json", "report.md"],
+    }
+    write_json(out / "report.json", report)
+    md = f"# erasekit quickstart: {args.method} on {target}\n\n{table}\n\nErasure: {seconds:.0f} s, "
+    md += f"{patch.num_changed} values changed, patch {patch.nbytes / 1e6:.2f} MB.\n"
+    write_text(out / "report.md", md)
+    print(
+        f"\n{args.method} erased {target} ({seconds:.0f} s):\n\n{table}\n\nwrote {out}/" + ", ".join(report["files"])
+    )
+    return 0
 
 
 def _mean_change(before, after, n: int) -> list[float]:
@@ -38,21 +169,20 @@ def _mean_change(before, after, n: int) -> list[float]:
     return [round(float(diff[i : i + n].mean()), 5) for i in range(0, len(diff), n)]
 
 
-def run(args) -> int:
+def _run_concept(args) -> int:
     import torch
 
     from .. import erase, resolve_config
     from .._io import write_json
     from ..images import grid, save_image
     from ..sampling import generate_grid
-    from .common import parse_seeds
 
     out = Path(args.out)
     seeds, prompts = parse_seeds(args.seeds), [args.concept, args.other]
     handle = load_handle(args)
     before = generate_grid(handle, prompts, seeds)
     started = time.perf_counter()
-    cfg = resolve_config(args.method, None, [f"steps={args.steps}", *args.overrides])
+    cfg = resolve_config(args.method, None, args.overrides)
     patch = erase(handle, args.method, args.concept, config=cfg)
     seconds = time.perf_counter() - started
     patch.save(out / "patch.safetensors")
@@ -66,7 +196,7 @@ def run(args) -> int:
         "model": args.model,
         "method": args.method,
         "concept": args.concept,
-        "steps": args.steps,
+        "config": cfg.to_dict(),
         "seeds": seeds,
         "erase_seconds": round(seconds, 2),
         "patch_bytes": patch.nbytes,

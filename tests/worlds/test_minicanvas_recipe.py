@@ -336,3 +336,19 @@ def test_generate_benchmark_times_the_cli(world, tmp_path):
     _bench("minicanvas_generate").main(argv)
     result = json.loads(out.read_text())
     assert result["images"] == 16 and result["best_seconds"] > 0 and "generate" in result["command"]
+
+
+def test_quickstart_on_a_world_evaluates_before_and_after(world, tmp_path, capsys):
+    from erasekit.cli.main import main
+
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--model", f"minicanvas:{world}", "--method", "salun", "--target", "style:photo"]
+    argv += ["--seeds", "0", "--set", "steps=2", "--set", "num_forget=2", "--set", "num_retain=2"]
+    assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["before_after.png", "patch.safetensors", "report.json", "report.md"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["target"] == "style:Photo" and report["config"]["steps"] == 2
+    assert len(report["config"]["forget_prompts"]) == len(OBJECTS)  # the world's prompt plan
+    assert report["before"]["run"]["patch"] is None and report["after"]["run"]["patch"]["method"] == "salun"
+    assert "| ua |" in capsys.readouterr().out and "| ira |" in (out / "report.md").read_text()
