@@ -59,3 +59,57 @@ def assert_bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
     for k in a:
         assert a[k].dtype == b[k].dtype, k
         assert torch.equal(a[k].reshape(-1).view(torch.uint8), b[k].reshape(-1).view(torch.uint8)), k
+
+
+# ---------------------------------------------------------------------------------------------------- StyleGAN2 / MiniFaces
+
+FAST_CONFIGS["text_to_unlearn"] = {"steps": 2, "batch_size": 2, "adaptive_iters": 1, "progress": False}
+TINY_GAN = dict(z_dim=16, w_dim=16, img_resolution=16, channel_base=128, channel_max=16, mapping_layers=2)
+
+
+@pytest.fixture(scope="session")
+def _tiny_generator_session():
+    from erasekit.models.stylegan import Generator, StyleGAN2Config
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return Generator(StyleGAN2Config(**TINY_GAN)).eval()
+
+
+@pytest.fixture
+def tiny_generator(_tiny_generator_session):
+    """A fresh copy of a tiny random StyleGAN2 generator (16 px, CPU)."""
+    return copy.deepcopy(_tiny_generator_session)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny random transformers CLIP folder (model + processor for 32 px images, the real CLIP tokenizer)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from erasekit.models.tokenizer import clip_tokenizer
+
+    text = dict(vocab_size=49408, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    text.update(max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    vision = dict(image_size=32, patch_size=8, hidden_size=8, intermediate_size=16, num_hidden_layers=1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CLIPModel(
+            CLIPConfig(text_config=text, vision_config={**vision, "num_attention_heads": 2}, projection_dim=8)
+        )
+    out = tmp_path_factory.mktemp("tiny_clip") / "clip"
+    model.save_pretrained(out, safe_serialization=True)
+    size = {"shortest_edge": 32}
+    processor = CLIPImageProcessor(size=size, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=clip_tokenizer()).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minifaces_world(tmp_path_factory):
+    """A MiniFaces world from the quick recipe, trained once per session through the CLI (seconds)."""
+    from erasekit.cli.main import main
+
+    out = tmp_path_factory.mktemp("minifaces") / "world"
+    assert main(["world", "train", "minifaces", "--quick", "--device", "cpu", "--out", str(out)]) == 0
+    return out

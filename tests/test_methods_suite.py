@@ -1,4 +1,5 @@
-"""The shared suite every registered method must pass on the tiny pipeline (STYLE.md)."""
+"""The shared suite every registered method must pass (STYLE.md): diffusion methods on the tiny pipeline, StyleGAN2
+methods (``kinds = ("stylegan",)``) on a tiny random generator with a tiny random CLIP."""
 
 import copy
 import dataclasses
@@ -12,6 +13,11 @@ from erasekit.methods import get_method, list_methods
 from erasekit.patch import ErasurePatch, load_patch, resolve_targets
 
 METHODS = [m for m in list_methods() if "diffusion" in get_method(m).kinds]
+GAN_METHODS = [m for m in list_methods() if "stylegan" in get_method(m).kinds]
+
+
+def test_every_method_is_covered_by_a_model_kind():
+    assert set(METHODS) | set(GAN_METHODS) == set(list_methods())
 
 
 def test_every_method_has_fast_test_settings():
@@ -101,7 +107,7 @@ def test_disjoint_composition_equals_sequential(method, patches, tiny_pipe):
         assert_bit_equal(state_of(tiny_pipe.unet), sequential)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list_methods())
 def test_config_yaml_round_trip_and_shipped_defaults(method, tmp_path):
     from pathlib import Path
 
@@ -115,3 +121,97 @@ def test_config_yaml_round_trip_and_shipped_defaults(method, tmp_path):
     written = yaml.safe_load(shipped.read_text()) or {}
     assert set(written) == {"method"} | {f.name for f in dataclasses.fields(cls)}, "regenerate with erasekit list"
     assert erasekit.resolve_config(method, shipped) == cls(), "the shipped YAML must mirror the defaults"
+
+
+# ---------------------------------------------------------------------------------------------------- StyleGAN2 methods
+
+
+def _erase_gan(generator, method, clip_dir, **extra):
+    return erasekit.erase(generator, method, "glasses", **{**FAST_CONFIGS[method], "clip": str(clip_dir), **extra})
+
+
+@pytest.fixture(scope="module")
+def gan_patches(_tiny_generator_session, tiny_clip_dir):
+    """One patch per StyleGAN2 method, made once on a private copy of the tiny generator."""
+    generator = copy.deepcopy(_tiny_generator_session)
+    return {m: _erase_gan(generator, m, tiny_clip_dir) for m in GAN_METHODS}
+
+
+def _allowed(method, handle) -> set[str]:
+    cls = get_method(method)
+    target = cls(cls.config_class(**FAST_CONFIGS[method])).default_target()
+    return set(resolve_targets(target, handle.named_parameters(), "stylegan"))
+
+
+@pytest.mark.parametrize("method", GAN_METHODS)
+def test_gan_patch_is_nonempty_finite_and_within_targets(method, gan_patches, tiny_generator):
+    from erasekit.models import StyleGANHandle
+
+    patch = gan_patches[method]
+    assert len(patch) > 0 and patch.num_changed > 0
+    assert set(patch.deltas) <= _allowed(method, StyleGANHandle(tiny_generator))
+    assert all(torch.isfinite(d.to_dense()).all() for d in patch.deltas.values())
+    meta = patch.metadata
+    assert meta["method"] == method and meta["concept"] == "glasses" and meta["base_fingerprint"]["generator"]
+    assert meta["stats"]["steps_run"] == FAST_CONFIGS[method]["steps"]
+
+
+@pytest.mark.parametrize("method", GAN_METHODS)
+def test_gan_callers_generator_is_unchanged(method, tiny_generator, tiny_clip_dir):
+    before = state_of(tiny_generator)
+    flags = [p.requires_grad for p in tiny_generator.parameters()]
+    _erase_gan(tiny_generator, method, tiny_clip_dir)
+    assert_bit_equal(state_of(tiny_generator), before)
+    assert [p.requires_grad for p in tiny_generator.parameters()] == flags
+    assert all(p.grad is None for p in tiny_generator.parameters())
+
+
+@pytest.mark.parametrize("method", GAN_METHODS)
+def test_gan_apply_remove_bit_exact_and_scale_semantics(method, gan_patches, tiny_generator):
+    patch = gan_patches[method]
+    original = state_of(tiny_generator)
+    with patch.applied(tiny_generator, scale=0.0):
+        assert_bit_equal(state_of(tiny_generator), original)
+    with patch.applied(tiny_generator):
+        merged = state_of(tiny_generator)
+    assert_bit_equal(state_of(tiny_generator), original)
+    for key, delta in patch.deltas.items():
+        name = key.split(".", 1)[1]
+        torch.testing.assert_close(merged[name], original[name] + delta.to_dense(), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", GAN_METHODS)
+def test_gan_save_load_round_trip(method, gan_patches, tmp_path):
+    patch = gan_patches[method]
+    loaded = load_patch(patch.save(tmp_path / f"{method}.safetensors"))
+    assert loaded.metadata["config"] == patch.metadata["config"]
+    for k, d in patch.deltas.items():
+        assert torch.equal(loaded.deltas[k].to_dense(), d.to_dense())
+
+
+@pytest.mark.parametrize("method", GAN_METHODS)
+def test_gan_same_seed_same_patch_other_seed_other_patch(method, gan_patches, tiny_generator, tiny_clip_dir):
+    ref = gan_patches[method]
+    again = _erase_gan(tiny_generator, method, tiny_clip_dir)
+    other = _erase_gan(tiny_generator, method, tiny_clip_dir, seed=1)
+    assert again.deltas.keys() == ref.deltas.keys()
+    assert all(torch.equal(again.deltas[k].to_dense(), d.to_dense()) for k, d in ref.deltas.items())
+    assert any(not torch.equal(other.deltas[k].to_dense(), d.to_dense()) for k, d in ref.deltas.items())
+
+
+@pytest.mark.parametrize("method", GAN_METHODS)
+def test_gan_disjoint_composition_equals_sequential(method, gan_patches, tiny_generator):
+    patch = gan_patches[method]
+    keys = sorted(patch.deltas)
+    a = ErasurePatch({k: patch.deltas[k] for k in keys[::2]})
+    b = ErasurePatch({k: patch.deltas[k] for k in keys[1::2]})
+    with a.applied(tiny_generator), b.applied(tiny_generator):
+        sequential = state_of(tiny_generator)
+    with (a + b).applied(tiny_generator):
+        assert_bit_equal(state_of(tiny_generator), sequential)
+
+
+@pytest.mark.parametrize("method", GAN_METHODS)
+def test_gan_method_refuses_a_diffusion_model(method, tiny_pipe):
+    with pytest.raises(ValueError, match="stylegan|StyleGAN2"):
+        erasekit.erase(tiny_pipe, method, "glasses", **FAST_CONFIGS[method])

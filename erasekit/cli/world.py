@@ -10,13 +10,17 @@ from .common import subparser
 
 logger = logging.getLogger(__name__)
 
-WORLDS = ("minicanvas",)
+WORLDS = ("minicanvas", "minifaces")
 
 EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
   erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink      # the retrained-without gold standard
   erasekit world train minicanvas --quick --out /tmp/smoke                     # seconds; untrained smoke run
   erasekit world verify minicanvas                                             # shipped weights vs their manifest
   erasekit world verify minicanvas worlds/no_ink
+  erasekit world train minifaces --out worlds/minifaces --seed 0
+  erasekit world train minifaces --exclude glasses --out worlds/faces_no_glasses   # gold standard for faces
+  erasekit world train minifaces --quick --out /tmp/faces_smoke
+  erasekit world verify minifaces worlds/minifaces
 """
 
 
@@ -26,8 +30,9 @@ def add_parser(sub) -> None:
         "world",
         "train a world's models from scratch, or verify a world folder",
         "MiniCanvas: train CLIP, the Stable Diffusion pipeline and the evaluator classifiers with one seeded recipe "
-        "(optionally without some styles/objects: the retrained-without-the-concept gold standard), or check a "
-        "world folder's files against its manifest.",
+        "(optionally without some styles/objects: the retrained-without-the-concept gold standard). MiniFaces: "
+        "train the StyleGAN2, the attribute classifier and the world's CLIP (optionally without an attribute). Or "
+        "check a world folder's files against its manifest.",
         EXAMPLES,
     )
     actions = p.add_subparsers(dest="world_action", metavar="ACTION")
@@ -38,15 +43,16 @@ def add_parser(sub) -> None:
         epilog="examples:\n" + "\n".join(line for line in EXAMPLES.splitlines() if " train " in line) + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("world", choices=WORLDS, help="which world (minicanvas)")
-    train.add_argument("--out", required=True, help="output world folder (pipeline/, clip/, classifiers/, manifest)")
+    train.add_argument("world", choices=WORLDS, help="which world (minicanvas or minifaces)")
+    train.add_argument("--out", required=True, help="output world folder (models, clip/, classifiers, manifest)")
     train.add_argument(
         "--exclude",
         action="extend",
         nargs="+",
         default=[],
-        metavar="KIND:NAME",
-        help="leave a concept out of CLIP/VAE/UNet training, e.g. style:Ink or object:apple (repeatable)",
+        metavar="CONCEPT",
+        help="leave a concept out of training (repeatable): minicanvas style:Ink or object:apple (CLIP/VAE/UNet); "
+        "minifaces an attribute such as glasses or hair:red (CLIP and StyleGAN2)",
     )
     train.add_argument("--seed", type=int, default=0, help="the recipe's seed (default 0, the shipped world)")
     train.add_argument(
@@ -62,7 +68,7 @@ def add_parser(sub) -> None:
         epilog="examples:\n" + "\n".join(line for line in EXAMPLES.splitlines() if " verify " in line) + "\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verify.add_argument("world", choices=WORLDS, help="which world (minicanvas)")
+    verify.add_argument("world", choices=WORLDS, help="which world (minicanvas or minifaces)")
     verify.add_argument("dir", nargs="?", default=None, help="world folder (default: the shipped weights)")
     p.set_defaults(run=run, world_parser=p)
 
@@ -80,11 +86,18 @@ def run(args) -> int:
 def _train(args) -> int:
     import torch
 
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.world == "minifaces":
+        from ..worlds.minifaces.recipe import check_exclude as check_faces
+
+        check_faces(args.exclude)  # typos fail here, before anything is rendered
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _train_faces(args)
     from ..worlds.minicanvas.recipe import check_exclude, train_world
 
     check_exclude(args.exclude)  # typos fail here, before anything is rendered
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.threads:
         torch.set_num_threads(args.threads)
     manifest = train_world(
@@ -103,8 +116,30 @@ def _train(args) -> int:
     return 0
 
 
+def _train_faces(args) -> int:
+    from ..worlds.minifaces.recipe import train_world
+
+    manifest = train_world(
+        args.out, seed=args.seed, device=args.device, quick=args.quick, overwrite=args.overwrite, exclude=args.exclude
+    )
+    m = manifest["metrics"]
+    print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")
+    print(
+        f"classifier min accuracy {m['classifier']['min_accuracy']:.3f}, CLIP zero-shot min "
+        f"{m['clip']['min_binary_accuracy']:.3f}, generator: max attribute frequency gap "
+        f"{m['generator']['max_frequency_difference_points']:.1f} points, "
+        f"CLIP-space FID {m['generator']['fid_clip']:.3g}"
+    )
+    if manifest["quick"]:
+        print("(--quick: the models are barely trained; the numbers above are meaningless)")
+    return 0
+
+
 def _verify(args) -> int:
-    from ..worlds.minicanvas import verify_manifest, weights_dir
+    if args.world == "minifaces":
+        from ..worlds.minifaces import verify_manifest, weights_dir
+    else:
+        from ..worlds.minicanvas import verify_manifest, weights_dir
 
     directory = Path(args.dir) if args.dir else weights_dir()
     problems = verify_manifest(directory)

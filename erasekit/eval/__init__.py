@@ -1,6 +1,8 @@
-"""Evaluation: the UnlearnCanvas protocol (UA / IRA / CRA), CLIP metrics, FID and reports."""
+"""Evaluation: the UnlearnCanvas protocol (UA / IRA / CRA), CLIP metrics, FID and reports; GAN metrics (attribute
+rates, drift, CLIP-space FID, γ) for StyleGAN2 erasures."""
 
 from .evaluate import classify, evaluate
+from .gan import GanReport, GanSuite, evaluate_gan, minifaces_gan_suite, wasserstein_1
 from .metrics import EvalContext, get_metric, list_metrics, register_metric, unlearncanvas_scores
 from .minicanvas import minicanvas_suite
 from .report import EvalReport
@@ -11,18 +13,23 @@ __all__ = [
     "UNLEARNCANVAS_TEMPLATE",
     "EvalContext",
     "EvalReport",
+    "GanReport",
+    "GanSuite",
     "Suite",
     "Target",
     "classify",
     "evaluate",
+    "evaluate_gan",
     "get_metric",
     "get_suite",
     "list_metrics",
     "list_suites",
     "load_timm_classifier",
     "minicanvas_suite",
+    "minifaces_gan_suite",
     "unlearncanvas_suite",
     "register_metric",
     "register_suite",
     "unlearncanvas_scores",
+    "wasserstein_1",
 ]

@@ -5,6 +5,7 @@ with trained tensors swapped in (the caller's generator is never written by a me
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,7 +28,8 @@ class StyleGANHandle(ModelHandle):
     """
 
     kind = "stylegan"
-    spec: str | None = None
+    spec: str | None = None  # how the model was named when loaded, recorded in patch metadata
+    world: Path | None = None  # the world folder it came from (``minifaces:DIR``): methods find its CLIP there
 
     def __init__(self, generator: nn.Module):
         if not is_generator(generator):

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_SPECS = {
     "tiny-sd": "tiny random Stable Diffusion components built in code (tests and smoke runs)",
     "minicanvas": "the shipped MiniCanvas world's Stable Diffusion pipeline (minicanvas:/path for a trained world)",
+    "minifaces": "the shipped MiniFaces world's StyleGAN2 generator (minifaces:/path for a trained world)",
 }
 
 
@@ -28,9 +29,28 @@ def _world_pipeline(spec: str) -> Path:
     world = Path(spec.split(":", 1)[1]) if ":" in spec else weights_dir()
     folder = world / "pipeline"
     if not (folder / "model_index.json").is_file():
-        raise ValueError(f"No MiniCanvas pipeline at {folder}. Train a world with `erasekit world train minicanvas "
-                         "--out DIR` and use --model minicanvas:DIR.")
+        raise ValueError(
+            f"No MiniCanvas pipeline at {folder}. Train a world with `erasekit world train minicanvas "
+            "--out DIR` and use --model minicanvas:DIR."
+        )
     return folder
+
+
+def _is_minifaces(spec) -> bool:
+    return isinstance(spec, str) and (spec == "minifaces" or spec.startswith("minifaces:"))
+
+
+def _world_generator(spec: str) -> Path:
+    """``minifaces`` -> the shipped world's folder; ``minifaces:/path/to/world`` -> that folder (with a generator)."""
+    from ..worlds.minifaces import weights_dir
+
+    world = Path(spec.split(":", 1)[1]).expanduser() if ":" in spec else weights_dir()
+    if not (world / "generator.safetensors").is_file():
+        raise ValueError(
+            f"No MiniFaces generator at {world / 'generator.safetensors'}. Train a world with `erasekit world train "
+            "minifaces --out DIR` and use --model minifaces:DIR."
+        )
+    return world
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -84,6 +104,8 @@ def load_pipeline(
         pipe = tiny_sd_pipeline()
     elif spec == "minicanvas" or spec.startswith("minicanvas:"):
         pipe = _load_folder(_world_pipeline(spec), dtype)
+    elif _is_minifaces(spec):
+        raise ValueError(f"{spec!r} is a StyleGAN2 world, not a diffusers pipeline; load it with erasekit.load_model.")
     else:
         path = Path(spec[len("local:") :] if spec.startswith("local:") else spec).expanduser()
         if not path.exists():
@@ -100,7 +122,9 @@ def load_pipeline(
 def load_model(spec_or_model, **kwargs):
     """A model handle from a spec string, a pipeline, a StyleGAN2 generator, or a handle (returned as is).
 
-    Specs ending in ``.safetensors`` load an erasekit StyleGAN2 generator; anything else a diffusers pipeline.
+    Specs ending in ``.safetensors`` load an erasekit StyleGAN2 generator, ``"minifaces"`` / ``"minifaces:DIR"`` a
+    MiniFaces world's generator (its handle's ``world`` is the folder, where methods find the world's CLIP);
+    anything else a diffusers pipeline.
     """
     from .base import ModelHandle
     from .gan import StyleGANHandle, is_generator
@@ -109,6 +133,14 @@ def load_model(spec_or_model, **kwargs):
         return spec_or_model
     if is_generator(spec_or_model):
         return StyleGANHandle(spec_or_model)
+    if _is_minifaces(spec_or_model):
+        from .stylegan import load_generator
+
+        world = _world_generator(spec_or_model)
+        device = _resolve_device(kwargs.get("device"))
+        handle = StyleGANHandle(load_generator(world / "generator.safetensors", device=device))
+        handle.spec, handle.world = spec_or_model, world
+        return handle
     if isinstance(spec_or_model, str | Path) and str(spec_or_model).endswith(".safetensors"):
         from .stylegan import load_generator
 

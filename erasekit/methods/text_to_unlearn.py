@@ -1,0 +1,352 @@
+"""Text-to-Unlearn: erase an attribute from a StyleGAN2 generator given only text (arXiv 2504.01218).
+
+A frozen generator G_f and a trainable copy G_t (the shared loop's trainable tensors, swapped into the caller's
+generator functionally: its weights are never written). For latents w, the CLIP image-space change
+E_I(G_t(w)) − E_I(G_f(w)) is pushed along the text direction "a face with X" → "a face without X" with the
+directional loss of StyleGAN-NADA (Gal et al. 2021, arXiv 2108.00946): 1 − cos(ΔI, ΔT), ΔT averaged over prompt
+templates. Retention losses keep everything else: the pixel MSE and the CLIP-feature distance (1 − cos) between
+G_t(w) and G_f(w). Each sample's direction term is weighted by the CLIP probability that its frozen image shows the
+attribute, and its retention terms by the probability that it shows none of the erased attributes, so retention is
+strongest where the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one direction each).
+
+Trainable layers: the synthesis convolutions by default (mapping and toRGB frozen), any stylegan preset, or
+``layers=adaptive``: the ``adaptive_k`` layers whose W+ codes move most when the codes themselves are optimised
+along the text direction for a few steps (StyleGAN-NADA's layer freezing).
+
+Departures, on purpose: the adaptive selection runs once before training (NADA re-selects every step), so the
+patch touches exactly ``adaptive_k`` layers; there is no ArcFace identity loss (no face-recognition weights are
+available offline), the CLIP-feature retention term plays that role; a concept that already names a subject
+("a smiling face") is contrasted with the plain subject ("a face") rather than with a negation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import register_method
+from .config import MethodConfig, check_choice, option
+from .loop import TrainedMethod, TrainState, _mix
+
+logger = logging.getLogger(__name__)
+
+SUBJECT_WORDS = frozenset({"face", "faces", "person", "people", "man", "woman", "portrait", "someone", "head"})
+DEFAULT_TEMPLATES = ["{}.", "a photo of {}.", "a picture of {}.", "an image of {}.", "a portrait of {}."]
+_LAYER = re.compile(r"generator\.synthesis\.b(\d+)\.(conv0|conv1|torgb)\..*")
+
+
+@dataclass
+class TextToUnlearnConfig(MethodConfig):
+    steps: int = option(300, "optimisation steps")
+    lr: float = option(0.002, "Adam learning rate on the generator's unit-scale weights (StyleGAN-NADA: 0.002)")
+    batch_size: int = option(4, "latents per step")
+    target: Any = option("synthesis_conv", "trainable parameters: a stylegan preset, 're:<regex>' or a list")
+    layers: str = option(
+        "all", "'all': train every targeted layer; 'adaptive': only the adaptive_k whose W+ codes move most"
+    )
+    adaptive_k: int = option(3, "layers kept by the adaptive selection")
+    adaptive_iters: int = option(5, "steps of W+ optimisation that rank the layers (adaptive selection)")
+    adaptive_lr: float = option(0.01, "Adam learning rate of that W+ optimisation")
+    clip: str = option(
+        "auto", "CLIP for the losses: 'auto' (the world's own), a transformers folder or open_clip:ARCH@CHECKPOINT"
+    )
+    subject: str = option(
+        "a face", "what the generator draws; prompts read '<subject> with X' / '<subject> without X'"
+    )
+    templates: list = option(
+        list(DEFAULT_TEMPLATES), "prompt templates ('{}' = the description); directions are averaged over them"
+    )
+    direction_weight: float = option(1.0, "weight of the directional CLIP loss")
+    pixel_weight: float = option(10.0, "weight of the pixel MSE retention loss (images in [0, 1])")
+    feature_weight: float = option(1.0, "weight of the CLIP-feature retention loss (1 - cos)")
+    presence_weighting: bool = option(True, "weight directions by P(attribute) and retention by P(no attribute)")
+    presence_scale: float = option(0.0, "logit scale of that CLIP probability; 0 = the CLIP's own logit_scale")
+    truncation_psi: float = option(1.0, "truncation of the training latents (1 = the full distribution)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("layers", self.layers, ("all", "adaptive"))
+        if self.adaptive_k < 1 or self.adaptive_iters < 1 or self.adaptive_lr <= 0:
+            raise ValueError("adaptive_k and adaptive_iters must be >= 1 and adaptive_lr > 0.")
+        if not isinstance(self.templates, list) or not self.templates:
+            raise ValueError("templates must be a non-empty list of strings with one '{}' each.")
+        for t in self.templates:
+            if not isinstance(t, str) or t.count("{}") != 1:
+                raise ValueError(f"template {t!r} must be a string with exactly one '{{}}'.")
+        weights = (self.direction_weight, self.pixel_weight, self.feature_weight, self.presence_scale)
+        if min(weights) < 0 or self.direction_weight == 0:
+            raise ValueError("the loss weights and presence_scale must be >= 0, and direction_weight > 0.")
+        if not 0 < self.truncation_psi <= 1 or not self.subject.strip():
+            raise ValueError("truncation_psi must be in (0, 1] and subject non-empty.")
+
+
+# ---------------------------------------------------------------------------------------------------- text
+
+
+def concept_parts(concept: str | Sequence[str]) -> list[str]:
+    """``"glasses, beard"`` or ``["glasses", "beard"]`` -> ``["glasses", "beard"]``; empty -> ValueError."""
+    items = concept.split(",") if isinstance(concept, str) else list(concept)
+    parts = [str(p).strip() for p in items if str(p).strip()]
+    if not parts:
+        raise ValueError("The concept is empty; name what to erase, e.g. --concept glasses or 'glasses, beard'.")
+    return parts
+
+
+def prompt_pair(part: str, subject: str, anchor: str | None = None) -> tuple[str, str]:
+    """The (with, without) descriptions of one concept part: ``"glasses"`` -> ("a face with glasses", "a face
+    without glasses"); a part naming a subject (``"a smiling face"``) -> (itself, ``subject``); ``anchor``, when
+    given, replaces the "without" side."""
+    if set(re.findall(r"[a-z]+", part.lower())) & SUBJECT_WORDS:
+        return part, anchor or subject
+    return f"{subject} with {part}", anchor or f"{subject} without {part}"
+
+
+def text_direction(with_embeds: torch.Tensor, without_embeds: torch.Tensor) -> torch.Tensor:
+    """Unit direction from the mean "with" embedding to the mean "without" embedding (rows: one per template).
+
+    Each side is the normalised mean of its normalised template embeddings, as in StyleGAN-NADA.
+    """
+    src = F.normalize(F.normalize(with_embeds.float(), dim=-1).mean(0), dim=-1)
+    dst = F.normalize(F.normalize(without_embeds.float(), dim=-1).mean(0), dim=-1)
+    return F.normalize(dst - src, dim=-1)
+
+
+def directional_loss(trained: torch.Tensor, frozen: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``1 − cos(trained − frozen, direction)`` on normalised CLIP image embeddings ``[N, D]``."""
+    return 1 - F.cosine_similarity(trained - frozen, direction.to(trained.dtype)[None], dim=-1, eps=1e-8)
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``Σ w v / Σ w`` (plain mean when every weight is 0)."""
+    total = weights.sum()
+    return (values * weights).sum() / total if total > 0 else values.mean()
+
+
+# ---------------------------------------------------------------------------------------------------- CLIP
+
+
+class ClipEncoder:
+    """A frozen CLIP with differentiable image encoding of ``[N, 3, H, W]`` images in ``[0, 1]`` (resized and
+    normalised in torch the way its processor does on uint8 images) and text encoding."""
+
+    def __init__(self, model, processor, device: torch.device):
+        from ..eval.features import _as_tensor
+
+        self.model = model.to(device).eval().requires_grad_(False)
+        self.processor, self._as_tensor, self.device = processor, _as_tensor, device
+        self.size, mean, std = _pixel_spec(processor)
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        scale = getattr(model, "logit_scale", None)
+        self.logit_scale = float(scale.exp()) if torch.is_tensor(scale) else 100.0
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
+        feats = self._as_tensor(self.model.get_image_features(pixel_values=(x - self.mean) / self.std))
+        return F.normalize(feats.float(), dim=-1)
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> torch.Tensor:
+        from ..eval.features import clip_text_features
+
+        return clip_text_features(self.model, self.processor, texts).to(self.device)
+
+
+def _field(obj, name: str):
+    if obj is None or isinstance(obj, int):
+        return obj
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _pixel_spec(processor) -> tuple[int, list[float], list[float]]:
+    """(input side, mean, std) of a transformers CLIPProcessor or erasekit's open_clip processor."""
+    ip = getattr(processor, "image_processor", None)
+    if ip is not None:  # crop_size / size are dicts in transformers 4, SizeDicts in 5
+        size = _field(getattr(ip, "crop_size", None), "height") or _field(ip.size, "shortest_edge")
+        if not size:
+            raise ValueError(f"Cannot read the input size of {type(ip).__name__} (crop_size / size).")
+        return int(size), list(ip.image_mean), list(ip.image_std)
+    transforms = getattr(getattr(processor, "preprocess", None), "transforms", [])
+    norm = next((t for t in transforms if hasattr(t, "mean") and hasattr(t, "std")), None)
+    sized = [t for t in transforms if hasattr(t, "size")]
+    if norm is None or not sized:
+        raise ValueError(f"Cannot read the image size and normalisation of {type(processor).__name__}.")
+    size = sized[-1].size
+    return int(size[0] if isinstance(size, list | tuple) else size), list(norm.mean), list(norm.std)
+
+
+def resolve_clip(spec: str, handle) -> tuple[Any, Any]:
+    """``(model, processor)`` for the ``clip`` option; ``"auto"`` means the generator's world folder's ``clip/``."""
+    from ..eval.clip import clip_loader
+
+    if spec == "auto":
+        world = getattr(handle, "world", None)
+        if world is None or not (Path(world) / "clip" / "config.json").is_file():
+            raise ValueError(
+                "text_to_unlearn needs a CLIP: this generator does not come from a world folder with clip/, so pass "
+                "--set clip=/path/to/transformers_clip_folder (or open_clip:ARCH@CHECKPOINT)."
+            )
+        spec = str(Path(world) / "clip")
+    return clip_loader(spec)()
+
+
+# ---------------------------------------------------------------------------------------------------- layers
+
+
+def layer_w_index(resolutions: Sequence[int]) -> dict[tuple[int, str], int]:
+    """Which W+ code each synthesis layer reads: b4.conv1 -> 0, b4.torgb -> 1, b8.conv0 -> 1, b8.conv1 -> 2, ..."""
+    table, i = {(resolutions[0], "conv1"): 0, (resolutions[0], "torgb"): 1}, 1
+    for res in resolutions[1:]:
+        table.update({(res, "conv0"): i, (res, "conv1"): i + 1, (res, "torgb"): i + 2})
+        i += 2
+    return table
+
+
+def rank_layers(movement: torch.Tensor, names: Sequence[str], resolutions: Sequence[int], k: int) -> list[str]:
+    """The ``names`` that belong to the ``k`` synthesis layers whose W+ codes moved most (``movement [num_ws]``)."""
+    index, layer_of = layer_w_index(resolutions), {}
+    for n in names:
+        m = _LAYER.fullmatch(n)
+        if m:
+            layer_of[n] = (int(m.group(1)), m.group(2))
+    if not layer_of:
+        raise ValueError("layers=adaptive needs synthesis-layer targets (e.g. synthesis_conv); none matched.")
+    ranked = sorted(set(layer_of.values()), key=lambda key: (-float(movement[index[key]]), key))
+    keep = set(ranked[:k])
+    return [n for n in names if layer_of.get(n) in keep]
+
+
+# ---------------------------------------------------------------------------------------------------- method
+
+
+@register_method("text_to_unlearn")
+class TextToUnlearn(TrainedMethod):
+    """Text-to-Unlearn on StyleGAN2 generators; produces a dense patch on the chosen synthesis layers."""
+
+    config_class = TextToUnlearnConfig
+    kinds = ("stylegan",)
+    summary = "Text-to-Unlearn (StyleGAN2): directional CLIP loss from text only, with retention — dense patch"
+
+    def __init__(self, config: TextToUnlearnConfig | None = None):
+        super().__init__(config)
+        self._selected: list[str] | None = None
+        self._text: dict | None = None
+
+    def default_target(self) -> Any:
+        if self._selected:
+            return [f"re:{re.escape(n)}" for n in self._selected]
+        return self.config.target
+
+    def erase(self, model, concept, anchor: str | None = None, callbacks=()):
+        from ..models import load_model
+
+        handle = load_model(model)
+        if handle.kind not in self.kinds:
+            raise ValueError(f"{self.name} works on StyleGAN2 generators, not {handle.kind} models.")
+        parts = concept_parts(concept)
+        flags = [(p, p.requires_grad) for p in handle.generator.parameters()]
+        handle.generator.requires_grad_(False)  # gradients flow only into the trainable copies, never the caller's
+        try:
+            self._text = self._encode_text(handle, parts, anchor)
+            if self.config.layers == "adaptive":
+                self._selected = self._select_layers(handle)
+            patch = super().erase(handle, ", ".join(parts), anchor, callbacks)
+            patch.metadata["text_to_unlearn"] = {"prompts": self._text["pairs"], "layers": sorted(patch.deltas)}
+            return patch
+        finally:
+            self._text, self._selected = None, None
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+    def _encode_text(self, handle, parts: list[str], anchor: str | None) -> dict:
+        cfg = self.config
+        encoder = ClipEncoder(*resolve_clip(cfg.clip, handle), handle.device)
+        pairs = [prompt_pair(p, cfg.subject, anchor) for p in parts]
+        directions, protos = [], []
+        for with_text, without_text in pairs:
+            w = encoder.texts([t.format(with_text) for t in cfg.templates])
+            wo = encoder.texts([t.format(without_text) for t in cfg.templates])
+            directions.append(text_direction(w, wo))
+            protos.append(torch.stack([F.normalize(w.mean(0), dim=-1), F.normalize(wo.mean(0), dim=-1)]))
+        return {"encoder": encoder, "pairs": pairs, "directions": torch.stack(directions), "protos": protos}
+
+    def _latents(self, handle, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        G = handle.generator
+        z = torch.stack([torch.randn(G.z_dim, generator=g) for g in generators]).to(handle.device)
+        with torch.no_grad():
+            ws = G.mapping(z, None, truncation_psi=self.config.truncation_psi, update_w_avg=False)
+        return z, ws
+
+    def _select_layers(self, handle) -> list[str]:
+        """Optimise W+ codes along the text directions for a few steps; keep the layers whose codes moved most."""
+        from ..patch import resolve_targets
+
+        cfg, text = self.config, self._text
+        names = resolve_targets(cfg.target, handle.named_parameters(), handle.kind)
+        gens = [torch.Generator().manual_seed(_mix(cfg.seed, -7, i)) for i in range(cfg.batch_size)]
+        _, ws = self._latents(handle, gens)
+        with torch.no_grad():
+            base = text["encoder"].images(handle.synthesize(ws))
+        codes = ws.clone().requires_grad_(True)
+        opt = torch.optim.Adam([codes], lr=cfg.adaptive_lr)
+        for _ in range(cfg.adaptive_iters):
+            moved = text["encoder"].images(handle.synthesize(codes)) - base
+            loss = -(moved @ text["directions"].T).mean()  # move along every direction (linear: no 0/0 at start)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        movement = (codes.detach() - ws).abs().mean(dim=(0, 2))
+        chosen = rank_layers(movement, names, handle.generator.synthesis.block_resolutions, cfg.adaptive_k)
+        logger.info("text_to_unlearn: adaptive selection kept %s", chosen)
+        return chosen
+
+    def prepare(self, state: TrainState) -> None:
+        state.ctx.update(self._text)
+        mapping = {k: v for k, v in state.params.items() if k.startswith("generator.mapping.")}
+        state.ctx["mapping_params"] = {k[len("generator.mapping.") :]: v for k, v in mapping.items()}
+        state.ctx["synthesis_params"] = {k: v for k, v in state.params.items() if k not in mapping}
+        scale = self.config.presence_scale or state.ctx["encoder"].logit_scale
+        state.ctx["presence_scale"] = scale
+
+    def _presence(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
+        """``[N, parts]``: CLIP probability that each frozen image shows each erased attribute."""
+        if not self.config.presence_weighting:
+            return torch.ones(len(feats), len(state.ctx["protos"]), device=feats.device)
+        logits = torch.stack([feats @ p.T for p in state.ctx["protos"]], dim=1) * state.ctx["presence_scale"]
+        return logits.softmax(-1)[..., 0]
+
+    def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, handle, enc = self.config, state.handle, state.ctx["encoder"]
+        z, ws = self._latents(handle, state.sample_generators(cfg.batch_size))
+        with torch.no_grad():
+            frozen = handle.synthesize(ws)
+            f_frozen = enc.images(frozen)
+            presence = self._presence(state, f_frozen)
+        ws_t = ws
+        if state.ctx["mapping_params"]:
+            kwargs = {"truncation_psi": cfg.truncation_psi, "update_w_avg": False}
+            mapping = handle.generator.mapping
+            ws_t = torch.func.functional_call(mapping, state.ctx["mapping_params"], (z,), kwargs, strict=False)
+        trained = handle.synthesize(ws_t, params=state.ctx["synthesis_params"])
+        f_trained = enc.images(trained)
+        per_part = [directional_loss(f_trained, f_frozen, d) for d in state.ctx["directions"]]
+        direction = torch.stack([weighted_mean(v, presence[:, j]) for j, v in enumerate(per_part)]).mean()
+        keep = 1 - presence.max(dim=1).values if cfg.presence_weighting else torch.ones_like(presence[:, 0])
+        pixel = weighted_mean((trained - frozen).square().mean(dim=(1, 2, 3)), keep)
+        feature = weighted_mean(1 - (f_trained * f_frozen).sum(-1), keep)
+        loss = cfg.direction_weight * direction + cfg.pixel_weight * pixel + cfg.feature_weight * feature
+        logs = {
+            "direction": float(direction.detach()),
+            "pixel": float(pixel.detach()),
+            "feature": float(feature.detach()),
+        }
+        return loss, {**logs, "presence": float(presence.mean())}

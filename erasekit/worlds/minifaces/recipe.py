@@ -1,0 +1,235 @@
+"""The MiniFaces training recipe: every model of the world, from scratch, deterministic from one seed.
+
+Stages (in order): render the training and held-out faces; the attribute classifier (the judge, always trained on
+every face); the world's CLIP; the StyleGAN2; then everything is saved as fp16 safetensors, reloaded and measured
+(classifier accuracy per attribute, CLIP zero-shot per attribute, the generator's attribute frequencies against the
+data's, and FID in the CLIP's feature space), and ``manifest.json`` records files, timings and metrics.
+
+``exclude=["glasses"]`` trains the gold standard of unlearning, the world *retrained without the attribute*: faces
+with it never reach CLIP or the GAN (attributes are independent, so the other attributes keep their frequencies).
+
+Example:
+    >>> from erasekit.worlds.minifaces.recipe import train_world
+    >>> manifest = train_world("worlds/minifaces", seed=0)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from erasekit._io import atomic_dir, write_json
+
+from ..minicanvas.manifest import MANIFEST, file_table
+from ..minicanvas.training import Stopwatch, resolve_device
+from .classifier import (
+    ClassifierTrainConfig,
+    evaluate_classifier,
+    load_attribute_classifier,
+    train_attribute_classifier,
+)
+from .data import HAIR_COLOURS, INDICATORS, FaceBank, render_bank, resolve_indicator
+from .manifest import CLASSIFIER, GENERATOR
+from .train_clip import FaceClipTrainConfig, train_face_clip, zero_shot
+from .train_gan import GanTrainConfig, train_gan
+
+logger = logging.getLogger(__name__)
+
+RECIPE = "minifaces-v1"
+
+
+@dataclass
+class RecipeConfig:
+    """Everything the recipe does, with its defaults; :func:`quick_config` shrinks it for smoke tests."""
+
+    train_images: int = 30_000  # rendered training faces (~370 MB as uint8; ~45 s to render on one core)
+    heldout_images: int = 2_000  # held-out faces for the measurements and the FID reference
+    classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    clip: FaceClipTrainConfig = field(default_factory=FaceClipTrainConfig)
+    gan: GanTrainConfig = field(default_factory=GanTrainConfig)
+    check_samples: int = 2_000  # generator samples (seeds 0..N-1) for attribute frequencies and FID
+    quick: bool = False  # a seconds-long smoke run: the models are untrained and the metrics meaningless
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quick_config() -> RecipeConfig:
+    """Tiny data, tiny networks and a couple of steps per stage (seconds on a CPU), for tests."""
+    cfg = RecipeConfig(train_images=64, heldout_images=16, check_samples=8, quick=True)
+    cfg.classifier = replace(cfg.classifier, width=4, steps=2, batch_size=16, warmup=1)
+    small = dict(text_hidden=16, text_layers=1, text_heads=2, vision_hidden=16, vision_layers=1, vision_heads=2)
+    cfg.clip = replace(cfg.clip, **small, projection_dim=16, steps=2, batch_size=16, warmup=1)
+    cfg.gan = replace(cfg.gan, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
+    cfg.gan = replace(cfg.gan, d_channel_base=256, d_channel_max=16, steps=2, batch_size=4, r1_every=2)
+    return cfg
+
+
+def check_exclude(exclude) -> list[str]:
+    """Indicator names from ``["glasses", "hair:red"]``-style entries (phrases are resolved); errors name the
+    valid ones. Excluding every hair colour is refused."""
+    items = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    names = []
+    for item in items:
+        text = str(item).strip()
+        if text.lower().startswith("hair:"):
+            text = f"hair_{text[5:].strip().lower()}"
+        names.append(text if text in INDICATORS else resolve_indicator(text))
+    names = list(dict.fromkeys(names))
+    if all(f"hair_{c}" in names for c in HAIR_COLOURS):
+        raise ValueError("--exclude removes every hair colour, which leaves no face; keep at least one")
+    return names
+
+
+def train_world(
+    out: str | os.PathLike,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    quick: bool = False,
+    overwrite: bool = False,
+    config: RecipeConfig | None = None,
+    exclude=None,
+) -> dict:
+    """Train every model of the MiniFaces world from scratch and write the world folder ``out`` atomically.
+
+    Args:
+        out: the world folder to create (see :mod:`erasekit.worlds.minifaces.manifest` for its layout).
+        seed: the one seed everything follows from (same seed and device -> same weights).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        quick: :func:`quick_config` (seconds; for smoke tests); ignored when ``config`` is given.
+        overwrite: replace an existing non-empty ``out``.
+        config: a full :class:`RecipeConfig` (default: the recipe's defaults).
+        exclude: attributes left out of CLIP and GAN training (``["glasses"]``, ``["hair:red"]``).
+
+    Returns:
+        The manifest (also written to ``out/manifest.json``).
+    """
+    excluded = check_exclude(exclude)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    device = resolve_device(device)
+    cfg = config or (quick_config() if quick else RecipeConfig())
+    started = time.perf_counter()
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        manifest = _train_into(Path(tmp), cfg, seed, excluded, device)
+        manifest["total_seconds"] = round(time.perf_counter() - started, 1)
+        manifest["files"] = file_table(tmp)
+        manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+        write_json(Path(tmp) / MANIFEST, manifest)
+    logger.info("wrote the MiniFaces world to %s (%.1f MB)", out, manifest["total_bytes"] / 1e6)
+    return manifest
+
+
+def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, excluded: list[str], device: torch.device) -> dict:
+    from erasekit.models.stylegan import save_generator
+    from erasekit.models.tokenizer import clip_tokenizer
+
+    stages, metrics, clock = {}, {}, Stopwatch(device)
+    train = render_bank(cfg.train_images, seed, "train", "rendering train faces").to(device)
+    heldout = render_bank(cfg.heldout_images, seed, "heldout", "rendering held-out faces").to(device)
+    world = train.without(excluded)
+    stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
+    classifier, stages["classifier"] = train_attribute_classifier(train, cfg.classifier, seed, device)
+    classifier.save(tmp / CLASSIFIER)
+    metrics["classifier"] = evaluate_classifier(load_attribute_classifier(tmp / CLASSIFIER, device), heldout, device)
+    tokenizer = clip_tokenizer()
+    clip, stages["clip"] = train_face_clip(world, tokenizer, cfg.clip, seed, device)
+    _save_clip(clip, tokenizer, tmp / "clip")
+    metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
+    G, stages["gan"] = train_gan(world, cfg.gan, seed, device)
+    save_generator(copy.deepcopy(G).cpu(), tmp / GENERATOR, dtype=torch.float16)
+    clock = Stopwatch(device)
+    metrics["generator"] = _check_generator(tmp, cfg, world, heldout.without(excluded), device)
+    stages["check"] = {"seconds": clock.seconds(), "samples": cfg.check_samples}
+    return _manifest(cfg, seed, excluded, device, stages, metrics)
+
+
+def _save_clip(clip, tokenizer, path: Path) -> None:
+    """Save CLIP in fp16 with a processor for 64×64 faces; the config says float32 so it loads for fp32 compute."""
+    from transformers import CLIPProcessor
+
+    from ..minicanvas.train_clip import image_processor
+
+    copy.deepcopy(clip).to(device="cpu", dtype=torch.float16).save_pretrained(path, safe_serialization=True)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    config["dtype"] = "float32"
+    write_json(path / "config.json", config)
+    CLIPProcessor(image_processor=image_processor(), tokenizer=tokenizer).save_pretrained(path)
+
+
+def _reload_clip(path: Path, device: torch.device):
+    from transformers import CLIPModel
+
+    return CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
+
+
+def _check_generator(tmp: Path, cfg: RecipeConfig, world: FaceBank, heldout: FaceBank, device) -> dict:
+    """Reload the saved generator, classify ``check_samples`` samples, compare with the data, CLIP-space FID."""
+    from transformers import CLIPProcessor
+
+    from erasekit.eval.features import CLIPImageFeatures
+    from erasekit.eval.gan import attribute_rates, clip_fid
+    from erasekit.images import grid, save_image
+    from erasekit.models import load_model
+
+    handle = load_model(str(tmp / GENERATOR), device=device)
+    seeds = list(range(cfg.check_samples))
+    samples = torch.cat([handle.generate(seeds[i : i + 256]).cpu() for i in range(0, len(seeds), 256)])
+    save_image(grid(samples[:64], 8), tmp / "samples.png")
+    rates = attribute_rates(load_attribute_classifier(tmp / CLASSIFIER, device).indicators(samples))
+    data = world.frequencies()
+    diff = {k: round(100 * abs(rates[k] - data[k]), 2) for k in data}
+    clip = _reload_clip(tmp / "clip", torch.device("cpu"))
+    extractor = CLIPImageFeatures(clip, CLIPProcessor.from_pretrained(tmp / "clip", local_files_only=True))
+    real = heldout.floats(torch.arange(min(len(heldout), len(samples)), device=heldout.images.device)).cpu()
+    return {
+        "samples": len(samples),
+        "sample_frequencies": {k: round(v, 4) for k, v in rates.items()},
+        "data_frequencies": data,
+        "frequency_difference_points": diff,
+        "max_frequency_difference_points": max(diff.values()),
+        "fid_clip": round(clip_fid(real, samples, extractor), 4),
+        "fid_features": extractor.name,
+        "fid_reference_images": len(real),
+    }
+
+
+def _manifest(cfg: RecipeConfig, seed: int, excluded: list[str], device, stages: dict, metrics: dict) -> dict:
+    import transformers
+
+    from erasekit import __version__
+
+    from .data import ATTRIBUTES, HAIR_COLOURS, PROBABILITIES
+
+    return {
+        "world": "minifaces",
+        "recipe": RECIPE,
+        "seed": seed,
+        "exclude": excluded,
+        "quick": cfg.quick,
+        "attributes": list(ATTRIBUTES),
+        "hair_colours": list(HAIR_COLOURS),
+        "probabilities": PROBABILITIES,
+        "sampling": {"truncation_psi": 1.0, "noise_mode": "const", "seeds": f"0..{cfg.check_samples - 1}"},
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "erasekit": __version__,
+        },
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stages": stages,
+        "metrics": metrics,
+        "config": cfg.to_dict(),
+    }

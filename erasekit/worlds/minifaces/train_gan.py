@@ -1,0 +1,140 @@
+"""Recipe stage: the MiniFaces StyleGAN2 (erasekit's own generator, :mod:`erasekit.models.stylegan`).
+
+Training follows StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length regulariser: the
+non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
+mixing, Adam with betas (0, 0.99), per-pixel noise, left-right flips of the real faces, and an exponential moving
+average of the generator (half-life ``ema_images`` images, ramped up over the first steps) that is what ships.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from erasekit.models.stylegan import Generator, StyleGAN2Config
+
+from ..minicanvas.training import Stopwatch, check_finite, generator, log_progress, n_params, seeded
+from .data import IMAGE_SIZE, FaceBank
+from .discriminator import Discriminator, DiscriminatorConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GanTrainConfig:
+    """Architectures and training of the generator and discriminator (each comment says why its default)."""
+
+    z_dim: int = 256  # latent size; 64 px faces need far less than the paper's 512
+    w_dim: int = 256  # intermediate latent size
+    mapping_layers: int = 4  # mapping MLP depth (the paper's 8 is for 1024 px)
+    channel_base: int = 4096  # G channels 192-192-192-128-64 (4..64 px): ~3M parameters, ~6 MB in fp16; an
+    # erasure step (two generator passes and a backward, batch 4) costs ~0.5 s on 2 CPU cores
+    channel_max: int = 192  # G channel cap (256 doubles the per-sample weight modulation at 4-16 px)
+    d_channel_base: int = 4096  # D channels, the same rule
+    d_channel_max: int = 256  # D channel cap
+    steps: int = 30000  # optimiser steps of each network (~1M faces shown at batch 32)
+    batch_size: int = 32  # faces per step
+    lr: float = 0.0025  # Adam learning rate of both networks (the paper's)
+    r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
+    r1_every: int = 16  # lazy regularisation interval (the paper's)
+    style_mixing: float = 0.9  # share of batches whose ws switch to a second latent at a random layer
+    ema_images: int = 10_000  # EMA half-life in images (the paper's 10 kimg)
+    ema_rampup: float = 0.05  # half-life at most this fraction of the images seen so far (early steps move faster)
+    mbstd_group: int = 4  # minibatch-stddev group size
+
+    def generator_config(self) -> StyleGAN2Config:
+        return StyleGAN2Config(
+            z_dim=self.z_dim,
+            w_dim=self.w_dim,
+            img_resolution=IMAGE_SIZE,
+            mapping_layers=self.mapping_layers,
+            channel_base=self.channel_base,
+            channel_max=self.channel_max,
+        )
+
+    def discriminator_config(self) -> DiscriminatorConfig:
+        return DiscriminatorConfig(IMAGE_SIZE, self.d_channel_base, self.d_channel_max, self.mbstd_group)
+
+
+def _fakes(G: Generator, n: int, mixing: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Generated faces ``[n, 3, 64, 64]``; with probability ``mixing`` the ws switch latents at a random layer."""
+    z = torch.randn(n, G.z_dim, generator=gen, device=device)
+    ws = G.mapping(z)
+    if torch.rand(1, generator=gen, device=device).item() < mixing:
+        cut = int(torch.randint(1, G.num_ws, (1,), generator=gen, device=device))
+        ws2 = G.mapping(torch.randn(n, G.z_dim, generator=gen, device=device), update_w_avg=False)
+        ws = torch.cat([ws[:, :cut], ws2[:, cut:]], dim=1)
+    return G.synthesis(ws, noise_mode="random", generator=gen)
+
+
+def _reals(bank: FaceBank, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    idx = torch.randint(len(bank), (n,), generator=gen, device=device)
+    x = bank.floats(idx) * 2 - 1
+    flip = torch.rand(n, generator=gen, device=device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def _d_step(G, D, opt_d, reals, cfg: GanTrainConfig, step: int, gen, device) -> torch.Tensor:
+    with torch.no_grad():
+        fakes = _fakes(G, len(reals), cfg.style_mixing, gen, device)
+    loss = F.softplus(D(fakes)).mean() + F.softplus(-D(reals)).mean()
+    if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
+        x = reals.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+        loss = loss + grad.square().sum(dim=[1, 2, 3]).mean() * (cfg.r1_gamma / 2) * cfg.r1_every
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return loss.detach()
+
+
+def _g_step(G, D, opt_g, cfg: GanTrainConfig, gen, device) -> torch.Tensor:
+    D.requires_grad_(False)
+    loss = F.softplus(-D(_fakes(G, cfg.batch_size, cfg.style_mixing, gen, device))).mean()
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    return loss.detach()
+
+
+@torch.no_grad()
+def _ema_update(G_ema: Generator, G: Generator, cfg: GanTrainConfig, images_seen: int) -> None:
+    half_life = min(cfg.ema_images, images_seen * cfg.ema_rampup) if cfg.ema_rampup else cfg.ema_images
+    beta = 0.5 ** (cfg.batch_size / max(half_life, 1e-8))
+    for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+        p_ema.copy_(p.lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def train_gan(bank: FaceBank, cfg: GanTrainConfig, seed: int, device: torch.device) -> tuple[Generator, dict]:
+    """Train the StyleGAN2 on ``bank``; returns the EMA generator (eval mode, fp32) and its stage statistics."""
+    if cfg.batch_size % min(cfg.mbstd_group, cfg.batch_size):
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by mbstd_group {cfg.mbstd_group}")
+    with seeded("minifaces-gan-init", seed):
+        G, D = Generator(cfg.generator_config()).to(device), Discriminator(cfg.discriminator_config()).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
+    gen, clock = generator(device, "minifaces-gan-data", seed), Stopwatch(device)
+    G.train()
+    for step in tqdm(range(cfg.steps), desc="stylegan2", unit="step", disable=None, mininterval=2.0):
+        d_loss = _d_step(G, D, opt_d, _reals(bank, cfg.batch_size, gen, device), cfg, step, gen, device)
+        g_loss = _g_step(G, D, opt_g, cfg, gen, device)
+        check_finite(d_loss + g_loss, "stylegan2", step)
+        _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
+        log_progress("stylegan2 (D + G loss)", step, cfg.steps, d_loss + g_loss, clock)
+    stats = {
+        "seconds": clock.seconds(),
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "generator_params": n_params(G_ema),
+        "discriminator_params": n_params(D),
+    }
+    return G_ema.eval(), stats

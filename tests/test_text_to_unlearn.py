@@ -1,0 +1,176 @@
+"""Text-to-Unlearn on a tiny random StyleGAN2 with a tiny random CLIP: its math, layer selection, prompts, errors.
+
+The shared invariants (caller unchanged, bit-exact remove, save/load, seeds, YAML) run in test_methods_suite.py.
+"""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import FAST_CONFIGS
+
+import erasekit
+from erasekit.methods import LossHistory
+from erasekit.methods.text_to_unlearn import (
+    TextToUnlearnConfig,
+    _pixel_spec,
+    concept_parts,
+    directional_loss,
+    layer_w_index,
+    prompt_pair,
+    rank_layers,
+    text_direction,
+    weighted_mean,
+)
+from erasekit.models import StyleGANHandle
+
+
+def _erase(generator, clip_dir, concept="glasses", callbacks=(), **extra):
+    cfg = {**FAST_CONFIGS["text_to_unlearn"], "clip": str(clip_dir), **extra}
+    return erasekit.erase(generator, "text_to_unlearn", concept, callbacks=callbacks, **cfg)
+
+
+# ---------------------------------------------------------------------------------------------------- pure functions
+
+
+def test_prompt_pairs_and_concept_parts():
+    assert prompt_pair("glasses", "a face") == ("a face with glasses", "a face without glasses")
+    assert prompt_pair("a smiling face", "a face") == ("a smiling face", "a face")
+    assert prompt_pair("a beard", "a face", anchor="a clean-shaven face") == (
+        "a face with a beard",
+        "a clean-shaven face",
+    )
+    assert concept_parts("glasses, a beard ,") == ["glasses", "a beard"]
+    assert concept_parts(["glasses", " hat "]) == ["glasses", "hat"]
+    with pytest.raises(ValueError, match="empty"):
+        concept_parts(" , ")
+
+
+def test_text_direction_averages_normalised_templates():
+    with_ = torch.tensor([[2.0, 0.0], [0.0, 0.0001]])  # a long and a tiny embedding count the same once normalised
+    without = torch.tensor([[0.0, 3.0]])
+    expected = torch.nn.functional.normalize(torch.tensor([0.0, 1.0]) - torch.tensor([1.0, 1.0]) / math.sqrt(2), dim=0)
+    torch.testing.assert_close(text_direction(with_, without), expected)
+
+
+def test_directional_loss_known_answers():
+    direction = torch.tensor([0.0, 1.0])
+    frozen = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    trained = torch.tensor([[1.0, 0.5], [1.0, -2.0], [3.0, 0.0]])  # along, against, orthogonal
+    torch.testing.assert_close(directional_loss(trained, frozen, direction), torch.tensor([0.0, 2.0, 1.0]))
+    assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 0.0]))) == 1.0
+    assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]))) == 2.0
+
+
+def test_layer_w_index_is_what_the_synthesis_network_reads(tiny_generator):
+    """Every layer's affine gets exactly the W+ code the table names (checked with hooks, distinct codes)."""
+    synthesis = tiny_generator.synthesis
+    table = layer_w_index(synthesis.block_resolutions)
+    assert table[(4, "conv1")] == 0 and table[(8, "conv0")] == 1 and table[(16, "torgb")] == synthesis.num_ws - 1
+    ws = torch.arange(synthesis.num_ws, dtype=torch.float32)[None, :, None].expand(1, -1, synthesis.w_dim).clone()
+    seen = {}
+    for (res, layer), _ in table.items():
+        module = getattr(getattr(synthesis, f"b{res}"), layer).affine
+        module.register_forward_pre_hook(lambda m, args, key=(res, layer): seen.__setitem__(key, args[0][0, 0].item()))
+    synthesis(ws)
+    assert seen == {key: float(i) for key, i in table.items()}
+
+
+def test_rank_layers_keeps_the_layers_whose_codes_moved_most():
+    names = [
+        "generator.synthesis.b4.conv1.weight",
+        "generator.synthesis.b8.conv0.weight",
+        "generator.synthesis.b8.conv1.weight",
+        "generator.synthesis.b8.conv1.bias",
+        "generator.synthesis.b16.conv0.weight",
+    ]
+    movement = torch.tensor([0.1, 0.5, 0.9, 0.2, 0.0, 0.0])  # w2 (b8.conv1) most, then w1 (b8.conv0)
+    assert rank_layers(movement, names, [4, 8, 16], 1) == names[2:4]
+    assert rank_layers(movement, names, [4, 8, 16], 2) == names[1:4]
+    with pytest.raises(ValueError, match="synthesis-layer"):
+        rank_layers(movement, ["generator.mapping.fc0.weight"], [4, 8, 16], 1)
+
+
+def test_pixel_spec_of_transformers_and_open_clip_processors(tiny_clip_dir):
+    from torchvision import transforms
+    from transformers import CLIPProcessor
+
+    size, mean, _ = _pixel_spec(CLIPProcessor.from_pretrained(tiny_clip_dir))
+    assert size == 32 and len(mean) == 3
+    preprocess = transforms.Compose(
+        [
+            transforms.Resize(224),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.1] * 3, [0.2] * 3),
+        ]
+    )
+    assert _pixel_spec(SimpleNamespace(preprocess=preprocess)) == (224, [0.1] * 3, [0.2] * 3)
+
+
+# ---------------------------------------------------------------------------------------------------- the method
+
+
+def test_patch_touches_only_the_chosen_layers(tiny_generator, tiny_clip_dir):
+    target = r"re:generator\.synthesis\.b8\.conv1\.weight"
+    patch = _erase(tiny_generator, tiny_clip_dir, target=target)
+    assert list(patch.deltas) == ["generator.synthesis.b8.conv1.weight"]
+    assert patch.metadata["text_to_unlearn"]["layers"] == ["generator.synthesis.b8.conv1.weight"]
+    mapping = _erase(tiny_generator, tiny_clip_dir, target="mapping", pixel_weight=0.0, feature_weight=0.0)
+    assert mapping.deltas and all(k.startswith("generator.mapping.") for k in mapping.deltas)
+
+
+def test_adaptive_selection_trains_exactly_k_layers(tiny_generator, tiny_clip_dir):
+    patch = _erase(tiny_generator, tiny_clip_dir, layers="adaptive", adaptive_k=2, adaptive_iters=2)
+    assert len(patch.deltas) == 2 and all(k.endswith(".weight") and ".conv" in k for k in patch.deltas)
+    again = _erase(tiny_generator, tiny_clip_dir, layers="adaptive", adaptive_k=2, adaptive_iters=2)
+    assert again.deltas.keys() == patch.deltas.keys()
+
+
+def test_the_loss_goes_down(tiny_generator, tiny_clip_dir):
+    """At step 0 the trainable copy equals the frozen one, so ΔI = 0 and the directional loss is exactly 1 (a random
+    ΔI would average 1 too); training must align ΔI with the text direction while retention stays small."""
+    history = LossHistory()
+    _erase(tiny_generator, tiny_clip_dir, steps=20, batch_size=4, lr=0.002, callbacks=[history])
+    losses = [h["loss"] for h in history.history]
+    directional = [h["direction"] for h in history.history]
+    assert directional[0] == pytest.approx(1.0, abs=1e-5) and losses[0] == pytest.approx(1.0, abs=1e-5)
+    assert sum(directional[-10:]) / 10 < 0.8 and sum(losses[-10:]) / 10 < 0.8
+    assert all(h["pixel"] >= 0 and h["feature"] > -1e-6 and 0 <= h["presence"] <= 1 for h in history.history)
+
+
+def test_multi_attribute_concepts(tiny_generator, tiny_clip_dir):
+    history = LossHistory()
+    patch = _erase(tiny_generator, tiny_clip_dir, concept=["glasses", "a smiling face"], callbacks=[history])
+    assert patch.metadata["concept"] == "glasses, a smiling face"
+    prompts = patch.metadata["text_to_unlearn"]["prompts"]
+    assert [tuple(p) for p in prompts] == [
+        ("a face with glasses", "a face without glasses"),
+        ("a smiling face", "a face"),
+    ]
+    single = _erase(tiny_generator, tiny_clip_dir, concept="glasses")
+    assert any(not torch.equal(patch.deltas[k].to_dense(), d.to_dense()) for k, d in single.deltas.items())
+
+
+def test_bad_input_fails_early(tiny_generator, tiny_clip_dir):
+    with pytest.raises(ValueError, match="clip="):
+        erasekit.erase(tiny_generator, "text_to_unlearn", "glasses", **FAST_CONFIGS["text_to_unlearn"])
+    with pytest.raises(ValueError, match="empty"):
+        _erase(tiny_generator, tiny_clip_dir, concept="  ")
+    with pytest.raises(ValueError, match="matches no parameter"):
+        _erase(tiny_generator, tiny_clip_dir, target=r"re:generator\.nothing")
+    with pytest.raises(ValueError, match="layers"):
+        TextToUnlearnConfig(layers="some")
+    with pytest.raises(ValueError, match="template"):
+        TextToUnlearnConfig(templates=["a photo"])
+    with pytest.raises(ValueError, match="direction_weight"):
+        TextToUnlearnConfig(direction_weight=0.0)
+
+
+def test_handle_from_a_world_folder_finds_its_clip(tiny_generator, tiny_clip_dir):
+    handle = StyleGANHandle(tiny_generator)
+    handle.world = tiny_clip_dir.parent  # a folder with clip/ inside
+    cfg = {k: v for k, v in FAST_CONFIGS["text_to_unlearn"].items()}
+    patch = erasekit.erase(handle, "text_to_unlearn", "hat", **cfg)
+    assert patch.metadata["config"]["clip"] == "auto" and len(patch) > 0

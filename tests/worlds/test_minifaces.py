@@ -1,0 +1,286 @@
+"""MiniFaces: rendering, attributes, captions, the classifier file format, the quick recipe and the CLI end to end.
+
+The quick world (``minifaces_world`` in conftest.py) is trained once per session through the CLI; its models are
+untrained, so these tests check mechanics, not quality (that is the recipe's manifest and the benchmark's job).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from erasekit.worlds.minifaces import (
+    ATTRIBUTES,
+    BINARY_ATTRIBUTES,
+    HAIR_COLOURS,
+    HELDOUT_OFFSET,
+    HELDOUT_TEMPLATES,
+    INDICATORS,
+    PROBABILITIES,
+    TRAIN_TEMPLATES,
+    AttributeClassifier,
+    AttributeClassifierConfig,
+    MiniFacesDataset,
+    decode,
+    describe,
+    encode,
+    load_attribute_classifier,
+    preview_grid,
+    render,
+    render_bank,
+    render_with,
+    resolve_indicator,
+    sample_attributes,
+    verify_manifest,
+)
+from erasekit.worlds.minifaces.data import PHRASES, check_attributes, consistent
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def test_render_is_deterministic_from_index_and_seed():
+    image, attrs = render(7)
+    again, attrs_again = render(7, seed=0)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and set(attrs) == set(ATTRIBUTES)
+    assert np.array_equal(image, again) and attrs == attrs_again
+    assert not np.array_equal(image, render(7, seed=1)[0]) and not np.array_equal(image, render(8)[0])
+    with pytest.raises(ValueError, match="non-negative"):
+        render(-1)
+
+
+def test_attributes_are_independent_with_the_promised_frequencies():
+    n = 3000  # attribute draws only (no drawing): independence is a property of the sampler
+    labels = np.stack([encode(sample_attributes(i)) for i in range(n)])
+    flags = {a: labels[:, k] == 1 for k, a in enumerate(BINARY_ATTRIBUTES)}
+    flags.update({f"hair_{c}": labels[:, -1] == k for k, c in enumerate(HAIR_COLOURS)})
+    for name, f in flags.items():
+        assert 0.2 <= f.mean() <= 0.6, name
+        expected = PROBABILITIES.get(name, 1 / len(HAIR_COLOURS))
+        assert abs(f.mean() - expected) < 0.035, name
+    for a, b in itertools.combinations(BINARY_ATTRIBUTES, 2):
+        joint, product = (flags[a] & flags[b]).mean(), flags[a].mean() * flags[b].mean()
+        assert abs(joint - product) < 0.03, (a, b)
+    for a, c in itertools.product(BINARY_ATTRIBUTES, HAIR_COLOURS):
+        assert abs((flags[a] & flags[f"hair_{c}"]).mean() - flags[a].mean() * flags[f"hair_{c}"].mean()) < 0.03
+
+
+def test_render_bank_labels_match_the_renders_and_splits_are_disjoint():
+    bank = render_bank(40, 0, "train", "test")
+    assert bank.images.shape == (40, 3, 64, 64) and bank.images.dtype == torch.uint8
+    for i in (0, 13, 39):
+        image, attrs = render(i)
+        assert np.array_equal(bank.images[i].permute(1, 2, 0).numpy(), image)
+        assert decode(bank.labels[i]) == attrs
+    held = render_bank(5, 0, "heldout", "test")
+    assert np.array_equal(held.images[0].permute(1, 2, 0).numpy(), render(HELDOUT_OFFSET)[0])
+    freqs = bank.frequencies()
+    assert set(freqs) == set(INDICATORS)
+    glasses = bank.without(["glasses"])
+    assert len(glasses) == len(bank) - int(bank.labels[:, 0].sum()) and not glasses.labels[:, 0].any()
+
+
+def test_changing_one_attribute_redraws_the_same_face():
+    attrs = {**{a: False for a in BINARY_ATTRIBUTES}, "hair": "brown"}
+    plain = render_with(attrs, 3).astype(int)
+    for a in BINARY_ATTRIBUTES:
+        edited = render_with({**attrs, a: True}, 3).astype(int)
+        changed = (np.abs(edited - plain).sum(-1) > 30).mean()
+        assert 0.003 < changed < 0.2, (a, changed)  # visible, yet most of the face is untouched
+    red = render_with({**attrs, "hair": "red"}, 3).astype(int)
+    assert (np.abs(red - plain).sum(-1) > 30).mean() > 0.02
+
+
+def test_attribute_encoding_and_validation():
+    attrs = sample_attributes(5)
+    assert decode(encode(attrs)) == attrs
+    with pytest.raises(ValueError, match="exactly the keys"):
+        check_attributes({"glasses": True})
+    with pytest.raises(ValueError, match="hair"):
+        check_attributes({**attrs, "hair": "green"})
+    with pytest.raises(ValueError, match="True or False"):
+        check_attributes({**attrs, "hat": "yes"})
+
+
+def test_captions_tell_the_truth_and_heldout_templates_are_new():
+    rng = np.random.default_rng(0)
+    labels, claims = [], []
+    for i in range(200):
+        attrs = sample_attributes(i)
+        text, claim = describe(attrs, rng)
+        labels.append(encode(attrs))
+        claims.append(claim)
+        for k, a in enumerate(BINARY_ATTRIBUTES):
+            if claim[k] == -1:
+                assert PHRASES[a][1] in text and not attrs[a]
+            if claim[k] == 1:
+                assert (PHRASES[a][0] in text or a == "smile" and "smiling" in text) and attrs[a]
+        if claim[-1] >= 0:
+            assert f"{HAIR_COLOURS[claim[-1]]} hair" in text
+    match = consistent(torch.tensor(np.stack(labels)), torch.tensor(np.stack(claims)))
+    assert match.diagonal().all() and not match.all()  # every caption holds for its face, not for every face
+    assert not set(TRAIN_TEMPLATES) & set(HELDOUT_TEMPLATES) and len(HELDOUT_TEMPLATES) >= 3
+    item = MiniFacesDataset(size=4, split="heldout", templates="heldout")[1]
+    assert item["index"] == HELDOUT_OFFSET + 1 and item["pixel_values"].shape == (3, 64, 64)
+    assert any(item["caption"].startswith(t.split("{}")[0]) for t in HELDOUT_TEMPLATES)
+    with pytest.raises(ValueError, match="split"):
+        MiniFacesDataset(split="test")
+
+
+def test_resolve_indicator():
+    assert resolve_indicator("glasses") == "glasses"
+    assert resolve_indicator("a smiling face") == "smile"
+    assert resolve_indicator("Blond hair") == "hair_blond"
+    assert resolve_indicator("a beard") == "beard"
+    with pytest.raises(ValueError, match="names no"):
+        resolve_indicator("a banana")
+    with pytest.raises(ValueError, match="several"):
+        resolve_indicator("glasses and a hat")
+
+
+def test_preview_grid(tmp_path):
+    path = preview_grid(tmp_path / "faces.png", count=6, columns=3, zoom=1)
+    from PIL import Image
+
+    assert Image.open(path).size == (3 * 66, 2 * 78)
+
+
+# ---------------------------------------------------------------------------------------------------- classifier
+
+
+def test_classifier_save_load_round_trip_and_refusals(tmp_path):
+    torch.manual_seed(0)
+    model = AttributeClassifier(AttributeClassifierConfig(width=4)).eval()
+    images = torch.rand(3, 3, 64, 64)
+    path = model.save(tmp_path / "clf.safetensors")
+    loaded = load_attribute_classifier(path)
+    torch.testing.assert_close(loaded(images), model(images), atol=2e-2, rtol=2e-2)  # stored in fp16
+    assert loaded.predict(images).shape == (3, 7) and set(loaded.indicators(images)) == set(INDICATORS)
+    with pytest.raises(ValueError, match="end in .safetensors"):
+        model.save(tmp_path / "clf.pt")
+    with pytest.raises(ValueError, match="no attribute classifier"):
+        load_attribute_classifier(tmp_path / "missing.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated"):
+        load_attribute_classifier(truncated)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an erasekit attribute classifier"):
+        load_attribute_classifier(tmp_path / "other.safetensors")
+
+
+def test_discriminator_shapes_and_batch_check():
+    from erasekit.worlds.minifaces.discriminator import Discriminator, DiscriminatorConfig
+
+    D = Discriminator(DiscriminatorConfig(resolution=16, channel_base=64, channel_max=8, mbstd_group=2))
+    assert D(torch.rand(4, 3, 16, 16) * 2 - 1).shape == (4,)
+    with pytest.raises(ValueError, match="divisible"):
+        D(torch.rand(3, 3, 16, 16))
+    with pytest.raises(ValueError, match="power of 2"):
+        DiscriminatorConfig(resolution=48)
+
+
+# ---------------------------------------------------------------------------------------------------- the quick world
+
+
+def test_quick_world_folder_and_manifest(minifaces_world, tmp_path):
+    from safetensors import safe_open
+
+    assert verify_manifest(minifaces_world) == []
+    manifest = json.loads((minifaces_world / "manifest.json").read_text())
+    assert manifest["world"] == "minifaces" and manifest["quick"] and manifest["seed"] == 0
+    m = manifest["metrics"]
+    assert set(m["classifier"]["accuracy"]) == set(ATTRIBUTES) and set(m["clip"]["accuracy"]) == set(ATTRIBUTES)
+    assert set(m["generator"]["sample_frequencies"]) == set(INDICATORS) and m["generator"]["fid_clip"] >= 0
+    assert set(manifest["stages"]) >= {"render", "classifier", "clip", "gan", "check"}
+    for rel in ("generator.safetensors", "classifier/attributes.safetensors", "clip/model.safetensors"):
+        with safe_open(str(minifaces_world / rel), framework="pt") as f:
+            dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+        assert torch.float16 in dtypes and torch.float32 not in dtypes, rel
+    assert (minifaces_world / "generator.safetensors").stat().st_size <= 30e6
+    copy = tmp_path / "copy"
+    shutil.copytree(minifaces_world, copy)
+    with open(copy / "generator.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(b"\x00" if last != b"\x00" else b"\x01")
+    (copy / "extra.txt").write_text("x")
+    problems = verify_manifest(copy)
+    assert any("sha256 differs: generator.safetensors" in p for p in problems)
+    assert any("not in manifest: extra.txt" in p for p in problems)
+
+
+def test_load_model_resolves_minifaces_specs(minifaces_world, tmp_path):
+    import erasekit
+    from erasekit.models import StyleGANHandle
+
+    handle = erasekit.load_model(f"minifaces:{minifaces_world}")
+    assert isinstance(handle, StyleGANHandle) and handle.world == minifaces_world
+    assert handle.spec == f"minifaces:{minifaces_world}" and handle.generate([0, 1]).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="world train minifaces --out DIR"):
+        erasekit.load_model(f"minifaces:{tmp_path}")
+    with pytest.raises(ValueError, match="load_model"):
+        erasekit.load_pipeline(f"minifaces:{minifaces_world}")
+
+
+def test_world_cli_rejects_bad_exclusions_before_work(tmp_path, capsys):
+    from erasekit.cli.main import main
+
+    assert main(["world", "train", "minifaces", "--exclude", "banana", "--out", str(tmp_path / "w")]) == 1
+    assert "MiniFaces attribute" in capsys.readouterr().err and not (tmp_path / "w").exists()
+    from erasekit.worlds.minifaces.recipe import check_exclude
+
+    assert check_exclude(["glasses", "hair:Red", "a smiling face"]) == ["glasses", "hair_red", "smile"]
+    with pytest.raises(ValueError, match="every hair colour"):
+        check_exclude([f"hair:{c}" for c in HAIR_COLOURS])
+
+
+def test_world_verify_cli(minifaces_world, capsys):
+    from erasekit.cli.main import main
+
+    assert main(["world", "verify", "minifaces", str(minifaces_world)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_erase_cli_end_to_end_on_the_quick_world(minifaces_world, tmp_path, capsys):
+    import erasekit
+    from erasekit.cli.main import main
+
+    out = tmp_path / "no_glasses.safetensors"
+    argv = ["erase", "--model", f"minifaces:{minifaces_world}", "--method", "text_to_unlearn", "--concept", "glasses"]
+    assert (
+        main([*argv, "--set", "steps=2", "--set", "batch_size=2", "--set", "progress=false", "--out", str(out)]) == 0
+    )
+    patch = erasekit.load_patch(out)
+    assert (
+        patch.metadata["method"] == "text_to_unlearn"
+        and patch.metadata["base_model"] == f"minifaces:{minifaces_world}"
+    )
+    handle = erasekit.load_model(f"minifaces:{minifaces_world}")
+    before = handle.generate([0, 1])
+    with patch.applied(handle):
+        after = handle.generate([0, 1])
+    assert not torch.equal(before, after) and torch.equal(handle.generate([0, 1]), before)
+
+
+def test_evaluate_gan_with_the_world_suite(minifaces_world):
+    import erasekit
+    from erasekit.eval.gan import evaluate_gan, minifaces_gan_suite
+    from erasekit.patch import DenseDelta, ErasurePatch
+
+    handle = erasekit.load_model(f"minifaces:{minifaces_world}")
+    key = "generator.synthesis.b64.torgb.bias"
+    patch = ErasurePatch({key: DenseDelta(torch.full((3,), 0.3))})
+    report = evaluate_gan(handle, patch, "glasses, a beard", seeds=range(6), check_fingerprint=False, progress=False)
+    assert report.targets == ["glasses", "beard"] and report.run["suite"]["world"] == str(minifaces_world)
+    m = report.metrics
+    assert {"glasses_gamma", "beard_gamma", "fid_before", "fid_after", "pixel_drift"} <= set(m)
+    with pytest.raises(ValueError, match="world train minifaces"):
+        minifaces_gan_suite(minifaces_world / "nowhere")
