@@ -84,9 +84,8 @@ def test_concept_without_tokens_is_refused_before_work(tiny_pipe):
 def test_gradient_checkpointing_gives_the_same_patch(tiny_pipe):
     plain = erasekit.erase(tiny_pipe, "esd", "a cat", **FAST)
     ckpt = erasekit.erase(tiny_pipe, "esd", "a cat", gradient_checkpointing=True, **FAST)
-    for k, d in plain.deltas.items():
-        # Adam normalises gradients, so recomputation round-off can move an update by a fraction of lr
-        torch.testing.assert_close(ckpt.deltas[k].to_dense(), d.to_dense(), rtol=0, atol=0.1 * FAST_LR)
+    for k, d in plain.deltas.items():  # recomputation runs with the trained tensors, so the result is identical
+        assert torch.equal(ckpt.deltas[k].to_dense(), d.to_dense()), k
     assert not tiny_pipe.unet.is_gradient_checkpointing
 
 
@@ -112,3 +111,13 @@ def test_compiled_unet_gives_the_same_patch(tiny_pipe):
     compiled = erasekit.erase(tiny_pipe, "esd", "a cat", compile=True, **FAST)
     for k, d in plain.deltas.items():
         torch.testing.assert_close(compiled.deltas[k].to_dense(), d.to_dense(), rtol=0, atol=0.1 * FAST_LR)
+
+
+@pytest.mark.parametrize("method", ["esd", "salun", "doco"])
+def test_the_callers_parameters_get_no_gradients_and_keep_their_flags(method, tiny_pipe):
+    tiny_pipe.vae.requires_grad_(False)  # a caller's own setting, to be kept as it was
+    erasekit.erase(tiny_pipe, method, "a cat", **{**FAST_CONFIGS[method], "steps": 2})
+    for name in ("unet", "text_encoder", "vae"):
+        module = getattr(tiny_pipe, name)
+        assert all(p.grad is None for p in module.parameters()), name
+        assert all(p.requires_grad == (name != "vae") for p in module.parameters()), name

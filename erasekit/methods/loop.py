@@ -79,6 +79,20 @@ class TrainState:
         return self.method.name
 
 
+@contextlib.contextmanager
+def frozen(handle):
+    """The caller's parameters stop requiring gradients for the run (only the trained copies do), so backward
+    passes neither compute nor store gradients for them; every flag is restored afterwards."""
+    flags = {p: p.requires_grad for p in handle.named_parameters().values()}
+    try:
+        for p in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
 class TrainedMethod(EraseMethod):
     """A method that fine-tunes a copy of the targeted parameters with the shared loop."""
 
@@ -119,14 +133,15 @@ class TrainedMethod(EraseMethod):
             raise ValueError(f"{self.name} works on {self.kinds} models, not {handle.kind}.")
         if hasattr(handle, "check_concept"):
             handle.check_concept(concept)
-        state = self._init_state(handle, concept, anchor)
-        self.prepare(state)
-        callbacks = self._callbacks(state, list(callbacks))
-        started = time.perf_counter()
-        if state.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(state.device)
-        with self._run_context(handle):
-            self._run(state, callbacks)
+        with frozen(handle):
+            state = self._init_state(handle, concept, anchor)
+            self.prepare(state)
+            callbacks = self._callbacks(state, list(callbacks))
+            started = time.perf_counter()
+            if state.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(state.device)
+            with self._run_context(handle):
+                self._run(state, callbacks)
         return self._finish(state, time.perf_counter() - started)
 
     @contextlib.contextmanager
@@ -182,7 +197,12 @@ class TrainedMethod(EraseMethod):
             return False
         was = bool(unet.is_gradient_checkpointing)
         if enable != was:
-            unet.enable_gradient_checkpointing() if enable else unet.disable_gradient_checkpointing()
+            if enable:
+                from ..models.sd import checkpoint_swapped
+
+                unet.enable_gradient_checkpointing(checkpoint_swapped)  # recomputes with the trained tensors
+            else:
+                unet.disable_gradient_checkpointing()
         return was
 
     def _run(self, state: TrainState, callbacks: list[Callback]) -> None:

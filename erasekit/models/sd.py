@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -30,12 +31,41 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+_active = threading.local()  # (module, overrides) of the functional call running in this thread, if any
+
+
 def _call(module: nn.Module, overrides: dict[str, torch.Tensor] | None, *args, **kwargs):
     if not overrides:
         return module(*args, **kwargs)
     dtype = next(module.parameters()).dtype
     overrides = {k: v.to(dtype) for k, v in overrides.items()}
-    return torch.func.functional_call(module, overrides, args, kwargs, strict=False)
+    previous = getattr(_active, "call", None)
+    _active.call = (module, overrides)
+    try:
+        return torch.func.functional_call(module, overrides, args, kwargs, strict=False)
+    finally:
+        _active.call = previous
+
+
+def checkpoint_swapped(block: nn.Module, *args):
+    """diffusers' gradient-checkpointing function for modules run with swapped-in tensors.
+
+    The backward pass recomputes a checkpointed block after the functional call has returned; plain checkpointing
+    would then recompute it with the module's own weights (different activations, or a "different number of saved
+    tensors" error). This one recomputes under the same swapped-in tensors as the forward pass.
+    """
+    from torch.nn.utils.stateless import _reparametrize_module  # what torch.func.functional_call uses
+    from torch.utils.checkpoint import checkpoint
+
+    active = getattr(_active, "call", None)
+    if active is None:
+        return checkpoint(block.__call__, *args, use_reentrant=False)
+    root, overrides = active
+
+    def contexts():
+        return contextlib.nullcontext(), _reparametrize_module(root, overrides, strict=False)
+
+    return checkpoint(block.__call__, *args, use_reentrant=False, context_fn=contexts)
 
 
 def _unet_forward(unet: nn.Module, overrides: dict[str, torch.Tensor], latents, t, emb) -> torch.Tensor:
