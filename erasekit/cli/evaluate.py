@@ -8,6 +8,8 @@ EXAMPLES = """  erasekit eval --model minicanvas --patch p.safetensors --suite m
   erasekit eval --model minicanvas --json base.json             # no target: every class of the unpatched model
   erasekit eval --model local:/models/sd15 --patch vg.safetensors --suite unlearncanvas --data /data/UnlearnCanvas \\
       --classifiers /data/uc_classifiers --clip /models/clip-vit-large --target style:Van_Gogh --json r.json
+  erasekit eval --model minifaces --suite minifaces --patch no_glasses.safetensors --target glasses --seeds 0-999 \
+      --json faces.json --grid faces.png                     # StyleGAN2: attribute rates, drift, FID, gamma
 """
 
 
@@ -23,8 +25,12 @@ def add_parser(sub) -> None:
     p.add_argument("--patch", action="append", help="patch file to evaluate (repeat to compose)")
     p.add_argument("--scale", type=float, default=1.0, help="patch strength (default 1)")
     p.add_argument("--force", action="store_true", help="apply patches even if the base-model fingerprint differs")
-    p.add_argument("--suite", default="minicanvas", help="minicanvas (default) or unlearncanvas")
-    p.add_argument("--target", help="style:NAME or object:NAME; omit to score the model on every class")
+    p.add_argument("--suite", default="minicanvas", help="minicanvas (default), unlearncanvas or minifaces")
+    p.add_argument(
+        "--target",
+        help="style:NAME or object:NAME (omit to score the model on every class); minifaces: attribute(s), "
+        "e.g. glasses or 'glasses, beard'",
+    )
     p.add_argument("--seeds", default="0-3", help="seed list or range (default 0-3)")
     p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (default 7.5)")
@@ -36,7 +42,10 @@ def add_parser(sub) -> None:
     p.add_argument("--markdown", help="also write the Markdown table here")
     p.add_argument("--grid", help="also write the image grid (PNG) here")
     g = p.add_argument_group("suite data")
-    g.add_argument("--world", help="minicanvas: a world folder from `erasekit world train` (default: shipped)")
+    g.add_argument(
+        "--world", help="minicanvas/minifaces: a world folder from `erasekit world train` (default: the model's)"
+    )
+    g.add_argument("--no-fid", action="store_true", help="minifaces: skip FID (faster)")
     g.add_argument("--data", help="unlearncanvas: the dataset folder (<Style>/<object>/<idx>.jpg)")
     g.add_argument("--classifiers", help="unlearncanvas: folder with style/object classifier checkpoints")
     g.add_argument(
@@ -63,9 +72,38 @@ def _suite_kwargs(args) -> dict:
     return {"world_dir": args.world} if args.world else {}
 
 
+def _run_gan(args) -> int:
+    """MiniFaces: attribute rates before/after, drift, CLIP-space FID and γ (:func:`erasekit.eval.evaluate_gan`)."""
+    from ..eval.gan import evaluate_gan
+
+    if not args.target:
+        raise ValueError("--suite minifaces needs --target: the erased attribute(s), e.g. --target glasses.")
+    handle = load_handle(args)
+    report = evaluate_gan(
+        handle,
+        load_patches(args.patch),
+        args.target,
+        suite=args.world,
+        seeds=parse_seeds(args.seeds),
+        batch_size=args.batch_size,
+        fid=not args.no_fid,
+        scale=args.scale,
+        check_fingerprint=not args.force,
+    )
+    report.save_json(args.json)
+    if args.markdown:
+        report.save_markdown(args.markdown)
+    if args.grid:
+        report.save_grid(args.grid)
+    print(report.to_markdown())
+    return 0
+
+
 def run(args) -> int:
     from ..eval import evaluate, get_suite
 
+    if args.suite == "minifaces":
+        return _run_gan(args)
     suite = get_suite(args.suite, **_suite_kwargs(args))
     target = suite.parse_target(args.target)  # validated before the model loads
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None

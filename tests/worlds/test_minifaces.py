@@ -269,6 +269,19 @@ def test_erase_cli_end_to_end_on_the_quick_world(minifaces_world, tmp_path, caps
         after = handle.generate([0, 1])
     assert not torch.equal(before, after) and torch.equal(handle.generate([0, 1]), before)
 
+    grid_png, report = tmp_path / "faces.png", tmp_path / "faces.json"
+    model = ["--model", f"minifaces:{minifaces_world}", "--device", "cpu"]
+    assert main(["generate", *model, "--seeds", "0-3", "--patch", str(out), "--out", str(grid_png)]) == 0
+    assert grid_png.stat().st_size > 0
+    assert main(["generate", *model, "--prompt", "a face", "--out", str(grid_png)]) == 1
+    assert "takes no prompts" in capsys.readouterr().err
+    argv = ["eval", *model, "--suite", "minifaces", "--patch", str(out), "--target", "glasses", "--seeds", "0-3"]
+    assert main([*argv, "--no-fid", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["targets"] == ["glasses"] and "glasses_rate_before" in json.dumps(result["metrics"])
+    assert main(["eval", *model, "--suite", "minifaces", "--json", str(report)]) == 1
+    assert "needs --target" in capsys.readouterr().err
+
 
 def test_evaluate_gan_with_the_world_suite(minifaces_world):
     import erasekit
