@@ -69,8 +69,8 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
-def verify_manifest(directory: str | os.PathLike) -> list[str]:
-    """Check a world folder against its manifest.
+def verify_manifest(directory: str | os.PathLike, layout: tuple[str, ...] = LAYOUT) -> list[str]:
+    """Check a world folder against its manifest (``layout``: the parts the world's folder must have).
 
     Returns:
         Problems found, one line each (missing, resized, altered or unlisted files, missing layout parts); an empty
@@ -95,5 +95,5 @@ def verify_manifest(directory: str | os.PathLike) -> list[str]:
         elif sha256_file(path) != entry.get("sha256"):
             problems.append(f"sha256 differs: {rel} (altered or corrupted)")
     problems += [f"not in manifest: {rel}" for rel in list_files(root) if rel not in listed]
-    problems += [f"missing part of the layout: {part}" for part in LAYOUT if not (root / part).exists()]
+    problems += [f"missing part of the layout: {part}" for part in layout if not (root / part).exists()]
     return problems

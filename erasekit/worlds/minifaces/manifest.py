@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..minicanvas.manifest import list_files, read_manifest, sha256_file
+from ..minicanvas.manifest import verify_manifest as verify_world
 
 GENERATOR = "generator.safetensors"
 CLASSIFIER = "classifier/attributes.safetensors"
@@ -33,20 +33,4 @@ def weights_dir() -> Path:
 def verify_manifest(directory: str | os.PathLike) -> list[str]:
     """Problems of a world folder against its manifest (missing, resized, altered or unlisted files, missing parts
     of the layout), one line each; an empty list means it matches."""
-    root = Path(directory)
-    try:
-        manifest = read_manifest(root)
-    except ValueError as err:
-        return [str(err)]
-    problems, listed = [], manifest["files"]
-    for rel, entry in sorted(listed.items()):
-        path = root / rel
-        if not path.is_file():
-            problems.append(f"missing: {rel}")
-        elif path.stat().st_size != entry.get("bytes"):
-            problems.append(f"size differs: {rel} has {path.stat().st_size} bytes, manifest says {entry.get('bytes')}")
-        elif sha256_file(path) != entry.get("sha256"):
-            problems.append(f"sha256 differs: {rel} (altered or corrupted)")
-    problems += [f"not in manifest: {rel}" for rel in list_files(root) if rel not in listed]
-    problems += [f"missing part of the layout: {part}" for part in LAYOUT if not (root / part).exists()]
-    return problems
+    return verify_world(directory, LAYOUT)
