@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from erasekit._env import environment
 from erasekit._io import write_json
 from erasekit.cli.common import parse_seeds
 
@@ -48,19 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--out", default="benchmarks/results/minicanvas_eval.json", help="JSON result path")
     return p.parse_args(argv)
-
-
-def environment(device: torch.device) -> dict:
-    from importlib.metadata import version
-
-    return {
-        "versions": {p: version(p) for p in ("erasekit", "torch", "diffusers", "transformers", "torchmetrics")},
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-    }
 
 
 def check_targets(per_target: dict) -> tuple[bool, list[str]]:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from erasekit._env import environment
 from erasekit._io import write_json
 from erasekit.cli.common import parse_seeds
 from erasekit.images import grid, save_image
@@ -51,21 +51,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grid", default="benchmarks/results/minicanvas_fidelity_grid.png", help="sample grid PNG path")
     p.add_argument("--zoom", type=int, default=2, help="grid cells enlarged this many times (nearest neighbour)")
     return p.parse_args(argv)
-
-
-def environment(device: torch.device) -> dict:
-    import diffusers
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-    }
 
 
 def load_world(world: Path, device: torch.device) -> tuple[DiffusionHandle, dict, dict]:

@@ -13,8 +13,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from erasekit._env import environment
 from erasekit._io import write_json
 
 TARGET_SECONDS = 60.0
@@ -48,7 +47,6 @@ def prompts() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from importlib.metadata import version
 
     from erasekit.cli.common import parse_seeds
     from erasekit.cli.main import main as cli
@@ -73,14 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_seconds": min(times),
         "target_seconds": TARGET_SECONDS,
         "passes": min(times) <= TARGET_SECONDS,
-        "environment": {
-            "versions": {p: version(p) for p in ("erasekit", "torch", "diffusers", "transformers")},
-            "python": platform.python_version(),
-            "device": "cpu",
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "environment": environment("cpu"),
     }
     write_json(args.out, result)
     print(f"{n_images} images: best {min(times):.1f} s of {times} (target {TARGET_SECONDS:.0f} s) -> {args.out}")

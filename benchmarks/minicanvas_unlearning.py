@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from erasekit._env import environment
 from erasekit._io import write_json, write_text
 from erasekit.cli.common import parse_seeds
 
@@ -161,20 +161,6 @@ def kl_to_gold(gold: dict[str, torch.Tensor], other: dict[str, torch.Tensor], ep
         out[kind] = round(float((p * (p / q).log()).sum(-1).mean()), 4)
     out["mean"] = round((out["style"] + out["object"]) / 2, 4)
     return out
-
-
-def environment(device: torch.device) -> dict:
-    from importlib.metadata import version
-
-    pkgs = ("erasekit", "torch", "diffusers", "transformers", "torchmetrics")
-    return {
-        "versions": {p: version(p) for p in pkgs},
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-    }
 
 
 def headline(metrics: dict) -> dict:

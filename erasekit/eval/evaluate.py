@@ -6,11 +6,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from .. import __version__
+from .._env import package_versions
 from ..models import load_model
 from ..sampling import generate_grid
 from .metrics import BASE_METRICS, DEFAULT_METRICS, EvalContext, get_metric
@@ -63,13 +62,7 @@ def _sample(
 
 
 def _versions() -> dict[str, str]:
-    out = {"erasekit": __version__}
-    for pkg in ("torch", "diffusers", "transformers", "torchmetrics", "open-clip-torch"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+    return package_versions(("erasekit", "torch", "diffusers", "transformers", "torchmetrics", "open-clip-torch"))
 
 
 def _run_info(handle, seeds, steps, guidance, batch_size, n, patch, scale, seconds) -> dict:
