@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 quickstart: install
-	$(BIN)/erasekit quickstart --model tiny-sd --method esd --concept "a cat" --set steps=20 --out outputs/quickstart
+	$(BIN)/erasekit quickstart --out outputs/quickstart
 
 # The Gradio demo on http://127.0.0.1:7860 (loopback only); e.g. make demo DEMO_ARGS="--model-dir worlds/minicanvas"
 demo: install

@@ -65,7 +65,7 @@ def quick_config() -> RecipeConfig:
     """The same architectures with tiny data and a few steps per stage (seconds on a CPU), for tests."""
     cfg = RecipeConfig(train_per_pair=1, heldout_per_pair=1, sample_steps=2, check_classes=2, quick=True)
     cfg.classifier = replace(cfg.classifier, steps=2, batch_size=16, warmup=1)
-    cfg.clip = replace(cfg.clip, steps=2, batch_size=16, warmup=1)
+    cfg.clip = replace(cfg.clip, steps=2, styles_per_batch=2, warmup=1)
     cfg.vae = replace(cfg.vae, steps=2, full_size_steps=1, batch_size=4, warmup=1)
     cfg.unet = replace(cfg.unet, steps=2, batch_size=4, warmup=1)
     return cfg

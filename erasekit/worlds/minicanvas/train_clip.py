@@ -1,8 +1,8 @@
 """Recipe stage: a small CLIP (transformers ``CLIPModel``) trained contrastively on MiniCanvas images and captions.
 
 The text tower reads CLIP's real 49,408-token vocabulary (the BPE tokenizer built offline from open_clip's file) and
-later becomes the pipeline's text encoder, as in Stable Diffusion. With only 110 (style, object) pairs a batch holds
-many copies of each pair, so the InfoNCE targets are *soft*: every caption of the same pair counts as a positive.
+later becomes the pipeline's text encoder, as in Stable Diffusion. The loss is contrastive with several positives per
+image (see :func:`compositional_clip_loss`); each batch holds one image of every pair of a few random styles.
 
 Zero-shot protocol (the same as erasekit's ``clip_accuracy`` metric): a class prototype is the mean normalised text
 embedding of that class's prompts over every class of the other axis (and every template of the set); an image gets
@@ -56,8 +56,8 @@ class ClipTrainConfig:
     vision_heads: int = 4  # ViT attention heads
     patch_size: int = 8  # 64 px images -> 8x8 patches
     projection_dim: int = 64  # shared embedding size
-    steps: int = 1200  # optimiser steps
-    batch_size: int = 128  # (image, caption) pairs per step
+    steps: int = 2000  # optimiser steps
+    styles_per_batch: int = 6  # a batch = one image of every pair of this many random styles (60 images)
     lr: float = 1e-3  # AdamW peak learning rate (warm-up, then cosine)
     weight_decay: float = 0.1  # also shrinks the embeddings of tokens never seen in training
     warmup: int = 100  # warm-up steps
@@ -132,12 +132,40 @@ def text_embeds(model, ids: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.text_projection(model.text_model(input_ids=ids).pooler_output), dim=-1)
 
 
-def soft_clip_loss(img: torch.Tensor, txt: torch.Tensor, pair: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE where every item of the same (style, object) pair is a positive."""
+def _multi_positive_nce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE where ``positive[i, j]`` marks caption ``j`` as a match of image ``i`` (uniform targets)."""
+    targets = positive.float() / positive.float().sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets.T))
+
+
+def _prototype_ce(img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each image against class prototypes: the mean caption embedding of every class present."""
+    classes, inverse = labels.unique(return_inverse=True)
+    onehot = F.one_hot(inverse, len(classes)).float()  # [B, C]
+    protos = F.normalize(onehot.T @ txt / onehot.sum(0)[:, None], dim=-1)
+    return F.cross_entropy(scale * img @ protos.T, inverse)
+
+
+def compositional_clip_loss(
+    img: torch.Tensor, txt: torch.Tensor, style: torch.Tensor, obj: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE over (style, object) pairs plus zero-shot terms, averaged.
+
+    The zero-shot terms score each image against the batch's style prototypes and object prototypes (the mean
+    embedding of the captions of one style over every object, and the reverse), exactly as zero-shot evaluation
+    does. Pair InfoNCE alone turns the embedding into a lookup table of pairs (an image is pushed away from its own
+    style with another object), and multi-positive InfoNCE over "same style" / "same object" conflicts with the pair
+    term (it wants the same similarity to every caption of the class); the prototype terms make the embedding
+    compositional without that conflict.
+    """
     logits = scale * img @ txt.T
-    same = (pair[:, None] == pair[None, :]).float()
-    targets = same / same.sum(1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    same_pair = (style[:, None] == style[None, :]) & (obj[:, None] == obj[None, :])
+    terms = [
+        _multi_positive_nce(logits, same_pair),
+        _prototype_ce(img, txt, style, scale),
+        _prototype_ce(img, txt, obj, scale),
+    ]
+    return sum(terms) / 3
 
 
 def train_clip(
@@ -151,12 +179,12 @@ def train_clip(
     gen, clock = generator(device, "clip-data", seed), Stopwatch(device)
     bar = tqdm(range(cfg.steps), desc="clip", unit="step", disable=None, mininterval=2.0)
     for step in bar:
-        idx = torch.randint(len(bank), (cfg.batch_size,), generator=gen, device=device)
+        idx = bank.style_batch(cfg.styles_per_batch, gen)
         s_ids, o_ids = bank.style_ids[idx], bank.object_ids[idx]
         x = augment(bank.floats(idx), gen, blur_prob=cfg.blur_prob, noise_prob=cfg.noise_prob)
         ids = captions.sample(s_ids, o_ids, gen, insert_prob=cfg.insert_prob)
         scale = model.logit_scale.exp().clamp(max=100.0)
-        loss = soft_clip_loss(image_embeds(model, x), text_embeds(model, ids), s_ids * len(OBJECTS) + o_ids, scale)
+        loss = compositional_clip_loss(image_embeds(model, x), text_embeds(model, ids), s_ids, o_ids, scale)
         check_finite(loss, "clip", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,7 +194,7 @@ def train_clip(
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale.item():.1f}")
     model.eval()
-    stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": cfg.batch_size, "params": n_params(model)}
+    stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": len(idx), "params": n_params(model)}
     return model, stats
 
 

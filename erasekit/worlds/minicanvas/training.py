@@ -71,6 +71,19 @@ class ImageBank:
         mask = torch.isin(self.style_ids, keep_s) & torch.isin(self.object_ids, keep_o)
         return ImageBank(self.images[mask], self.style_ids[mask], self.object_ids[mask])
 
+    def style_batch(self, n_styles: int, gen: torch.Generator) -> torch.Tensor:
+        """Indices of one random image of every pair of ``n_styles`` random styles (all objects of each style).
+
+        Such a batch gives every image many negatives of the same style and another object, the pairs a
+        contrastive loss learns objects from (a random batch of 64 has about six).
+        """
+        styles = self.style_ids.unique()
+        chosen = styles[torch.randperm(len(styles), generator=gen, device=gen.device)[: min(n_styles, len(styles))]]
+        pairs = self.style_ids * len(OBJECTS) + self.object_ids
+        members = [torch.nonzero(pairs == p).squeeze(1) for p in pairs[torch.isin(self.style_ids, chosen)].unique()]
+        pick = [m[torch.randint(len(m), (1,), generator=gen, device=gen.device)] for m in members]
+        return torch.cat(pick)
+
     def to(self, device: torch.device) -> ImageBank:
         return ImageBank(self.images.to(device), self.style_ids.to(device), self.object_ids.to(device))
 
