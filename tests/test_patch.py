@@ -180,7 +180,7 @@ def test_lora_export_loads_in_diffusers_and_matches_within_reported_error(tmp_pa
     for key in report.per_key_error:
         name = key[len("unet.") :]
         delta = patch.deltas[key].to_dense()
-        num += float((merged[name] - base[name] - delta).pow(2).sum())
+        num += float((merged[name].detach() - base[name].detach() - delta).pow(2).sum())
         den += float(delta.pow(2).sum())
     assert (num / den) ** 0.5 == pytest.approx(report.relative_error, rel=1e-3, abs=1e-6)
 
