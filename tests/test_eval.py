@@ -72,7 +72,8 @@ def test_evaluate_with_target_and_patch(tiny_pipe, suite, tmp_path):
     ):
         assert key in m, key
     assert 0 <= m["ua"] <= 1 and 0 <= m["ira"] <= 1 and 0 <= m["cra"] <= 1
-    assert len([r for r in report.records if "template" in r]) == len(OBJECTS) * 2  # held-out paraphrases
+    heldout = [r for r in report.records if "template" in r]  # held-out paraphrases: one image per cell
+    assert len(heldout) == len(OBJECTS) and {r["seed"] for r in heldout} == {0, 1}  # the seeds rotate
     run = report.run
     assert run["seeds"] == [0, 1] and run["steps"] == 2 and run["sampler"]["class"] == "DDIMScheduler"
     assert run["patch"]["method"] == "esd" and run["versions"]["torch"]
@@ -292,3 +293,12 @@ def test_minicanvas_suite_from_a_world_folder(tmp_path):
     assert suite.parse_target("style:pop art").name == "Pop Art"
     refs = suite.reference_images(3)
     assert refs.shape == (3, 3, 64, 64) and 0 <= refs.min() and refs.max() <= 1
+
+
+def test_generate_pairs_matches_the_grid_image_for_image(tiny_handle):
+    from erasekit.sampling import generate_grid, generate_pairs
+
+    grid = generate_grid(tiny_handle, ["a cat", "a dog"], [0, 1], steps=2, batch_size=4, progress=False)
+    pairs = generate_pairs(tiny_handle, [("a dog", 1), ("a cat", 0)], steps=2, batch_size=2, progress=False)
+    # an image depends only on its (prompt, seed), not on its neighbours in the batch
+    torch.testing.assert_close(pairs, grid[[3, 0]], rtol=0, atol=1e-5)

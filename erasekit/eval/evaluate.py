@@ -11,7 +11,7 @@ import torch
 
 from .._env import package_versions
 from ..models import load_model
-from ..sampling import generate_grid
+from ..sampling import generate_pairs
 from .metrics import BASE_METRICS, DEFAULT_METRICS, EvalContext, get_metric
 from .report import EvalReport
 from .suite import Suite, Target, get_suite
@@ -33,32 +33,20 @@ def classify(classifier, images: torch.Tensor, batch_size: int = 128) -> list[st
 
 
 def _heldout_records(suite: Suite, target: Target, seeds: Sequence[int]) -> list[dict]:
+    """The target's row under every held-out template: one image per (template, other class).
+
+    The seeds rotate over the cells, so the paraphrase check costs one image per cell whatever the seed count
+    (with 4 templates and 4 seeds as many target images as the grid's own UA uses) and every seed is used.
+    """
     rows = []
+    others = suite.objects if target.kind == "style" else suite.styles
     for template in suite.heldout_templates:
-        others = suite.objects if target.kind == "style" else suite.styles
         for other in others:
             style, obj = (target.name, other) if target.kind == "style" else (other, target.name)
-            rows += [
-                {
-                    "style": style,
-                    "object": obj,
-                    "seed": s,
-                    "template": template,
-                    "prompt": suite.caption(style, obj, template),
-                }
-                for s in seeds
-            ]
+            seed = seeds[len(rows) % len(seeds)]
+            prompt = suite.caption(style, obj, template)
+            rows.append({"style": style, "object": obj, "seed": seed, "template": template, "prompt": prompt})
     return rows
-
-
-def _sample(
-    handle, records: list[dict], seeds: Sequence[int], steps: int, guidance: float, batch_size: int, progress: bool
-) -> torch.Tensor:
-    """Images for records laid out prompt-major, seed-minor (the order generate_grid produces)."""
-    prompts = [r["prompt"] for r in records[:: len(seeds)]]
-    return generate_grid(
-        handle, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size, progress=progress
-    )
 
 
 def _versions() -> dict[str, str]:
@@ -133,8 +121,11 @@ def evaluate(
     started = time.perf_counter()
     applied = patch.applied(handle, scale, check_fingerprint) if patch is not None else contextlib.nullcontext()
     with applied:
-        images = _sample(handle, records, seeds, steps, guidance, batch_size, progress)
-        extra_images = _sample(handle, extra, seeds, steps, guidance, batch_size, progress) if extra else None
+        # one sampling pass over grid and held-out cells: full batches, one progress bar
+        everything = generate_pairs(
+            handle, [(r["prompt"], r["seed"]) for r in records + extra], steps, guidance, batch_size, progress
+        )
+    images, extra_images = everything[: len(records)], everything[len(records) :]
     sampled = time.perf_counter() - started
     for rows, imgs in ((records, images), (extra, extra_images)):
         if rows:
