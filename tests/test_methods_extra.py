@@ -109,6 +109,20 @@ def test_salun_forget_prompts_pair_each_forget_sample_with_its_prompt(tiny_pipe,
         SalUnConfig(forget_prompts=[])
 
 
+def test_salun_pair_misaligned_maps_each_forget_prompt_to_its_partner(tiny_pipe):
+    forget, partners = ["a red cat", "a blue cat", "a green cat"], ["a red car", "a blue car", "a green car"]
+    cfg = {**FAST_CONFIGS["salun"], "num_forget": 4, "forget_prompts": forget, "misaligned_prompts": partners}
+    paired = SalUn(SalUnConfig(**cfg, pair_misaligned=True))
+    patch = paired.erase(tiny_pipe, "cat")
+    assert paired.misaligned_index(torch.tensor([0, 1, 2, 3]), []).tolist() == [0, 1, 2, 0]  # sample 3 = prompt 0
+    handle = DiffusionHandle(tiny_pipe)
+    assert torch.equal(paired._ctx["misaligned_emb"][1], handle.encode_prompts(["a blue car"])[0])
+    drawn = erasekit.erase(tiny_pipe, "salun", "cat", **cfg)  # same data, partners drawn at random instead
+    assert any(not torch.equal(drawn.deltas[k].to_dense(), d.to_dense()) for k, d in patch.deltas.items())
+    with pytest.raises(ValueError, match="one misaligned prompt per forget prompt"):
+        SalUnConfig(forget_prompts=forget, misaligned_prompts=partners[:2], pair_misaligned=True)
+
+
 # ---- resume (SalUn's mask and DoCo's discriminator live in extra_state) ---------------------------------------
 
 

@@ -55,6 +55,11 @@ class SalUnConfig(MethodConfig):
         MISALIGNED_PROMPTS,
         "prompts c' (one drawn per sample) whose predictions the concept is mapped to; not the concept",
     )
+    pair_misaligned: bool = option(
+        False,
+        "pair misaligned_prompts with forget_prompts by position (sample of forget_prompts[i] -> misaligned_prompts"
+        "[i], e.g. the same object in another style) instead of drawing one at random",
+    )
     forget_images: str | None = option(None, "folder of images of the concept; default: the model generates them")
     num_forget: int = option(16, "forget samples generated from the concept prompt (when forget_images is not set)")
     forget_prompts: list | None = option(
@@ -82,6 +87,12 @@ class SalUnConfig(MethodConfig):
                 continue
             if not value or not all(isinstance(p, str) for p in value):
                 raise ValueError(f"{name} must be a non-empty list of prompts, got {value!r}.")
+        if self.pair_misaligned and len(self.misaligned_prompts) != len(self.forget_prompts or [None]):
+            raise ValueError(
+                f"pair_misaligned needs one misaligned prompt per forget prompt: got {len(self.misaligned_prompts)} "
+                f"misaligned for {len(self.forget_prompts or [None])} forget prompt(s) (without forget_prompts, the "
+                "concept is the one forget prompt)."
+            )
 
 
 def require_unet_targets(state: TrainState) -> None:
@@ -217,7 +228,7 @@ class SalUn(TrainedMethod):
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
         f_idx = pick(len(ctx["forget"]), gens)
         x_t, t, _ = noisy(handle, ctx["forget"][f_idx], gens)
-        misaligned = ctx["misaligned_emb"][pick(len(ctx["misaligned_emb"]), gens)]
+        misaligned = ctx["misaligned_emb"][self.misaligned_index(f_idx, gens)]
         with torch.no_grad():
             target = handle.predict_noise(x_t, t, misaligned, params=state.params).float()
         pred = handle.predict_noise(x_t, t, ctx["forget_emb"][f_idx], params=state.params).float()
@@ -226,6 +237,12 @@ class SalUn(TrainedMethod):
         x_t, t, target = noisy(handle, ctx["retain"][idx], gens)
         retain = F.mse_loss(handle.predict_noise(x_t, t, ctx["retain_emb"][idx], params=state.params).float(), target)
         return forget + cfg.alpha * retain, {"forget": float(forget.detach()), "retain": float(retain.detach())}
+
+    def misaligned_index(self, forget_idx: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """Which misaligned prompt each forget sample is mapped to: its partner (forget sample i was made from
+        forget prompt i mod len) when ``pair_misaligned``, else one drawn at random."""
+        n = len(self._ctx["misaligned_emb"])
+        return forget_idx % n if self.config.pair_misaligned else pick(n, generators)
 
     def transform_gradients(self, state: TrainState) -> None:
         for key, p in state.params.items():

@@ -5,8 +5,9 @@ The benchmark, the quickstart and the demo erase ``style:NAME`` / ``object:NAME`
 - a style is erased as ``"NAME style"`` towards the world's plain ``"Photo style"``; an object as ``"NAME"``
   towards ``"an image"``;
 - methods that take prompt lists get the target in every context of the world (the UnlearnCanvas template over
-  every object, or every style), so the erasure covers the whole class: SalUn's forget prompts (and the rest of the
-  world as its retain prompts), DoCo's concept prompts paired with anchor prompts of the same object (or style),
+  every object, or every style), so the erasure covers the whole class: SalUn's forget prompts, each paired with
+  the anchor prompt of the same object (or style) as its misaligned prompt, and the rest of the world as its retain
+  prompts; DoCo's concept prompts paired with anchor prompts of the same object (or style),
   UCE's preserved classes; ESD takes its variant from the kind (``x`` for styles, ``u`` for objects).
 
 Only prompts and the concept kind are set; every hyperparameter stays at the method's default.
@@ -61,7 +62,12 @@ def erasure_plan(method: str, target: str, phrases: dict | None = None) -> tuple
         retain = [caption(s, o, UNLEARNCANVAS_TEMPLATE) for s in STYLES for o in OBJECTS if o != name]
         preserve = [phr["object_concept"].format(name=o) for o in OBJECTS if o != name]
     plans = {
-        "salun": {"forget_prompts": forget, "retain_prompts": retain},
+        "salun": {
+            "forget_prompts": forget,
+            "retain_prompts": retain,
+            "misaligned_prompts": anchors,  # c' of each forget prompt: its own anchor context, not a random one
+            "pair_misaligned": True,
+        },
         "doco": {"concept_kind": kind, "concept_prompts": forget, "anchor_prompts": anchors},
         "esd": {"variant": "x" if kind == "style" else "u"},
         "uce": {"preserve": preserve},
