@@ -15,6 +15,7 @@ WORLDS = ("minicanvas", "minifaces")
 EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
   erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink      # the retrained-without gold standard
   erasekit world train minicanvas --quick --out /tmp/smoke                     # seconds; untrained smoke run
+  erasekit world train minicanvas --out worlds/v2 --reuse worlds/minicanvas    # retrain only what changed
   erasekit world verify minicanvas                                             # shipped weights vs their manifest
   erasekit world verify minicanvas worlds/no_ink
   erasekit world train minifaces --out worlds/minifaces --seed 0
@@ -61,6 +62,13 @@ def add_parser(sub) -> None:
     train.add_argument("--quick", action="store_true", help="tiny step counts: a seconds-long smoke run")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    train.add_argument(
+        "--reuse",
+        default=None,
+        metavar="DIR",
+        help="minicanvas: copy the classifier, CLIP and VAE stages of an earlier world folder where their settings "
+        "match this run's (same seed, exclusions, data and stage config) instead of retraining them",
+    )
     verify = actions.add_parser(
         "verify",
         help="check a world folder's files against its manifest",
@@ -92,6 +100,8 @@ def _train(args) -> int:
         from ..worlds.minifaces.recipe import check_exclude as check_faces
 
         check_faces(args.exclude)  # typos fail here, before anything is rendered
+        if args.reuse:
+            raise ValueError("--reuse is for minicanvas worlds; minifaces always trains every stage")
         if args.threads:
             torch.set_num_threads(args.threads)
         return _train_faces(args)
@@ -101,10 +111,21 @@ def _train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     manifest = train_world(
-        args.out, exclude=args.exclude, seed=args.seed, device=args.device, quick=args.quick, overwrite=args.overwrite
+        args.out,
+        exclude=args.exclude,
+        seed=args.seed,
+        device=args.device,
+        quick=args.quick,
+        overwrite=args.overwrite,
+        reuse=args.reuse,
     )
     m = manifest["metrics"]
     print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")
+    if manifest["reused"]:
+        print(
+            f"copied from {args.reuse}: {', '.join(manifest['reused'])}; the whole recipe from scratch: "
+            f"{manifest['full_recipe_seconds'] / 60:.1f} min"
+        )
     print(
         f"classifiers {m['classifiers']['style_accuracy']:.3f} / {m['classifiers']['object_accuracy']:.3f}, "
         f"CLIP zero-shot {m['clip']['style_accuracy_heldout_templates']:.3f} / "

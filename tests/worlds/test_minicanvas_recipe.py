@@ -104,7 +104,8 @@ def test_clip_folder_and_its_processor(world):
 
 def test_manifest_records_the_run(world):
     manifest = json.loads((world / "manifest.json").read_text())
-    assert manifest["recipe"] == "minicanvas-v1" and manifest["seed"] == 0 and manifest["quick"] is True
+    assert manifest["recipe"] == "minicanvas-v2" and manifest["seed"] == 0 and manifest["quick"] is True
+    assert manifest["reused"] == [] and manifest["full_recipe_seconds"] == manifest["total_seconds"]
     assert manifest["exclude"] == ["style:Ink"] and "Ink" not in manifest["styles"]
     assert manifest["classifier_labels"]["style"] == list(STYLES)  # the judge still knows the excluded style
     for stage in ("render", "style_classifier", "object_classifier", "clip", "vae", "latents", "unet", "check"):
@@ -113,6 +114,10 @@ def test_manifest_records_the_run(world):
     assert set(manifest["versions"]) >= {"torch", "diffusers", "transformers"}
     assert manifest["total_bytes"] == sum(f["bytes"] for f in manifest["files"].values()) < 50e6
     assert {"classifiers", "clip", "vae", "fidelity"} <= set(manifest["metrics"])
+    fidelity = manifest["metrics"]["fidelity"]
+    assert fidelity["per_seed"] == {
+        "0": {"style": fidelity["style_agreement"], "object": fidelity["object_agreement"]}
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- verification
@@ -151,6 +156,28 @@ def test_shipped_weights_match_their_manifest():
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["exclude"] == [] and manifest["quick"] is False
     assert manifest["total_bytes"] <= 50e6
+
+
+def test_reuse_copies_matching_stages_and_gives_the_from_scratch_files(world, tmp_path):
+    again = tmp_path / "again"
+    args = parse(["world", "train", "minicanvas", "--quick", "--exclude", "style:Ink", "--out", str(again)])
+    args.reuse = str(world)
+    assert world_cli.run(args) == 0
+    manifest = json.loads((again / "manifest.json").read_text())
+    assert manifest["reused"] == ["style_classifier", "object_classifier", "clip", "vae"]
+    assert manifest["stages"]["clip"]["reused_from"] == str(world)
+    assert manifest["full_recipe_seconds"] > manifest["total_seconds"]
+    first = json.loads((world / "manifest.json").read_text())["files"]
+    assert manifest["files"] == first  # every file, the retrained UNet included, as a from-scratch run writes it
+    other_exclusion = train_world(tmp_path / "other", exclude=["object:apple"], quick=True, reuse=world)
+    assert other_exclusion["reused"] == ["style_classifier", "object_classifier"]  # the judge ignores exclusions
+    assert train_world(tmp_path / "seed1", exclude=["style:Ink"], seed=1, quick=True, reuse=world)["reused"] == []
+    broken = tmp_path / "broken"
+    shutil.copytree(world, broken)
+    (broken / "clip" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="not an intact world folder"):
+        train_world(tmp_path / "x", quick=True, reuse=broken)
+    assert not (tmp_path / "x").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -320,6 +347,8 @@ def test_unlearning_benchmark_prompt_plans():
     concept, anchor, extra = bench.method_inputs("salun", "style", "Ink", cfg)
     assert concept == "Ink style" and len(extra["forget_prompts"]) == len(OBJECTS)
     assert all("Ink" in p for p in extra["forget_prompts"]) and not any("Ink" in p for p in extra["retain_prompts"])
+    assert extra["pair_misaligned"]  # each forget prompt maps to the same object in the plain style
+    assert extra["misaligned_prompts"] == [p.replace("Ink", "Photo") for p in extra["forget_prompts"]]
     concept, anchor, extra = bench.method_inputs("doco", "object", "apple", cfg)
     assert extra["concept_kind"] == "object" and len(extra["concept_prompts"]) == len(extra["anchor_prompts"])
     pairs = zip(extra["concept_prompts"], extra["anchor_prompts"], strict=True)

@@ -66,6 +66,13 @@ def fidelity(
         "per_object": {
             o: _mean([h for h, (_, to) in zip(object_hit, truth, strict=True) if to == o]) for o in objects
         },
+        "per_seed": {  # one starting noise per seed, shared by every prompt: how much the luck of the draw matters
+            str(seed): {
+                "style": _mean(style_hit[k :: len(seeds)]),
+                "object": _mean(object_hit[k :: len(seeds)]),
+            }
+            for k, seed in enumerate(seeds)
+        },
         "confusions": _confusions(style_pred, object_pred, truth),
     }
     return result, images

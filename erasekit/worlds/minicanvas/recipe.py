@@ -4,6 +4,12 @@ Stages (in order): render the training and held-out images; the style and object
 trained on every class); CLIP; the autoencoder; VAE latents; the UNet; then the pipeline is assembled, everything is
 saved as fp16 safetensors, reloaded and measured, and ``manifest.json`` records files, timings and metrics.
 
+Every stage after the first trains against what the earlier stages *ship*: the UNet reads the saved (fp16) text
+tower and VAE latents, reloaded, so the shipped parts fit each other exactly. ``reuse=DIR`` copies the classifier,
+CLIP and VAE stages from an earlier world folder whose settings for them match (same seed, exclusions, data and
+stage config) instead of retraining them; the result is the same as a from-scratch run, and the manifest says
+which stages were copied and what the whole recipe would have cost.
+
 ``exclude=["style:Ink"]`` trains the gold standard of unlearning, the world *retrained without the concept*: the
 concept's images never reach CLIP, the autoencoder or the UNet (the classifiers still know it, since they judge).
 
@@ -19,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -29,7 +36,7 @@ import torch
 from erasekit._io import atomic_dir, write_json
 
 from .data import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, parse_exclude
-from .manifest import MANIFEST, file_table
+from .manifest import MANIFEST, file_table, read_manifest, verify_manifest
 from .train_classifiers import ClassifierTrainConfig, evaluate_classifiers, train_classifier
 from .train_clip import ClipTrainConfig, image_processor, text_encoder_from_clip, train_clip, zero_shot
 from .train_unet import UnetTrainConfig, noise_schedulers, train_unet
@@ -38,7 +45,7 @@ from .training import ImageBank, Stopwatch, render_bank, resolve_device
 
 logger = logging.getLogger(__name__)
 
-RECIPE = "minicanvas-v1"
+RECIPE = "minicanvas-v2"  # v2: offset noise in the UNet stage; later stages read the saved fp16 parts
 
 
 @dataclass
@@ -96,6 +103,7 @@ def train_world(
     quick: bool = False,
     overwrite: bool = False,
     config: RecipeConfig | None = None,
+    reuse: str | os.PathLike | None = None,
 ) -> dict:
     """Train every model of the MiniCanvas world from scratch and write the world folder ``out`` atomically.
 
@@ -107,6 +115,8 @@ def train_world(
         quick: tiny step counts (:func:`quick_config`) for smoke tests; ignored when ``config`` is given.
         overwrite: replace an existing non-empty ``out``.
         config: a full :class:`RecipeConfig` (default: the recipe's defaults).
+        reuse: an earlier world folder; its classifier, CLIP and VAE stages are copied where their settings match
+            this run's (see :func:`reusable_stages`), the rest is trained.
 
     Returns:
         The manifest (also written to ``out/manifest.json``).
@@ -116,10 +126,13 @@ def train_world(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     device = resolve_device(device)
     cfg = config or (quick_config() if quick else RecipeConfig())
+    reused = reusable_stages(reuse, cfg, seed, excluded) if reuse is not None else {}
     started = time.perf_counter()
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        manifest = _train_into(Path(tmp), cfg, seed, styles, objects, excluded, device)
+        manifest = _train_into(Path(tmp), cfg, seed, styles, objects, excluded, device, reused)
         manifest["total_seconds"] = round(time.perf_counter() - started, 1)
+        copied = sum(manifest["stages"][name].get("seconds", 0.0) for name in manifest["reused"])
+        manifest["full_recipe_seconds"] = round(manifest["total_seconds"] + copied, 1)
         manifest["files"] = file_table(tmp)
         manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
         write_json(Path(tmp) / MANIFEST, manifest)
@@ -127,23 +140,95 @@ def train_world(
     return manifest
 
 
-def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, excluded, device) -> dict:
+# stage name -> (files it writes, the stage-statistics entries it owns, the config section that shapes it)
+REUSABLE = {
+    "classifiers": (("classifiers",), ("style_classifier", "object_classifier"), "classifier"),
+    "clip": (("clip",), ("clip",), "clip"),
+    "vae": (("pipeline/vae",), ("vae",), "vae"),
+}
+
+
+def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excluded: list[str]) -> dict:
+    """The stages of an earlier world folder that this run may copy instead of training.
+
+    A stage is reusable when the folder's files match its manifest and it was trained (quick or not, like this run)
+    with the same seed, the same exclusions (the classifiers ignore exclusions), the same amount of training data
+    and the same stage config. Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}}}``.
+
+    Raises:
+        ValueError: the folder is not an intact world folder.
+    """
+    root = Path(world)
+    problems = verify_manifest(root)
+    if problems:
+        raise ValueError(
+            f"--reuse {root}: not an intact world folder ({problems[0]}); pass a folder written by `erasekit world "
+            "train minicanvas`, or leave --reuse out"
+        )
+    old = read_manifest(root)
+    old_cfg = old.get("config", {})
+    same_data = (
+        old.get("seed") == seed
+        and bool(old.get("quick")) == cfg.quick
+        and old_cfg.get("train_per_pair") == cfg.train_per_pair
+        and old_cfg.get("heldout_per_pair") == cfg.heldout_per_pair
+    )
+    found = {}
+    for stage, (_, stat_keys, section) in REUSABLE.items():
+        same_exclusions = stage == "classifiers" or sorted(old.get("exclude", [])) == sorted(excluded)
+        if same_data and same_exclusions and old_cfg.get(section) == _plain(asdict(getattr(cfg, section))):
+            stats = {k: old["stages"][k] for k in stat_keys if k in old["stages"]}
+            found[stage] = {"dir": root, "created": old.get("created"), "stats": stats}
+    logger.info("reusing %s from %s", ", ".join(found) or "no stage", root)
+    return found
+
+
+def _plain(value):
+    """A config dict as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
+    paths, _, _ = REUSABLE[stage]
+    for rel in paths:
+        src, dst = reused[stage]["dir"] / rel, tmp / rel
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    for key, stats in reused[stage]["stats"].items():
+        stages[key] = {**stats, "reused_from": str(reused[stage]["dir"]), "reused_created": reused[stage]["created"]}
+
+
+def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, excluded, device, reused: dict) -> dict:
     stages, metrics = {}, {}
     clock = Stopwatch(device)
     train = render_bank(cfg.train_per_pair, seed, "train", "rendering train").to(device)
     heldout = render_bank(cfg.heldout_per_pair, seed, "heldout", "rendering held-out").to(device)
     stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
-    classifiers = {}
-    for kind in ("style", "object"):
-        classifiers[kind], stages[f"{kind}_classifier"] = train_classifier(kind, train, cfg.classifier, seed, device)
-        classifiers[kind].save(tmp / "classifiers" / f"{kind}.safetensors")
+    if "classifiers" in reused:
+        _copy_stage("classifiers", reused, tmp, stages)
+    else:
+        for kind in ("style", "object"):
+            model, stages[f"{kind}_classifier"] = train_classifier(kind, train, cfg.classifier, seed, device)
+            model.save(tmp / "classifiers" / f"{kind}.safetensors")
     world = train.subset(styles, objects)
     metrics["classifiers"] = evaluate_classifiers(_reload_classifiers(tmp, device), heldout, device)
     tokenizer = _tokenizer()
-    clip, stages["clip"] = train_clip(world, tokenizer, cfg.clip, seed, device)
-    _save_clip(clip, tokenizer, tmp / "clip")
-    metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout, styles, objects)
-    vae, stages["vae"] = train_vae(world, cfg.vae, seed, device)
+    if "clip" in reused:
+        _copy_stage("clip", reused, tmp, stages)
+    else:
+        clip, stages["clip"] = train_clip(world, tokenizer, cfg.clip, seed, device)
+        _save_clip(clip, tokenizer, tmp / "clip")
+    clip = _reload_clip(tmp / "clip", device)  # later stages read what ships (fp16 weights, computed in fp32)
+    metrics["clip"] = zero_shot(clip, tokenizer, heldout, styles, objects)
+    if "vae" in reused:
+        _copy_stage("vae", reused, tmp, stages)
+    else:
+        vae, stages["vae"] = train_vae(world, cfg.vae, seed, device)
+        _half(vae).save_pretrained(tmp / "pipeline" / "vae", safe_serialization=True)
+    vae = _reload_vae(tmp / "pipeline" / "vae", device)
     clock = Stopwatch(device)
     means, stds = encode_bank(vae, world)
     stages["latents"] = {"seconds": clock.seconds(), "images": len(world)}
@@ -152,11 +237,14 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclud
     unet, stages["unet"] = train_unet(
         latents, (world.style_ids, world.object_ids), text_encoder, tokenizer, cfg.unet, seed, device
     )
-    _save_pipeline(tmp / "pipeline", vae, text_encoder, tokenizer, unet)
+    _save_pipeline(tmp / "pipeline", vae, text_encoder, _tokenizer(), unet)  # a fresh tokenizer: the same files
+    # whether or not this run saved a CLIPProcessor (which tags the tokenizer it is given)
     clock = Stopwatch(device)
     metrics["vae"], metrics["fidelity"] = _check_pipeline(tmp, cfg, heldout.subset(styles, objects), styles, objects)
     stages["check"] = {"seconds": clock.seconds(), "images": metrics["fidelity"]["images"]}
-    return _manifest(cfg, seed, excluded, styles, objects, device, stages, metrics)
+    manifest = _manifest(cfg, seed, excluded, styles, objects, device, stages, metrics)
+    manifest["reused"] = [key for stage in reused for key in REUSABLE[stage][1] if key in stages]
+    return manifest
 
 
 def _tokenizer():
@@ -189,6 +277,16 @@ def _reload_clip(path: Path, device: torch.device):
     from transformers import CLIPModel
 
     return CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
+
+
+def _reload_vae(path: Path, device: torch.device):
+    from diffusers import AutoencoderKL
+
+    loaded = AutoencoderKL.from_pretrained(path, local_files_only=True)
+    # rebuilt from its config so the saved pipeline does not record the temporary folder as `_name_or_path`
+    vae = AutoencoderKL.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
+    vae.load_state_dict(loaded.state_dict())
+    return vae.to(device=device, dtype=torch.float32).eval()
 
 
 def _reload_classifiers(tmp: Path, device: torch.device) -> dict:
