@@ -123,6 +123,26 @@ def test_salun_pair_misaligned_maps_each_forget_prompt_to_its_partner(tiny_pipe)
         SalUnConfig(forget_prompts=forget, misaligned_prompts=partners[:2], pair_misaligned=True)
 
 
+def test_salun_loss_targets_frozen_and_current(tiny_pipe):
+    cfg = {**FAST_CONFIGS["salun"], "steps": 3, "lr": 1e-2}
+
+    def losses(**options):
+        history = LossHistory()
+        erasekit.erase(tiny_pipe, "salun", "a cat", callbacks=[history], **cfg, **options)
+        return [h["forget"] for h in history.history], [h["retain"] for h in history.history]
+
+    forget, retain = losses()  # defaults: retain regresses to the original model -> exactly 0 before any update
+    assert retain[0] == 0.0 and retain[1] > 0.0
+    forget_d, retain_d = losses(retain_target="data")  # the noise: never 0, and the first step's forget is shared
+    assert retain_d[0] > 0.0 and forget_d[0] == forget[0]
+    forget_f, retain_f = losses(forget_target="frozen")  # same first step (weights equal), then a fixed target
+    assert forget_f[0] == forget[0] and retain_f[0] == 0.0 and forget_f[1] != forget[1]
+    with pytest.raises(ValueError, match="retain_target must be one of"):
+        SalUnConfig(retain_target="noise")
+    with pytest.raises(ValueError, match="forget_target must be one of"):
+        SalUnConfig(forget_target="base")
+
+
 # ---- resume (SalUn's mask and DoCo's discriminator live in extra_state) ---------------------------------------
 
 
