@@ -141,6 +141,8 @@ def test_salun_loss_targets_frozen_and_current(tiny_pipe):
         SalUnConfig(retain_target="noise")
     with pytest.raises(ValueError, match="forget_target must be one of"):
         SalUnConfig(forget_target="base")
+    with pytest.raises(ValueError, match="num_retain"):
+        SalUnConfig(num_retain=0)  # 0 is an error, not "the default"
 
 
 # ---- resume (SalUn's mask and DoCo's discriminator live in extra_state) ---------------------------------------

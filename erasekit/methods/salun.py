@@ -101,7 +101,7 @@ class SalUnConfig(MethodConfig):
             raise ValueError("alpha must be >= 0 and weight_decay 0 (decay would move weights outside the mask).")
         check_choice("forget_target", self.forget_target, ("current", "frozen"))
         check_choice("retain_target", self.retain_target, ("frozen", "data"))
-        if min(self.num_forget, self.num_retain or 1, self.sample_steps) < 1:
+        if min(self.num_forget, 1 if self.num_retain is None else self.num_retain, self.sample_steps) < 1:
             raise ValueError("num_forget, num_retain and sample_steps must be >= 1.")
         for name in ("misaligned_prompts", "retain_prompts", "forget_prompts"):
             value = getattr(self, name)
