@@ -145,6 +145,18 @@ def test_save_load_round_trip(tmp_path, patch):
     assert [f.name for f in tmp_path.iterdir()] == ["p.safetensors"]  # no temporary files left behind
 
 
+def test_sparse_indices_are_int32_on_disk_and_int64_in_memory(tmp_path):
+    from safetensors import safe_open
+
+    delta = SparseDelta(torch.tensor([0, 5, 2**20 + 3]), torch.tensor([1.0, -2.0, 0.5]), (2**21,))
+    path = ErasurePatch({"unet.w": delta}, {"method": "test"}).save(tmp_path / "p.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.get_tensor("unet.w::indices").dtype == torch.int32
+    loaded = load_patch(path).deltas["unet.w"]
+    assert loaded.indices.dtype == torch.int64 and torch.equal(loaded.indices, delta.indices)
+    assert ErasurePatch({"unet.w": delta}).nbytes == 3 * 4 + 3 * 4  # what the file stores
+
+
 def test_truncated_corrupted_and_foreign_files_give_clear_errors(tmp_path, patch):
     path = patch.save(tmp_path / "p.safetensors")
     data = path.read_bytes()

@@ -63,7 +63,9 @@ class SparseDelta:
         return SparseDelta(self.indices, self.values * s, self.shape)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"indices": self.indices, "values": self.values}
+        """Indices are stored as int32 when the parameter has < 2**31 entries (they load back as int64)."""
+        small = math.prod(self.shape) <= torch.iinfo(torch.int32).max
+        return {"indices": self.indices.to(torch.int32) if small else self.indices, "values": self.values}
 
     def touched(self) -> torch.Tensor | None:
         return self.indices
