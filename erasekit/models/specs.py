@@ -62,6 +62,16 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+def _dtype_kwarg(dtype: torch.dtype) -> dict:
+    """diffusers renamed ``torch_dtype`` to ``dtype`` (the old name warns from 0.42 on, older releases only know it)."""
+    import re
+
+    import diffusers
+
+    release = tuple(int(n) for n in re.findall(r"\d+", diffusers.__version__)[:3])
+    return {"dtype" if release >= (0, 42, 1) else "torch_dtype": dtype}
+
+
 def _load_folder(path: Path, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
@@ -71,7 +81,7 @@ def _load_folder(path: Path, dtype: torch.dtype):
             "pipe.save_pretrained(DIR), or pass 'tiny-sd'."
         )
     pipe = DiffusionPipeline.from_pretrained(
-        path, torch_dtype=dtype, local_files_only=True, use_safetensors=True, safety_checker=None
+        path, **_dtype_kwarg(dtype), local_files_only=True, use_safetensors=True, safety_checker=None
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
