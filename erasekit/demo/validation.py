@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..methods import get_method
-from ..methods.config import MethodConfig, _split_override
+from ..methods.config import MethodConfig, parse_override
 
 # Options the server owns: the file system, resumption, compilation and logging are not the browser's business.
 SERVER_OPTIONS = frozenset(
@@ -120,7 +120,7 @@ def parse_options(text: str | None) -> dict[str, Any]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        key, value = _split_override(line)
+        key, value = parse_override(line)
         if not key:
             raise ValueError(f"Option line {line!r} has no name; write key=value, e.g. ddim_steps=10.")
         if key in out:

@@ -124,7 +124,7 @@ class MethodConfig:
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> MethodConfig:
         """A copy with dotted ``key=value`` overrides applied (validated again)."""
         data = self.to_dict()
-        items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in overrides)
+        items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
         for key, value in items:
             _set_dotted(data, key, value, type(self).__name__)
         return type(self).from_dict(data)
@@ -167,7 +167,14 @@ def _check_types(cfg) -> None:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _split_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``, the value read as YAML (numbers like ``2e-5`` as floats), as ``--set``
+    reads it.
+
+    Example:
+        >>> parse_override("lr=2e-5"), parse_override("forget_prompts=[a, b]")
+        (('lr', 2e-05), ('forget_prompts', ['a', 'b']))
+    """
     if "=" not in text:
         raise ValueError(f"Override {text!r} is not key=value (e.g. --set steps=200).")
     key, raw = text.split("=", 1)
