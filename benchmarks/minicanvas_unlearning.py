@@ -5,7 +5,7 @@ pipeline with the method's default configuration (plus the optional overrides of
 erasure's time, peak memory and patch size, and evaluates the patched pipeline with ``erasekit.evaluate`` on the full
 grid (every style x object pair, the same seeds for every method): UA (also on the held-out templates), IRA, CRA, FID
 and CLIP score. Where a gold-standard world (retrained without the target, ``erasekit world train minicanvas
---exclude style:NAME``) is given, the gold pipeline is evaluated the same way, and each method's distance to it is the
+--exclude style:NAME``, or only its UNet as UnlearnCanvas does, ``--exclude-from unet``) is given, the gold pipeline is evaluated the same way, and each method's distance to it is the
 KL divergence between the classifiers' output distributions over the grid (per prompt, averaged over seeds, then
 averaged over prompts; style and object classifiers separately). The unpatched model's distance is reported too.
 
@@ -93,10 +93,30 @@ def load_config(args: argparse.Namespace) -> dict:
     unknown = [m for m in cfg["methods"] if m not in list_methods()]
     if unknown:
         raise SystemExit(f"Unknown methods {unknown}; known: {list_methods()}")
+    import json
+
     for target, world in cfg["gold"].items():
         if not (Path(world) / "manifest.json").is_file():
             raise SystemExit(f"Gold world for {target} not found at {world} (no manifest.json)")
+        excluded = json.loads((Path(world) / "manifest.json").read_text(encoding="utf-8")).get("exclude", [])
+        if target.lower() not in [e.lower() for e in excluded]:
+            raise SystemExit(
+                f"{world} is no gold standard for {target}: it excludes {excluded or 'nothing'}. Train one with "
+                f"`erasekit world train minicanvas --exclude {target} --out DIR`."
+            )
     return cfg
+
+
+def gold_manifest(world: str) -> dict:
+    """What a gold world is: its recipe, seed, exclusions and the stages they applied to."""
+    import json
+
+    manifest = json.loads((Path(world) / "manifest.json").read_text(encoding="utf-8"))
+    keys = ("recipe", "seed", "created", "exclude", "reused")
+    return {
+        **{k: manifest.get(k) for k in keys},
+        "exclude_from": manifest.get("exclude_from", ["clip", "vae", "unet"]),
+    }
 
 
 def method_inputs(method: str, kind: str, name: str, cfg: dict) -> tuple[str, str | None, dict]:
@@ -284,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             "methods": cfg["methods"],
             "targets": cfg["targets"],
             "gold": cfg["gold"],
+            "gold_worlds": {t: gold_manifest(w) for t, w in cfg["gold"].items()},
             "overrides": cfg["overrides"],
             "prompts": cfg["prompts"],
             "metrics": list(EVAL_METRICS),

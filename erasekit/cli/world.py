@@ -16,6 +16,8 @@ EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
   erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink      # the retrained-without gold standard
   erasekit world train minicanvas --quick --out /tmp/smoke                     # seconds; untrained smoke run
   erasekit world train minicanvas --out worlds/v2 --reuse worlds/minicanvas    # retrain only what changed
+  erasekit world train minicanvas --exclude style:Ink --exclude-from unet --reuse erasekit/worlds/minicanvas/weights \
+      --out worlds/no_ink_unet           # UnlearnCanvas's gold standard: only the UNet retrained without the style
   erasekit world verify minicanvas                                             # shipped weights vs their manifest
   erasekit world verify minicanvas worlds/no_ink
   erasekit world train minifaces --out worlds/minifaces --seed 0
@@ -69,6 +71,16 @@ def add_parser(sub) -> None:
         help="minicanvas: copy the classifier, CLIP and VAE stages of an earlier world folder where their settings "
         "match this run's (same seed, exclusions, data and stage config) instead of retraining them",
     )
+    train.add_argument(
+        "--exclude-from",
+        nargs="+",
+        choices=("clip", "vae", "unet"),
+        default=None,
+        metavar="STAGE",
+        help="minicanvas: the stages --exclude applies to, among clip, vae, unet (default all three; unet required). "
+        "'--exclude-from unet' is UnlearnCanvas's gold standard: CLIP and VAE saw everything (with --reuse they are "
+        "copied from the full world), the UNet is retrained without the concept",
+    )
     verify = actions.add_parser(
         "verify",
         help="check a world folder's files against its manifest",
@@ -100,14 +112,17 @@ def _train(args) -> int:
         from ..worlds.minifaces.recipe import check_exclude as check_faces
 
         check_faces(args.exclude)  # typos fail here, before anything is rendered
-        if args.reuse:
-            raise ValueError("--reuse is for minicanvas worlds; minifaces always trains every stage")
+        if args.reuse or args.exclude_from:
+            raise ValueError("--reuse and --exclude-from are for minicanvas worlds; minifaces trains every stage")
         if args.threads:
             torch.set_num_threads(args.threads)
         return _train_faces(args)
-    from ..worlds.minicanvas.recipe import check_exclude, train_world
+    from ..worlds.minicanvas.recipe import check_exclude, check_exclude_from, train_world
 
     check_exclude(args.exclude)  # typos fail here, before anything is rendered
+    check_exclude_from(args.exclude_from)
+    if args.exclude_from and not args.exclude:
+        raise ValueError("--exclude-from says which stages --exclude applies to; give --exclude too")
     if args.threads:
         torch.set_num_threads(args.threads)
     manifest = train_world(
@@ -118,6 +133,7 @@ def _train(args) -> int:
         quick=args.quick,
         overwrite=args.overwrite,
         reuse=args.reuse,
+        exclude_from=args.exclude_from,
     )
     m = manifest["metrics"]
     print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")

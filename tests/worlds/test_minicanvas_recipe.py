@@ -22,7 +22,7 @@ from erasekit.worlds.minicanvas import (
     verify_manifest,
     weights_dir,
 )
-from erasekit.worlds.minicanvas.recipe import check_exclude, train_world
+from erasekit.worlds.minicanvas.recipe import check_exclude, check_exclude_from, train_world
 from erasekit.worlds.minicanvas.training import CaptionBank, _shift, augment, generator
 
 
@@ -180,6 +180,27 @@ def test_reuse_copies_matching_stages_and_gives_the_from_scratch_files(world, tm
     assert not (tmp_path / "x").exists()
 
 
+def test_exclude_from_unet_trains_clip_and_vae_on_everything_and_reuses_them(tmp_path):
+    full = train_world(tmp_path / "full", quick=True)
+    gold = train_world(tmp_path / "gold", exclude=["style:Ink"], exclude_from=["unet"], quick=True)
+    assert gold["exclude"] == ["style:Ink"] and gold["exclude_from"] == ["unet"]
+    assert full["exclude_from"] == ["clip", "vae", "unet"]
+    same = [f for f in full["files"] if f.startswith(("clip/", "pipeline/vae/"))]
+    assert same and all(gold["files"][f] == full["files"][f] for f in same)  # as if nothing were excluded
+    unet = "pipeline/unet/diffusion_pytorch_model.safetensors"
+    assert gold["files"][unet] != full["files"][unet]
+    again = train_world(
+        tmp_path / "again", exclude=["style:Ink"], exclude_from=["unet"], quick=True, reuse=tmp_path / "full"
+    )
+    assert again["reused"] == ["style_classifier", "object_classifier", "clip", "vae"]
+    # the classifiers' dropout draws from the process's global RNG, so two trainings in one process differ: the
+    # comparison leaves them out
+    models = {f: h for f, h in gold["files"].items() if not f.startswith("classifiers/")}
+    assert models == {f: h for f, h in again["files"].items() if not f.startswith("classifiers/")}
+    everywhere = train_world(tmp_path / "all", exclude=["style:Ink"], quick=True, reuse=tmp_path / "gold")
+    assert everywhere["reused"] == ["style_classifier", "object_classifier"]  # gold's CLIP saw Ink: not reusable
+
+
 # ---------------------------------------------------------------------------------------------------- validation
 
 
@@ -199,6 +220,17 @@ def test_bad_exclude_fails_before_any_work(exclude, match, tmp_path):
         train_world(tmp_path / "w", exclude=exclude, quick=True)
     args = parse(["world", "train", "minicanvas", "--quick", "--out", str(tmp_path / "c"), "--exclude", *exclude])
     with pytest.raises(ValueError, match=match):
+        world_cli.run(args)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "c").exists()
+
+
+def test_bad_exclude_from_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="must include unet"):
+        train_world(tmp_path / "w", exclude=["style:Ink"], exclude_from=["clip"], quick=True)
+    with pytest.raises(ValueError, match="among clip, vae, unet"):
+        check_exclude_from(["text"])
+    args = parse(["world", "train", "minicanvas", "--quick", "--out", str(tmp_path / "c"), "--exclude-from", "unet"])
+    with pytest.raises(ValueError, match="give --exclude too"):
         world_cli.run(args)
     assert not (tmp_path / "w").exists() and not (tmp_path / "c").exists()
 
@@ -326,9 +358,16 @@ def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, 
     bench = _bench("minicanvas_unlearning")
     out, md = tmp_path / "u.json", tmp_path / "u.md"
     argv = ["--world", str(world), "--methods", "uce", "--targets", "style:Photo", "--seeds", "0", "--threads", "1"]
-    argv += ["--gold", f"style:Photo={world}", "--out", str(out), "--md", str(md)]
+    with pytest.raises(SystemExit, match="no gold standard for style:Photo: it excludes"):
+        bench.main([*argv, "--gold", f"style:Photo={world}", "--out", str(out)])  # the quick world lacks Ink
+    gold = tmp_path / "gold"  # a stand-in: the same world, its manifest saying it was trained without Photo
+    shutil.copytree(world, gold)
+    manifest = json.loads((gold / "manifest.json").read_text())
+    (gold / "manifest.json").write_text(json.dumps({**manifest, "exclude": ["style:Photo"]}))
+    argv += ["--gold", f"style:Photo={gold}", "--out", str(out), "--md", str(md)]
     bench.main(argv)
     result = json.loads(out.read_text())
+    assert result["settings"]["gold_worlds"]["style:Photo"]["exclude"] == ["style:Photo"]
     methods = [r["method"] for r in result["reference"] + result["runs"]]
     assert methods == ["gold", "base", "uce"]
     base = result["reference"][1]

@@ -12,10 +12,15 @@ which stages were copied and what the whole recipe would have cost.
 
 ``exclude=["style:Ink"]`` trains the gold standard of unlearning, the world *retrained without the concept*: the
 concept's images never reach CLIP, the autoencoder or the UNet (the classifiers still know it, since they judge).
+``exclude_from=["unet"]`` leaves the concept out of the UNet's data only, UnlearnCanvas's setting (its gold standard
+fine-tunes only the UNet, on top of a text encoder and VAE that saw everything); with ``reuse`` the full world's CLIP
+and VAE are then copied, and only the UNet is retrained.
 
 Example:
     >>> from erasekit.worlds.minicanvas.recipe import train_world
     >>> manifest = train_world("worlds/no_ink", exclude=["style:Ink"], seed=0)
+    >>> manifest = train_world("worlds/no_ink_unet", exclude=["style:Ink"], exclude_from=["unet"],
+    ...                        reuse="erasekit/worlds/minicanvas/weights")
 """
 
 from __future__ import annotations
@@ -95,6 +100,29 @@ def check_exclude(exclude) -> tuple[list[str], list[str], list[str]]:
     return styles, objects, canonical
 
 
+EXCLUDABLE = ("clip", "vae", "unet")  # the stages an exclusion can apply to
+
+
+def check_exclude_from(exclude_from) -> list[str]:
+    """Validate ``exclude_from`` (default: every stage); returns the stages in recipe order.
+
+    Raises:
+        ValueError: an unknown stage, or a list without the UNet (its generator would have seen the concept).
+    """
+    stages = list(EXCLUDABLE if exclude_from is None else exclude_from)
+    unknown = [s for s in stages if s not in EXCLUDABLE]
+    if unknown:
+        raise ValueError(f"--exclude-from takes stages among {', '.join(EXCLUDABLE)}; got {', '.join(unknown)}")
+    if "unet" not in stages:
+        raise ValueError("--exclude-from must include unet: a world whose UNet saw the concept is no gold standard")
+    return [s for s in EXCLUDABLE if s in stages]
+
+
+def stage_exclusions(excluded: list[str], exclude_from) -> dict[str, list[str]]:
+    """What each excludable stage leaves out: ``excluded`` for the stages in ``exclude_from``, nothing elsewhere."""
+    return {stage: sorted(excluded) if stage in exclude_from else [] for stage in EXCLUDABLE}
+
+
 def train_world(
     out: str | os.PathLike,
     exclude=None,
@@ -104,6 +132,7 @@ def train_world(
     overwrite: bool = False,
     config: RecipeConfig | None = None,
     reuse: str | os.PathLike | None = None,
+    exclude_from=None,
 ) -> dict:
     """Train every model of the MiniCanvas world from scratch and write the world folder ``out`` atomically.
 
@@ -117,19 +146,22 @@ def train_world(
         config: a full :class:`RecipeConfig` (default: the recipe's defaults).
         reuse: an earlier world folder; its classifier, CLIP and VAE stages are copied where their settings match
             this run's (see :func:`reusable_stages`), the rest is trained.
+        exclude_from: the stages whose training data ``exclude`` applies to, among ``"clip"``, ``"vae"``,
+            ``"unet"`` (default all three; the UNet is required).
 
     Returns:
         The manifest (also written to ``out/manifest.json``).
     """
     styles, objects, excluded = check_exclude(exclude)
+    exclude_from = check_exclude_from(exclude_from)
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     device = resolve_device(device)
     cfg = config or (quick_config() if quick else RecipeConfig())
-    reused = reusable_stages(reuse, cfg, seed, excluded) if reuse is not None else {}
+    reused = reusable_stages(reuse, cfg, seed, excluded, exclude_from) if reuse is not None else {}
     started = time.perf_counter()
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        manifest = _train_into(Path(tmp), cfg, seed, styles, objects, excluded, device, reused)
+        manifest = _train_into(Path(tmp), cfg, seed, styles, objects, (excluded, exclude_from), device, reused)
         manifest["total_seconds"] = round(time.perf_counter() - started, 1)
         copied = sum(manifest["stages"][name].get("seconds", 0.0) for name in manifest["reused"])
         manifest["full_recipe_seconds"] = round(manifest["total_seconds"] + copied, 1)
@@ -148,12 +180,15 @@ REUSABLE = {
 }
 
 
-def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excluded: list[str]) -> dict:
+def reusable_stages(
+    world: str | os.PathLike, cfg: RecipeConfig, seed: int, excluded: list[str], exclude_from=EXCLUDABLE
+) -> dict:
     """The stages of an earlier world folder that this run may copy instead of training.
 
     A stage is reusable when the folder's files match its manifest and it was trained (quick or not, like this run)
-    with the same seed, the same exclusions (the classifiers ignore exclusions), the same amount of training data
-    and the same stage config. Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}}}``.
+    with the same seed, the same exclusions for that stage (the classifiers ignore exclusions; see
+    :func:`stage_exclusions`), the same amount of training data and the same stage config.
+    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}}}``.
 
     Raises:
         ValueError: the folder is not an intact world folder.
@@ -173,9 +208,11 @@ def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excl
         and old_cfg.get("train_per_pair") == cfg.train_per_pair
         and old_cfg.get("heldout_per_pair") == cfg.heldout_per_pair
     )
+    ours = stage_exclusions(excluded, exclude_from)
+    theirs = stage_exclusions(old.get("exclude", []), old.get("exclude_from", EXCLUDABLE))
     found = {}
     for stage, (_, stat_keys, section) in REUSABLE.items():
-        same_exclusions = stage == "classifiers" or sorted(old.get("exclude", [])) == sorted(excluded)
+        same_exclusions = stage == "classifiers" or ours[stage] == theirs[stage]
         if same_data and same_exclusions and old_cfg.get(section) == _plain(asdict(getattr(cfg, section))):
             stats = {k: old["stages"][k] for k in stat_keys if k in old["stages"]}
             found[stage] = {"dir": root, "created": old.get("created"), "stats": stats}
@@ -201,7 +238,8 @@ def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
         stages[key] = {**stats, "reused_from": str(reused[stage]["dir"]), "reused_created": reused[stage]["created"]}
 
 
-def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, excluded, device, reused: dict) -> dict:
+def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclusion, device, reused: dict) -> dict:
+    excluded, exclude_from = exclusion
     stages, metrics = {}, {}
     clock = Stopwatch(device)
     train = render_bank(cfg.train_per_pair, seed, "train", "rendering train").to(device)
@@ -214,19 +252,21 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclud
             model, stages[f"{kind}_classifier"] = train_classifier(kind, train, cfg.classifier, seed, device)
             model.save(tmp / "classifiers" / f"{kind}.safetensors")
     world = train.subset(styles, objects)
+    full = train.subset(list(STYLES), list(OBJECTS))  # the same data the full world's stages learn from
+    data = {stage: world if stage in exclude_from else full for stage in EXCLUDABLE}
     metrics["classifiers"] = evaluate_classifiers(_reload_classifiers(tmp, device), heldout, device)
     tokenizer = _tokenizer()
     if "clip" in reused:
         _copy_stage("clip", reused, tmp, stages)
     else:
-        clip, stages["clip"] = train_clip(world, tokenizer, cfg.clip, seed, device)
+        clip, stages["clip"] = train_clip(data["clip"], tokenizer, cfg.clip, seed, device)
         _save_clip(clip, tokenizer, tmp / "clip")
     clip = _reload_clip(tmp / "clip", device)  # later stages read what ships (fp16 weights, computed in fp32)
     metrics["clip"] = zero_shot(clip, tokenizer, heldout, styles, objects)
     if "vae" in reused:
         _copy_stage("vae", reused, tmp, stages)
     else:
-        vae, stages["vae"] = train_vae(world, cfg.vae, seed, device)
+        vae, stages["vae"] = train_vae(data["vae"], cfg.vae, seed, device)
         _half(vae).save_pretrained(tmp / "pipeline" / "vae", safe_serialization=True)
     vae = _reload_vae(tmp / "pipeline" / "vae", device)
     clock = Stopwatch(device)
@@ -243,6 +283,7 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclud
     metrics["vae"], metrics["fidelity"] = _check_pipeline(tmp, cfg, heldout.subset(styles, objects), styles, objects)
     stages["check"] = {"seconds": clock.seconds(), "images": metrics["fidelity"]["images"]}
     manifest = _manifest(cfg, seed, excluded, styles, objects, device, stages, metrics)
+    manifest["exclude_from"] = list(exclude_from)
     manifest["reused"] = [key for stage in reused for key in REUSABLE[stage][1] if key in stages]
     return manifest
 
