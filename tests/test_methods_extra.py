@@ -8,7 +8,7 @@ from conftest import FAST_CONFIGS
 
 import erasekit
 from erasekit.methods import Callback, LossHistory
-from erasekit.methods.doco import surrogate_loss
+from erasekit.methods.doco import DoCoConfig, surrogate_loss
 from erasekit.methods.salun import SalUn, SalUnConfig
 from erasekit.methods.uce import aligned_rows, random_words
 from erasekit.models import DiffusionHandle
@@ -143,6 +143,21 @@ def test_salun_loss_targets_frozen_and_current(tiny_pipe):
         SalUnConfig(forget_target="base")
     with pytest.raises(ValueError, match="num_retain"):
         SalUnConfig(num_retain=0)  # 0 is an error, not "the default"
+
+
+def test_doco_prior_target_frozen_starts_at_zero(tiny_pipe):
+    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "lr": 1e-2}
+
+    def priors(**options):
+        history = LossHistory()
+        erasekit.erase(tiny_pipe, "doco", "a cat", anchor="a dog", callbacks=[history], **cfg, **options)
+        return [h["prior"] for h in history.history if "prior" in h]
+
+    frozen = priors(prior_target="frozen")  # the weights are still the original ones at the first generator step
+    assert frozen[0] == 0.0 and frozen[1] > 0.0
+    assert priors()[0] > 0.0  # the default ('data'): the sampled noise, never matched exactly
+    with pytest.raises(ValueError, match="prior_target must be one of"):
+        DoCoConfig(prior_target="noise")
 
 
 # ---- resume (SalUn's mask and DoCo's discriminator live in extra_state) ---------------------------------------

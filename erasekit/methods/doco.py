@@ -59,6 +59,11 @@ class DoCoConfig(MethodConfig):
     prior_weight: float = option(
         1.0, "weight of the prior-preservation loss, the protected gradient g_b (reference 1)"
     )
+    prior_target: str = option(
+        "data",
+        "what the prior-preservation loss regresses to: 'data' (the sampled noise, the paper's diffusion loss) or "
+        "'frozen' (the original model's prediction for the same input, which keeps the anchor's predictions in place)",
+    )
     surgery: str = option(
         "pcgrad",
         "'pcgrad': project g_a off g_b when they conflict; 'reference': g_a − λ·cos·ĝ_b (equal iff λ=‖g_a‖); 'none'",
@@ -80,6 +85,7 @@ class DoCoConfig(MethodConfig):
         super().__post_init__()
         check_choice("concept_kind", self.concept_kind, tuple(DEFAULT_ANCHORS))
         check_choice("surgery", self.surgery, SURGERY_MODES)
+        check_choice("prior_target", self.prior_target, ("data", "frozen"))
         if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps) < 1:
             raise ValueError("disc_channels, disc_layers, num_anchor and sample_steps must be >= 1.")
         for name in ("anchor_prompts", "concept_prompts"):
@@ -216,7 +222,10 @@ class DoCo(TrainedMethod):
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
         with torch.no_grad():
-            real = predicted_x0(handle, x_t, t, handle.predict_noise(x_t, t, anchor_emb))  # the frozen model
+            frozen = handle.predict_noise(x_t, t, anchor_emb)  # the frozen model
+            real = predicted_x0(handle, x_t, t, frozen)
+        if cfg.prior_target == "frozen":
+            target = frozen.float()
         with torch.no_grad() if warmup else torch.enable_grad():
             fake = predicted_x0(handle, x_t, t, handle.predict_noise(x_t, t, concept_emb, params=state.params))
         disc_loss = self._disc_step(real, fake.detach())
