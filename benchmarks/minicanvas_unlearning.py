@@ -5,8 +5,8 @@ pipeline with the method's default configuration (plus the optional overrides of
 erasure's time, peak memory and patch size, and evaluates the patched pipeline with ``erasekit.evaluate`` on the full
 grid (every style x object pair, the same seeds for every method): UA (also on the held-out templates), IRA, CRA, FID
 and CLIP score. Where a gold-standard world (retrained without the target, ``erasekit world train minicanvas
---exclude style:NAME``, or only its UNet as UnlearnCanvas does, ``--exclude-from unet``) is given, the gold pipeline is evaluated the same way, and each method's distance to it is the
-KL divergence between the classifiers' output distributions over the grid (per prompt, averaged over seeds, then
+--exclude style:NAME``, or only its UNet as UnlearnCanvas does, ``--exclude-from unet``) is given, the gold pipeline
+is evaluated the same way, and each method's distance to it is the KL divergence between the classifiers' output distributions over the grid (per prompt, averaged over seeds, then
 averaged over prompts; style and object classifiers separately). The unpatched model's distance is reported too.
 
 Results go to one JSON file (written atomically after every run; ``--resume`` skips the runs already in it) and a
@@ -21,6 +21,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -93,12 +94,10 @@ def load_config(args: argparse.Namespace) -> dict:
     unknown = [m for m in cfg["methods"] if m not in list_methods()]
     if unknown:
         raise SystemExit(f"Unknown methods {unknown}; known: {list_methods()}")
-    import json
-
     for target, world in cfg["gold"].items():
         if not (Path(world) / "manifest.json").is_file():
             raise SystemExit(f"Gold world for {target} not found at {world} (no manifest.json)")
-        excluded = json.loads((Path(world) / "manifest.json").read_text(encoding="utf-8")).get("exclude", [])
+        excluded = gold_manifest(world)["exclude"] or []
         if target.lower() not in [e.lower() for e in excluded]:
             raise SystemExit(
                 f"{world} is no gold standard for {target}: it excludes {excluded or 'nothing'}. Train one with "
@@ -109,14 +108,11 @@ def load_config(args: argparse.Namespace) -> dict:
 
 def gold_manifest(world: str) -> dict:
     """What a gold world is: its recipe, seed, exclusions and the stages they applied to."""
-    import json
+    from erasekit.worlds.minicanvas.recipe import EXCLUDABLE
 
     manifest = json.loads((Path(world) / "manifest.json").read_text(encoding="utf-8"))
     keys = ("recipe", "seed", "created", "exclude", "reused")
-    return {
-        **{k: manifest.get(k) for k in keys},
-        "exclude_from": manifest.get("exclude_from", ["clip", "vae", "unet"]),
-    }
+    return {**{k: manifest.get(k) for k in keys}, "exclude_from": manifest.get("exclude_from", list(EXCLUDABLE))}
 
 
 def method_inputs(method: str, kind: str, name: str, cfg: dict) -> tuple[str, str | None, dict]:
@@ -284,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
         "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
     )
     world = Path(args.world) if args.world else weights_dir()
-    import json
-
     manifest = json.loads((world / "manifest.json").read_text(encoding="utf-8"))
     args.steps, args.guidance = manifest["sampling"]["steps"], manifest["sampling"]["guidance"]
     suite = minicanvas_suite(world)
