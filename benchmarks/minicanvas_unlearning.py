@@ -320,9 +320,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for target in cfg["targets"]:
         kind, _, name = target.partition(":")
-        base, base_d = evaluate_run(handle, suite, target, None, seeds, args, n_seeds)
+        pending = [m for m in cfg["methods"] if (m, target) not in done]
+        need_gold = target in cfg["gold"] and (pending or ("gold", target) not in done)
+        if not pending and not need_gold and ("base", target) in done:
+            continue  # resumed: nothing left to measure for this target
         gold_d = None
-        if target in cfg["gold"]:
+        if need_gold:
             gold_handle = DiffusionHandle(
                 load_pipeline(str(Path(cfg["gold"][target]) / "pipeline"), device=device, dtype=torch.float32)
             )
@@ -331,14 +334,13 @@ def main(argv: list[str] | None = None) -> int:
             if ("gold", target) not in done:
                 result["reference"].append({"method": "gold", "target": target, **gold})
         if ("base", target) not in done:
+            base, base_d = evaluate_run(handle, suite, target, None, seeds, args, n_seeds)
             entry = {"method": "base", "target": target, **base}
             if gold_d is not None:
                 entry["kl_to_gold"] = kl_to_gold(gold_d, base_d)
             result["reference"].append(entry)
         save()
-        for method in cfg["methods"]:
-            if (method, target) in done:
-                continue
+        for method in pending:
             concept, anchor, extra = method_inputs(method, kind, name, cfg)
             overrides = {**extra, **cfg["overrides"].get(method, {}), "progress": False}
             logger.info("%s on %s (concept %r, anchor %r)", method, target, concept, anchor)
