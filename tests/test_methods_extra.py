@@ -137,6 +137,13 @@ def test_salun_loss_targets_frozen_and_current(tiny_pipe):
     assert retain_d[0] > 0.0 and forget_d[0] == forget[0]
     forget_f, retain_f = losses(forget_target="frozen")  # same first step (weights equal), then a fixed target
     assert forget_f[0] == forget[0] and retain_f[0] == 0.0 and forget_f[1] != forget[1]
+    # forget_guidance η: at the original weights the target is ε(c') + η·(ε(c') − ε(c)), so the first forget loss
+    # is (1 + η)² times the plain one, with either forget_target
+    for target in ("current", "frozen"):
+        forget_g, _ = losses(forget_target=target, forget_guidance=1.5)
+        assert forget_g[0] == pytest.approx(2.5**2 * forget[0], rel=1e-4)
+    with pytest.raises(ValueError, match="forget_guidance must be >= 0"):
+        SalUnConfig(forget_guidance=-1.0)
     with pytest.raises(ValueError, match="retain_target must be one of"):
         SalUnConfig(retain_target="noise")
     with pytest.raises(ValueError, match="forget_target must be one of"):
@@ -153,9 +160,9 @@ def test_doco_prior_target_frozen_starts_at_zero(tiny_pipe):
         erasekit.erase(tiny_pipe, "doco", "a cat", anchor="a dog", callbacks=[history], **cfg, **options)
         return [h["prior"] for h in history.history if "prior" in h]
 
-    frozen = priors(prior_target="frozen")  # the weights are still the original ones at the first generator step
+    frozen = priors()  # the default, 'frozen': the weights are still the original ones at the first generator step
     assert frozen[0] == 0.0 and frozen[1] > 0.0
-    assert priors()[0] > 0.0  # the default ('data'): the sampled noise, never matched exactly
+    assert priors(prior_target="data")[0] > 0.0  # the paper's: the sampled noise, never matched exactly
     with pytest.raises(ValueError, match="prior_target must be one of"):
         DoCoConfig(prior_target="noise")
 

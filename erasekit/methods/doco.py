@@ -4,9 +4,10 @@ Diffusion Model via Concept Domain Correction", AAAI 2025, arXiv 2405.15304).
 On the same noisy anchor latents x_t, the frozen UNet predicts x̂₀ for the anchor prompt ("real") and the trained
 UNet predicts x̂₀ for the concept prompt ("fake"). A PatchGAN discriminator on latents learns real vs fake; after
 ``warmup_steps`` (discriminator only), the generator loss pushes the concept's x̂₀ to be classified as anchor. A
-prior-preservation loss (the standard diffusion loss on anchor samples with the anchor prompt) keeps the anchor
-domain intact, and its gradient g_b is protected by gradient surgery on the unlearning gradient g_a, per tensor
-(``erasekit.ops.surgery``): the update is surgery(g_a, g_b) + g_b.
+prior-preservation loss on the anchor samples with the anchor prompt (by default regressing to the frozen model's
+prediction; ``prior_target="data"`` is the paper's diffusion loss) keeps the anchor domain intact, and its gradient
+g_b is protected by gradient surgery on the unlearning gradient g_a, per tensor (``erasekit.ops.surgery``): the
+update is surgery(g_a, g_b) + g_b.
 
 How two gradients pass through the shared loop: ``training_step`` takes g_a and g_b with two
 ``torch.autograd.grad`` calls (one backward each, the minimum), combines them, and returns a surrogate loss
@@ -44,7 +45,7 @@ DEFAULT_ANCHORS = {"style": "a painting", "object": None, "nudity": "clothed"}
 @dataclass
 class DoCoConfig(MethodConfig):
     steps: int = option(300, "optimisation steps (reference: ~2000 at SD scale)")
-    lr: float = option(1e-5, "UNet learning rate (reference: ~6e-6 at SD scale with batch 8)")
+    lr: float = option(5e-5, "UNet learning rate (tuned on MiniCanvas; reference: ~6e-6 at SD scale with batch 8)")
     batch_size: int = option(4, "noisy anchor latents per step (reference: 8)")
     target: Any = option("xattn", "parameters to train (reference: cross-attention)")
     concept_kind: str = option(
@@ -60,9 +61,10 @@ class DoCoConfig(MethodConfig):
         1.0, "weight of the prior-preservation loss, the protected gradient g_b (reference 1)"
     )
     prior_target: str = option(
-        "data",
-        "what the prior-preservation loss regresses to: 'data' (the sampled noise, the paper's diffusion loss) or "
-        "'frozen' (the original model's prediction for the same input, which keeps the anchor's predictions in place)",
+        "frozen",
+        "what the prior-preservation loss regresses to: 'frozen' (the original model's prediction for the same "
+        "input, which keeps the anchor's predictions in place) or 'data' (the sampled noise, the paper's diffusion "
+        "loss, which let the anchor drift on MiniCanvas)",
     )
     surgery: str = option(
         "pcgrad",

@@ -62,6 +62,11 @@ class SalUnConfig(MethodConfig):
         "whose prediction for the misaligned prompt the forget loss regresses to: 'current' (the weights being "
         "trained, the paper's stop-gradient) or 'frozen' (the original weights: a target that cannot drift)",
     )
+    forget_guidance: float = option(
+        0.0,
+        "η ≥ 0: push the forget target past the misaligned prompt, away from the concept, by η·(ε₀(x_t,c') − "
+        "ε₀(x_t,c)) with ε₀ the original weights (ESD's negative guidance taken relative to c'); 0 = the paper",
+    )
     retain_target: str = option(
         "frozen",
         "what the retain loss regresses to: 'frozen' (the original model's prediction for the same input: keeps "
@@ -100,6 +105,8 @@ class SalUnConfig(MethodConfig):
         if self.alpha < 0 or self.weight_decay:
             raise ValueError("alpha must be >= 0 and weight_decay 0 (decay would move weights outside the mask).")
         check_choice("forget_target", self.forget_target, ("current", "frozen"))
+        if self.forget_guidance < 0:
+            raise ValueError(f"forget_guidance must be >= 0, got {self.forget_guidance!r}.")
         check_choice("retain_target", self.retain_target, ("frozen", "data"))
         if min(self.num_forget, 1 if self.num_retain is None else self.num_retain, self.sample_steps) < 1:
             raise ValueError("num_forget, num_retain and sample_steps must be >= 1.")
@@ -250,11 +257,10 @@ class SalUn(TrainedMethod):
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
         f_idx = pick(len(ctx["forget"]), gens)
         x_t, t, _ = noisy(handle, ctx["forget"][f_idx], gens)
-        misaligned = ctx["misaligned_emb"][self.misaligned_index(f_idx, gens)]
+        misaligned, forget_emb = ctx["misaligned_emb"][self.misaligned_index(f_idx, gens)], ctx["forget_emb"][f_idx]
         with torch.no_grad():
-            current = state.params if cfg.forget_target == "current" else None  # None: the original weights
-            target = handle.predict_noise(x_t, t, misaligned, params=current).float()
-        pred = handle.predict_noise(x_t, t, ctx["forget_emb"][f_idx], params=state.params).float()
+            target = self.misaligned_target(state, x_t, t, misaligned, forget_emb)
+        pred = handle.predict_noise(x_t, t, forget_emb, params=state.params).float()
         forget = F.mse_loss(pred, target)
         idx = pick(len(ctx["retain"]), gens)
         x_t, t, target = noisy(handle, ctx["retain"][idx], gens)
@@ -264,6 +270,21 @@ class SalUn(TrainedMethod):
                 target = handle.predict_noise(x_t, t, emb).float()  # the original weights
         retain = F.mse_loss(handle.predict_noise(x_t, t, emb, params=state.params).float(), target)
         return forget + cfg.alpha * retain, {"forget": float(forget.detach()), "retain": float(retain.detach())}
+
+    def misaligned_target(self, state: TrainState, x_t, t, misaligned, forget_emb) -> torch.Tensor:
+        """ε(x_t, c') of the current (``forget_target="current"``) or the original weights, moved by
+        ``forget_guidance``·(ε₀(x_t, c') − ε₀(x_t, c)); the original weights' two predictions share one forward."""
+        cfg, handle = self.config, state.handle
+        current = (
+            handle.predict_noise(x_t, t, misaligned, params=state.params) if cfg.forget_target == "current" else None
+        )
+        if not cfg.forget_guidance:
+            return (current if current is not None else handle.predict_noise(x_t, t, misaligned)).float()
+        n = x_t.shape[0]  # params=None below: the original weights
+        both = handle.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([misaligned, forget_emb]))
+        frozen_mis, frozen_concept = both.float().split(n)
+        base = current.float() if current is not None else frozen_mis
+        return base + cfg.forget_guidance * (frozen_mis - frozen_concept)
 
     def misaligned_index(self, forget_idx: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """Which misaligned prompt each forget sample is mapped to: its partner (forget sample i was made from
