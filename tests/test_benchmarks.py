@@ -28,3 +28,47 @@ def test_sd_scale_tiny_runs_every_workload_and_records_its_environment(tmp_path)
     assert result["sampling"][0]["batch"] == 2 and result["sampling"][0]["tflops"] > 0
     assert result["run"]["versions"]["torch"] and result["run"]["scale"] == "tiny"
     assert "| esd | erasekit |" in out.with_suffix(".md").read_text()
+
+
+def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, monkeypatch):
+    """The control flow of a resumed benchmark (evaluation and erasure stubbed: no model is run)."""
+    import types
+
+    import erasekit
+    import erasekit.eval.minicanvas
+    import erasekit.models
+
+    bench = _load("minicanvas_unlearning")
+    calls = []
+
+    def fake_evaluate(handle, suite, target, patch, seeds, args, n_seeds):
+        calls.append(("base" if patch is None else patch.method, target))
+        metrics = {"ua": 0.5, "ua_heldout": 0.5, "ira": 0.9, "cra": 0.9, "erase_seconds": None}
+        return {"metrics": metrics, "sampling_seconds": {"total": 0.0}}, {}
+
+    def fake_erase(handle, method, concept, anchor=None, **config):
+        return types.SimpleNamespace(method=method, metadata={"config": config})
+
+    monkeypatch.setattr(bench, "evaluate_run", fake_evaluate)
+    monkeypatch.setattr(erasekit, "erase", fake_erase)
+    monkeypatch.setattr(erasekit.eval.minicanvas, "minicanvas_suite", lambda world: None)
+    monkeypatch.setattr(erasekit.models, "load_pipeline", lambda *a, **k: None)
+    monkeypatch.setattr(erasekit.models, "DiffusionHandle", lambda pipe: None)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    common = ["--seeds", "0", "--out", str(out), "--md", str(md), "--targets", "object:apple", "style:Ink"]
+
+    bench.main([*common, "--methods", "uce"])
+    assert calls == [("base", "object:apple"), ("uce", "object:apple"), ("base", "style:Ink"), ("uce", "style:Ink")]
+    calls.clear()
+    bench.main([*common, "--methods", "uce", "--resume"])
+    assert calls == []  # everything measured: nothing is evaluated again
+    bench.main([*common, "--methods", "uce", "esd", "--resume"])
+    assert calls == [("esd", "object:apple"), ("esd", "style:Ink")]  # the unpatched rows are kept, not re-measured
+    result = json.loads(out.read_text())
+    assert sorted((r["method"], r["target"]) for r in result["runs"]) == [
+        ("esd", "object:apple"),
+        ("esd", "style:Ink"),
+        ("uce", "object:apple"),
+        ("uce", "style:Ink"),
+    ]
+    assert [r["method"] for r in result["reference"]] == ["base", "base"] and "| uce | style:Ink |" in md.read_text()
