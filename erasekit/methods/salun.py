@@ -6,7 +6,8 @@ Weight Saliency in Both Image Classification and Generation", ICLR 2024, arXiv 2
    weights; its magnitude is ranked globally across all candidate tensors and the top ``mask_ratio`` is kept.
 2. Unlearning: minimise MSE(ε_θ(x_t, c_f), sg[ε_θ(x_t, c')]) + α·MSE(ε_θ(x_r,t, c_r), target_r) with c' a misaligned
    prompt (the paper's random label) and (x_r, c_r) retain data; gradients are multiplied by the mask before every
-   optimiser step.
+   optimiser step. ``forget_guidance`` η > 0 (off by default) adds η·(ε₀(x_t, c') − ε₀(x_t, c_f)) of the original
+   weights to the target: ESD's negative guidance, taken relative to c'.
 3. Output: a sparse patch with only the masked entries that changed.
 
 Guarded against two mistakes of a known port (pinned by tests): the null prompt of the saliency loss is "", not the
