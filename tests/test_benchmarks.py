@@ -72,3 +72,16 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
         ("uce", "style:Ink"),
     ]
     assert [r["method"] for r in result["reference"]] == ["base", "base"] and "| uce | style:Ink |" in md.read_text()
+
+
+def test_doco_discriminator_probe_reports_every_bucket_with_held_out_accuracy(tmp_path):
+    probe = _load("doco_discriminator_probe")
+    out = tmp_path / "probe.json"
+    args = ["--target", "style:Ink", "--train-samples", "2", "--test-samples", "2", "--draws", "1", "--buckets", "2"]
+    args += ["--sample-steps", "2"]
+    probe.main([*args, "--disc-steps", "2", "--disc-batch", "2", "--upper-from", "0.5", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert [row["t"] for row in result["buckets"]] == [[0, 500], [500, 1000]]
+    for row in result["buckets"]:
+        assert row["mean_abs_diff"] > 0 and 0.0 <= row["held_out_accuracy_upper"] <= 1.0
+    assert result["settings"]["concept"] == "Ink style" and result["environment"]["versions"]["torch"]

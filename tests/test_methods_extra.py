@@ -241,6 +241,31 @@ def test_doco_surgery_modes_change_the_result(tiny_pipe):
     )
 
 
+def test_doco_timestep_range_bounds_every_training_timestep(tiny_pipe, monkeypatch):
+    seen: list[int] = []
+    real_predict = DiffusionHandle.predict_noise
+
+    def spy(self, x_t, t, emb, params=None):
+        seen.extend(int(v) for v in t.reshape(-1))
+        return real_predict(self, x_t, t, emb, params=params)
+
+    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "timestep_range": [0.6, 0.8]}
+    n = int(tiny_pipe.scheduler.config.num_train_timesteps)
+    monkeypatch.setattr(DiffusionHandle, "predict_noise", spy)
+    original = erasekit.methods.doco.DoCo.prepare
+
+    def prepare_then_watch(self, state):  # the anchor samples' sampler timesteps are not training timesteps
+        original(self, state)
+        seen.clear()
+
+    monkeypatch.setattr(erasekit.methods.doco.DoCo, "prepare", prepare_then_watch)
+    erasekit.erase(tiny_pipe, "doco", "a cat", **cfg)
+    assert seen and all(round(0.6 * n) <= v < round(0.8 * n) for v in seen)
+    for bad in ([0.5, 0.5], [0.2], [-0.1, 1.0], [0.0, 1.5], "all"):
+        with pytest.raises(ValueError, match="timestep_range"):
+            DoCoConfig(timestep_range=bad)
+
+
 def test_surrogate_loss_has_the_real_value_and_exactly_the_given_gradient():
     params = {"a": torch.randn(3, requires_grad=True), "b": torch.randn(2, 2, requires_grad=True)}
     grads = {"a": torch.randn(3), "b": None}

@@ -36,7 +36,7 @@ from ..ops import SURGERY_MODES, combine_gradients
 from .base import register_method
 from .config import MethodConfig, check_choice, option
 from .loop import TrainedMethod, TrainState
-from .salun import generated_latents, noisy, pick, require_unet_targets
+from .salun import generated_latents, noisy, pick, require_unet_targets, timestep_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ class DoCoConfig(MethodConfig):
     disc_channels: int = option(64, "channels of the discriminator's first conv (doubled by each further one)")
     disc_layers: int = option(2, "stride-2 4x4 convs of the PatchGAN discriminator (each halves the latent side)")
     warmup_steps: int = option(30, "first steps in which only the discriminator trains")
+    timestep_range: list = option(
+        [0.0, 1.0],
+        "[lo, hi): fractions of the training schedule the anchor latents' timesteps are drawn from, uniformly; "
+        "at low t both x̂₀ are nearly the input itself, so the discriminator has little to tell apart there",
+    )
     adv_weight: float = option(1.0, "weight of the adversarial (domain-correction) loss, the unlearning gradient g_a")
     prior_weight: float = option(
         1.0, "weight of the prior-preservation loss, the protected gradient g_b (reference 1)"
@@ -101,6 +106,14 @@ class DoCoConfig(MethodConfig):
                 f"concept_prompts ({n_c}) and anchor_prompts ({n_a}) are paired by position: give lists of the same "
                 "length, or one prompt for either."
             )
+        lo_hi = self.timestep_range
+        if (
+            not isinstance(lo_hi, (list, tuple))
+            or len(lo_hi) != 2
+            or not all(isinstance(v, (int, float)) for v in lo_hi)
+            or not 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0
+        ):
+            raise ValueError(f"timestep_range must be [lo, hi] with 0 <= lo < hi <= 1, got {lo_hi!r}.")
         if self.warmup_steps < 0 or self.adv_weight < 0 or self.prior_weight < 0 or not self.disc_lr > 0:
             raise ValueError("warmup_steps, adv_weight and prior_weight must be >= 0 and disc_lr > 0.")
 
@@ -221,7 +234,7 @@ class DoCo(TrainedMethod):
         cfg, handle, ctx = self.config, state.handle, state.ctx
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
         idx = pick(len(ctx["anchor"]), gens)
-        x_t, t, target = noisy(handle, ctx["anchor"][idx], gens)
+        x_t, t, target = noisy(handle, ctx["anchor"][idx], gens, timestep_bounds(handle, cfg.timestep_range))
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
         with torch.no_grad():

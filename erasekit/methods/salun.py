@@ -179,14 +179,23 @@ def pick(n: int, generators: list[torch.Generator]) -> torch.Tensor:
     return torch.cat([torch.randint(0, n, (1,), generator=g) for g in generators])
 
 
-def noisy(handle, x0: torch.Tensor, generators: list[torch.Generator]):
-    """(x_t, t, target): noise and a uniform timestep for sample i drawn from ``generators[i]``.
+def timestep_bounds(handle, fractions: tuple[float, float] | list[float] = (0.0, 1.0)) -> tuple[int, int]:
+    """``[lo, hi)`` training timesteps from fractions of the schedule; never empty."""
+    n = handle.num_train_timesteps
+    lo = min(int(round(fractions[0] * n)), n - 1)
+    return lo, max(lo + 1, int(round(fractions[1] * n)))
+
+
+def noisy(handle, x0: torch.Tensor, generators: list[torch.Generator], t_range: tuple[int, int] | None = None):
+    """(x_t, t, target): noise and a uniform timestep in ``t_range`` (default: the whole schedule) for sample i
+    drawn from ``generators[i]``.
 
     Per-sample generators (``TrainState.sample_generators``) make a sample's draws independent of how the batch
     is split across processes.
     """
+    lo, hi = t_range or (0, handle.num_train_timesteps)
     noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generators]).to(x0.device)
-    t = torch.cat([torch.randint(0, handle.num_train_timesteps, (1,), generator=g) for g in generators])
+    t = torch.cat([torch.randint(lo, hi, (1,), generator=g) for g in generators])
     t = t.to(x0.device)
     x_t = handle.add_noise(x0, noise, t).to(handle.dtype)
     return x_t, t, handle.training_target(x0, noise, t).float()
