@@ -327,7 +327,7 @@ def _reload_vae(path: Path, device: torch.device):
     # rebuilt from its config so the saved pipeline does not record the temporary folder as `_name_or_path`
     vae = AutoencoderKL.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
     vae.load_state_dict(loaded.state_dict())
-    return vae.to(device=device, dtype=torch.float32).eval()
+    return vae.float().to(device).eval()  # .float(): to(dtype=...) makes diffusers warn about fp32 modules
 
 
 def _reload_classifiers(tmp: Path, device: torch.device) -> dict:
