@@ -176,9 +176,9 @@ class _Crash(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("method", ["doco", "salun"])
-def test_resume_gives_the_uninterrupted_result(method, tiny_pipe, tmp_path):
-    fast = {**FAST_CONFIGS[method], "steps": 4}
+@pytest.mark.parametrize(("method", "options"), [("doco", {}), ("doco", {"fake_from": "concept"}), ("salun", {})])
+def test_resume_gives_the_uninterrupted_result(method, options, tiny_pipe, tmp_path):
+    fast = {**FAST_CONFIGS[method], "steps": 4, **options}
     full = erasekit.erase(tiny_pipe, method, "a cat", **fast)
     ckpt = {"checkpoint_dir": str(tmp_path), "checkpoint_every": 2}
     with pytest.raises(KeyboardInterrupt):
@@ -264,6 +264,35 @@ def test_doco_timestep_range_bounds_every_training_timestep(tiny_pipe, monkeypat
     for bad in ([0.5, 0.5], [0.2], [-0.1, 1.0], [0.0, 1.5], "all"):
         with pytest.raises(ValueError, match="timestep_range"):
             DoCoConfig(timestep_range=bad)
+
+
+def test_doco_fake_from_concept_predicts_the_fake_side_from_the_concept_samples(tiny_pipe, monkeypatch):
+    real_predict, real_prepare = DiffusionHandle.predict_noise, erasekit.methods.doco.DoCo.prepare
+
+    def inputs(**options) -> list[torch.Tensor]:
+        seen: list[torch.Tensor] = []
+
+        def spy(self, x_t, t, emb, params=None):
+            seen.append(x_t.detach().clone())
+            return real_predict(self, x_t, t, emb, params=params)
+
+        def prepare_then_watch(self, state):
+            real_prepare(self, state)
+            seen.clear()
+            if options:
+                assert state.ctx["concept"].shape == state.ctx["anchor"].shape
+
+        monkeypatch.setattr(DiffusionHandle, "predict_noise", spy)
+        monkeypatch.setattr(erasekit.methods.doco.DoCo, "prepare", prepare_then_watch)
+        erasekit.erase(tiny_pipe, "doco", "a cat", **{**FAST_CONFIGS["doco"], "steps": 2}, **options)
+        return seen[:2]  # the first step: the frozen anchor forward (real side), then the concept forward (fake)
+
+    real, fake = inputs()
+    assert torch.equal(real, fake)  # the default: both sides from the same noisy anchor latent
+    real, fake = inputs(fake_from="concept")
+    assert real.shape == fake.shape and not torch.equal(real, fake)
+    with pytest.raises(ValueError, match="fake_from must be one of"):
+        DoCoConfig(fake_from="noise")
 
 
 def test_surrogate_loss_has_the_real_value_and_exactly_the_given_gradient():

@@ -17,8 +17,10 @@ loop's ``loss.backward()``, NaN guard, clipping and optimiser work unchanged.
 Deliberate departures from the reference code: the surgery is the true PCGrad projection by default (the reference
 rule g_a − λ·cos·ĝ_b is ``surgery="reference"``; it equals the projection only when λ = ‖g_a‖); anchor samples are
 final latents of the frozen model's own sampler; the discriminator has no normalisation layers (small batches);
-timesteps are uniform over the whole schedule; the prior loss regresses to the frozen model by default and the lr is
-5e-5 (both tuned on MiniCanvas, docs/methods.md).
+timesteps are uniform over the whole schedule (``timestep_range`` narrows it); ``fake_from="concept"`` (off by
+default) predicts the fake side from the model's own concept samples noised alike instead of from the anchor's x_t;
+the prior loss regresses to the frozen model by default and the lr is 5e-5 (both tuned on MiniCanvas,
+docs/methods.md).
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ class DoCoConfig(MethodConfig):
         "[lo, hi): fractions of the training schedule the anchor latents' timesteps are drawn from, uniformly; "
         "at low t both x̂₀ are nearly the input itself, so the discriminator has little to tell apart there",
     )
+    fake_from: str = option(
+        "anchor",
+        "the noisy latents the concept's x̂₀ (the discriminator's fake side) is predicted from: 'anchor' (the same "
+        "noisy anchor latent as the real side) or 'concept' (the frozen model's own samples of the paired concept "
+        "prompts, noised with the same noise and t: where the concept's domain shows)",
+    )
     adv_weight: float = option(1.0, "weight of the adversarial (domain-correction) loss, the unlearning gradient g_a")
     prior_weight: float = option(
         1.0, "weight of the prior-preservation loss, the protected gradient g_b (reference 1)"
@@ -94,6 +102,7 @@ class DoCoConfig(MethodConfig):
         check_choice("concept_kind", self.concept_kind, tuple(DEFAULT_ANCHORS))
         check_choice("surgery", self.surgery, SURGERY_MODES)
         check_choice("prior_target", self.prior_target, ("data", "frozen"))
+        check_choice("fake_from", self.fake_from, ("anchor", "concept"))
         if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps) < 1:
             raise ValueError("disc_channels, disc_layers, num_anchor and sample_steps must be >= 1.")
         for name in ("anchor_prompts", "concept_prompts"):
@@ -198,6 +207,10 @@ class DoCo(TrainedMethod):
             raise ValueError(f"disc_layers={cfg.disc_layers} halves {side}x{side} latents to nothing; use fewer.")
         anchors, concepts = self.paired_prompts(state.anchor, state.concept)
         ctx["anchor"] = generated_latents(handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size)
+        if cfg.fake_from == "concept":  # drawn after the anchor samples: the default path's draws are unchanged
+            ctx["concept"] = generated_latents(
+                handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size
+            )
         ctx["anchor_emb"] = handle.encode_prompts(anchors)  # one row per anchor sample
         ctx["concept_emb"] = handle.encode_prompts(concepts)
         disc = PatchDiscriminator(channels, cfg.disc_channels, cfg.disc_layers)
@@ -234,7 +247,11 @@ class DoCo(TrainedMethod):
         cfg, handle, ctx = self.config, state.handle, state.ctx
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
         idx = pick(len(ctx["anchor"]), gens)
-        x_t, t, target = noisy(handle, ctx["anchor"][idx], gens, timestep_bounds(handle, cfg.timestep_range))
+        x_t, t, target, noise = noisy(
+            handle, ctx["anchor"][idx], gens, timestep_bounds(handle, cfg.timestep_range), return_noise=True
+        )
+        # the concept's x̂₀ comes from the same x_t, or from its own sample noised alike
+        x_fake = x_t if cfg.fake_from == "anchor" else handle.add_noise(ctx["concept"][idx], noise, t).to(x_t.dtype)
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
         with torch.no_grad():
@@ -243,7 +260,7 @@ class DoCo(TrainedMethod):
         if cfg.prior_target == "frozen":
             target = frozen.float()
         with torch.no_grad() if warmup else torch.enable_grad():
-            fake = predicted_x0(handle, x_t, t, handle.predict_noise(x_t, t, concept_emb, params=state.params))
+            fake = predicted_x0(handle, x_fake, t, handle.predict_noise(x_fake, t, concept_emb, params=state.params))
         disc_loss = self._disc_step(real, fake.detach())
         logs = {"disc": float(disc_loss)}
         if warmup:  # only the discriminator learns; 0·disc_loss carries a NaN to the loop's guard
@@ -269,6 +286,8 @@ class DoCo(TrainedMethod):
         for idx, entry in self.disc_opt.state_dict()["state"].items():
             out.update({f"disc_opt::{idx}::{k}": v for k, v in entry.items() if torch.is_tensor(v)})
         out["anchor"] = self._ctx["anchor"]
+        if "concept" in self._ctx:
+            out["concept"] = self._ctx["concept"]
         return out
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -281,3 +300,5 @@ class DoCo(TrainedMethod):
         groups = self.disc_opt.state_dict()["param_groups"]
         self.disc_opt.load_state_dict({"state": state, "param_groups": groups})
         self._ctx["anchor"] = tensors["anchor"].to(self._ctx["anchor"].device)
+        if "concept" in tensors:
+            self._ctx["concept"] = tensors["concept"].to(self._ctx["anchor"].device)

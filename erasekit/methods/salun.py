@@ -186,9 +186,15 @@ def timestep_bounds(handle, fractions: tuple[float, float] | list[float] = (0.0,
     return lo, max(lo + 1, int(round(fractions[1] * n)))
 
 
-def noisy(handle, x0: torch.Tensor, generators: list[torch.Generator], t_range: tuple[int, int] | None = None):
-    """(x_t, t, target): noise and a uniform timestep in ``t_range`` (default: the whole schedule) for sample i
-    drawn from ``generators[i]``.
+def noisy(
+    handle,
+    x0: torch.Tensor,
+    generators: list[torch.Generator],
+    t_range: tuple[int, int] | None = None,
+    return_noise: bool = False,
+):
+    """(x_t, t, target[, noise]): noise and a uniform timestep in ``t_range`` (default: the whole schedule) for
+    sample i drawn from ``generators[i]``.
 
     Per-sample generators (``TrainState.sample_generators``) make a sample's draws independent of how the batch
     is split across processes.
@@ -198,7 +204,8 @@ def noisy(handle, x0: torch.Tensor, generators: list[torch.Generator], t_range: 
     t = torch.cat([torch.randint(lo, hi, (1,), generator=g) for g in generators])
     t = t.to(x0.device)
     x_t = handle.add_noise(x0, noise, t).to(handle.dtype)
-    return x_t, t, handle.training_target(x0, noise, t).float()
+    target = handle.training_target(x0, noise, t).float()
+    return (x_t, t, target, noise) if return_noise else (x_t, t, target)
 
 
 @register_method("salun")
