@@ -81,19 +81,21 @@ def load_config(args: argparse.Namespace) -> dict:
         if not sep:
             raise SystemExit(f"--gold takes TARGET=WORLD_DIR, got {item!r}")
         cfg["gold"][target] = world
+    from erasekit.methods import list_methods
+    from erasekit.methods.config import parse_override
+
     for item in args.overrides:
-        key, sep, value = item.partition("=")
+        key, value = parse_override(item) if "=" in item else ("", None)  # "1e-5" is a float here, as in --set
         method, dot, option = key.partition(".")
-        if not (sep and dot):
+        if not dot:
             raise SystemExit(f"--set takes METHOD.KEY=VALUE, got {item!r}")
-        cfg["overrides"].setdefault(method, {})[option] = yaml.safe_load(value)
+        cfg["overrides"].setdefault(method, {})[option] = value
     if not cfg["targets"]:
         raise SystemExit("No targets: give them in the config or with --targets style:NAME object:NAME")
-    from erasekit.methods import list_methods
-
     unknown = [m for m in cfg["methods"] if m not in list_methods()]
     if unknown:
         raise SystemExit(f"Unknown methods {unknown}; known: {list_methods()}")
+    check_overrides(cfg)
     for target, world in cfg["gold"].items():
         if not (Path(world) / "manifest.json").is_file():
             raise SystemExit(f"Gold world for {target} not found at {world} (no manifest.json)")
@@ -104,6 +106,20 @@ def load_config(args: argparse.Namespace) -> dict:
                 f"`erasekit world train minicanvas --exclude {target} --out DIR`."
             )
     return cfg
+
+
+def check_overrides(cfg: dict) -> None:
+    """Build every method's config for every target as the run will, so a bad override fails before any work."""
+    from erasekit.api import resolve_config
+
+    for method in cfg["methods"]:
+        for target in cfg["targets"]:
+            kind, _, name = target.partition(":")
+            _, _, extra = method_inputs(method, kind, name, cfg)
+            try:
+                resolve_config(method, None, {**extra, **cfg["overrides"].get(method, {})})
+            except (TypeError, ValueError) as err:
+                raise SystemExit(f"--set / config overrides for {method} on {target}: {err}") from err
 
 
 def gold_manifest(world: str) -> dict:

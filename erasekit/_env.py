@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
@@ -22,8 +23,35 @@ def package_versions(packages=PACKAGES) -> dict[str, str | None]:
     return out
 
 
+def cpu_model() -> str | None:
+    """The processor's name from /proc/cpuinfo (Linux), else :func:`platform.processor`; ``None`` when unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def cpu_matmul_gflops(size: int = 512, seconds: float = 0.3) -> float:
+    """fp32 matmul throughput of this process's torch threads right now, in GFLOP/s (best of ~``seconds`` of
+    repeats). Shared machines of one kind ran the same code up to 2.6x apart between sessions: this number, recorded
+    next to a timing, tells a slow machine from a slow change."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up: thread pool and allocator
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while best == float("inf") or time.perf_counter() < deadline:  # at least one timed repeat
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return round(2 * size**3 / best / 1e9, 1)
+
+
 def environment(device: torch.device | str | None = None, packages=PACKAGES) -> dict:
-    """Package versions, Python, the device (the GPU's name on CUDA), torch threads, CPU count and platform."""
+    """Package versions, Python, the device (the GPU's name on CUDA), torch threads, CPU count, model and current
+    matmul throughput (:func:`cpu_matmul_gflops`), and platform."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     return {
         "versions": package_versions(packages),
@@ -31,5 +59,7 @@ def environment(device: torch.device | str | None = None, packages=PACKAGES) -> 
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "cpu_matmul_gflops": cpu_matmul_gflops(),
         "platform": platform.platform(),
     }

@@ -85,3 +85,26 @@ def test_doco_discriminator_probe_reports_every_bucket_with_held_out_accuracy(tm
     for row in result["buckets"]:
         assert row["mean_abs_diff"] > 0 and 0.0 <= row["held_out_accuracy_upper"] <= 1.0
     assert result["settings"]["concept"] == "Ink style" and result["environment"]["versions"]["torch"]
+
+
+def test_environment_records_the_machine_and_its_current_speed():
+    from erasekit._env import cpu_matmul_gflops, environment
+
+    env = environment("cpu")
+    assert env["device"] == "cpu" and env["versions"]["torch"] and env["torch_threads"] >= 1
+    assert "cpu_model" in env and env["cpu_matmul_gflops"] > 0
+    assert cpu_matmul_gflops(size=64, seconds=0.0) > 0  # one timed repeat at least, even with no time budget
+
+
+def test_minicanvas_unlearning_overrides_parse_like_set_and_fail_before_any_work():
+    import pytest
+
+    bench = _load("minicanvas_unlearning")
+    args = bench.parse_args(["--methods", "doco", "--targets", "style:Ink", "--set", "doco.lr=1e-5", "doco.steps=3"])
+    assert bench.load_config(args)["overrides"]["doco"] == {"lr": 1e-5, "steps": 3}  # YAML alone reads "1e-5" as str
+    for bad, message in [("doco.lr=fast", "lr must be float"), ("doco.nope=1", "Unknown option 'nope'")]:
+        args = bench.parse_args(["--methods", "doco", "--targets", "style:Ink", "--set", bad])
+        with pytest.raises(SystemExit, match=message):
+            bench.load_config(args)
+    with pytest.raises(SystemExit, match="METHOD.KEY=VALUE"):
+        bench.load_config(bench.parse_args(["--targets", "style:Ink", "--set", "lr=1e-5"]))
