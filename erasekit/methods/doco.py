@@ -94,6 +94,21 @@ class DoCoConfig(MethodConfig):
         "concept prompts paired by position with anchor_prompts (e.g. the same object in the concept's style and "
         "in the anchor's); default: the concept alone",
     )
+    retain_prompts: list | None = option(
+        None,
+        "prompts the prior loss also preserves, each on the frozen model's own samples of it (e.g. the world's other "
+        "styles and objects), with the same target as the anchor's (prior_target); default: the anchor alone, as in "
+        "the paper",
+    )
+    num_retain: int | None = option(
+        None, "retain samples generated from retain_prompts (default: one per retain prompt)"
+    )
+    null_weight: float = option(
+        0.0,
+        "weight of a protected loss keeping the unconditional prediction ε(x_t, '') where the original model had it "
+        "on the prior's inputs; classifier-free guidance at scale w moves every prompt's output by (w − 1) times its "
+        "drift; 0 = the paper",
+    )
     sample_steps: int = option(20, "sampler steps when generating anchor samples")
     sample_guidance: float = option(7.5, "CFG scale when generating anchor samples")
 
@@ -105,7 +120,11 @@ class DoCoConfig(MethodConfig):
         check_choice("fake_from", self.fake_from, ("anchor", "concept"))
         if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps) < 1:
             raise ValueError("disc_channels, disc_layers, num_anchor and sample_steps must be >= 1.")
-        for name in ("anchor_prompts", "concept_prompts"):
+        if self.num_retain is not None and self.num_retain < 1:
+            raise ValueError(f"num_retain must be >= 1 (or null: one per retain prompt), got {self.num_retain!r}.")
+        if self.num_retain is not None and not self.retain_prompts:
+            raise ValueError("num_retain needs retain_prompts: set the prompts whose samples the prior keeps.")
+        for name in ("anchor_prompts", "concept_prompts", "retain_prompts"):
             value = getattr(self, name)
             if value is not None and (not value or not all(isinstance(p, str) and p.strip() for p in value)):
                 raise ValueError(f"{name} must be null or a non-empty list of prompts, got {value!r}.")
@@ -123,8 +142,8 @@ class DoCoConfig(MethodConfig):
             or not 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0
         ):
             raise ValueError(f"timestep_range must be [lo, hi] with 0 <= lo < hi <= 1, got {lo_hi!r}.")
-        if self.warmup_steps < 0 or self.adv_weight < 0 or self.prior_weight < 0 or not self.disc_lr > 0:
-            raise ValueError("warmup_steps, adv_weight and prior_weight must be >= 0 and disc_lr > 0.")
+        if min(self.warmup_steps, self.adv_weight, self.prior_weight, self.null_weight) < 0 or not self.disc_lr > 0:
+            raise ValueError("warmup_steps, adv_weight, prior_weight and null_weight must be >= 0 and disc_lr > 0.")
 
 
 def resolve_anchor(concept_kind: str, anchor: str | None, concept: str) -> str:
@@ -211,6 +230,14 @@ class DoCo(TrainedMethod):
             ctx["concept"] = generated_latents(
                 handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size
             )
+        if cfg.retain_prompts:  # drawn last: the paths without retain prompts keep their draws
+            n = cfg.num_retain or len(cfg.retain_prompts)
+            retain = [cfg.retain_prompts[i % len(cfg.retain_prompts)] for i in range(n)]
+            ctx["retain"] = generated_latents(
+                handle, retain, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size
+            )
+            ctx["retain_emb"] = handle.encode_prompts(retain)
+        ctx["null_emb"] = handle.encode_prompts([""])  # the unconditional prompt CFG measures every prompt from
         ctx["anchor_emb"] = handle.encode_prompts(anchors)  # one row per anchor sample
         ctx["concept_emb"] = handle.encode_prompts(concepts)
         disc = PatchDiscriminator(channels, cfg.disc_channels, cfg.disc_layers)
@@ -218,7 +245,13 @@ class DoCo(TrainedMethod):
         self.disc = disc.to(state.device)
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
         self._ctx = ctx
-        logger.info("doco: anchor %r, %d anchor samples, surgery %s", state.anchor, cfg.num_anchor, cfg.surgery)
+        logger.info(
+            "doco: anchor %r, %d anchor and %d retain samples, surgery %s",
+            state.anchor,
+            cfg.num_anchor,
+            len(ctx.get("retain", ())),
+            cfg.surgery,
+        )
 
     def paired_prompts(self, anchor: str, concept: str) -> tuple[list[str], list[str]]:
         """The anchor prompt of each anchor sample and the concept prompt paired with it."""
@@ -267,7 +300,8 @@ class DoCo(TrainedMethod):
             return surrogate_loss(state.params, {}, 0.0 * disc_loss), logs
         logits = self.disc(fake)
         adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-        prior = F.mse_loss(handle.predict_noise(x_t, t, anchor_emb, params=state.params).float(), target)
+        prior, parts = self._prior_loss(state, gens, x_t, t, target, anchor_emb)
+        logs.update(parts)
         keys = list(state.params)
         inputs = [state.params[k] for k in keys]
         g_a = torch.autograd.grad(cfg.adv_weight * adv, inputs, allow_unused=True)
@@ -280,14 +314,42 @@ class DoCo(TrainedMethod):
         logs.update(adv=float(adv.detach()), prior=float(prior.detach()), conflict=conflict)
         return surrogate_loss(state.params, grads, value), logs
 
+    def _prior_loss(self, state: TrainState, gens, x_t, t, target, emb) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss the protected gradient g_b comes from: the anchor's prior, with a batch of retain samples
+        appended when there are retain prompts, plus ``null_weight`` × the drift of the unconditional prediction on
+        the same inputs; one trained forward for all of it."""
+        cfg, handle, ctx = self.config, state.handle, state.ctx
+        if "retain" in ctx:
+            idx = pick(len(ctx["retain"]), gens)
+            bounds = timestep_bounds(handle, cfg.timestep_range)
+            r_t, r_step, r_target = noisy(handle, ctx["retain"][idx], gens, bounds)
+            r_emb = ctx["retain_emb"][idx]
+            if cfg.prior_target == "frozen":
+                with torch.no_grad():
+                    r_target = handle.predict_noise(r_t, r_step, r_emb).float()  # the original weights
+            x_t, t, target, emb = (torch.cat(p) for p in ((x_t, r_t), (t, r_step), (target, r_target), (emb, r_emb)))
+        n = x_t.shape[0]
+        if cfg.null_weight:
+            null = ctx["null_emb"].expand(n, -1, -1)
+            with torch.no_grad():
+                null_target = handle.predict_noise(x_t, t, null).float()  # the original unconditional prediction
+            x_t, t, emb = torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb, null])
+            target = torch.cat([target, null_target])
+        errors = (handle.predict_noise(x_t, t, emb, params=state.params).float() - target).square()
+        prior, parts = errors[:n].mean(), {}
+        if cfg.null_weight:
+            null_loss = errors[n:].mean()
+            parts["null"] = float(null_loss.detach())
+            prior = prior + cfg.null_weight * null_loss
+        return prior, parts
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Discriminator weights, its Adam state and the anchor samples, so resume continues exactly."""
         out = {f"disc::{k}": v for k, v in self.disc.state_dict().items()}
         for idx, entry in self.disc_opt.state_dict()["state"].items():
             out.update({f"disc_opt::{idx}::{k}": v for k, v in entry.items() if torch.is_tensor(v)})
         out["anchor"] = self._ctx["anchor"]
-        if "concept" in self._ctx:
-            out["concept"] = self._ctx["concept"]
+        out.update({k: self._ctx[k] for k in ("concept", "retain") if k in self._ctx})
         return out
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -300,5 +362,6 @@ class DoCo(TrainedMethod):
         groups = self.disc_opt.state_dict()["param_groups"]
         self.disc_opt.load_state_dict({"state": state, "param_groups": groups})
         self._ctx["anchor"] = tensors["anchor"].to(self._ctx["anchor"].device)
-        if "concept" in tensors:
-            self._ctx["concept"] = tensors["concept"].to(self._ctx["anchor"].device)
+        for key in ("concept", "retain"):
+            if key in tensors:
+                self._ctx[key] = tensors[key].to(self._ctx["anchor"].device)

@@ -73,6 +73,12 @@ class SalUnConfig(MethodConfig):
         "what the retain loss regresses to: 'frozen' (the original model's prediction for the same input: keeps "
         "retain predictions where they were) or 'data' (the sampled noise, the paper's standard diffusion loss)",
     )
+    null_weight: float = option(
+        0.0,
+        "weight of a loss keeping the unconditional prediction ε(x_t, '') where the original model had it, on the "
+        "step's forget and retain inputs; classifier-free guidance at scale w moves every prompt's output by (w − 1) "
+        "times its drift; 0 = the paper",
+    )
     misaligned_prompts: list = option(
         MISALIGNED_PROMPTS,
         "prompts c' (one drawn per sample) whose predictions the concept is mapped to; not the concept",
@@ -106,8 +112,9 @@ class SalUnConfig(MethodConfig):
         if self.alpha < 0 or self.weight_decay:
             raise ValueError("alpha must be >= 0 and weight_decay 0 (decay would move weights outside the mask).")
         check_choice("forget_target", self.forget_target, ("current", "frozen"))
-        if self.forget_guidance < 0:
-            raise ValueError(f"forget_guidance must be >= 0, got {self.forget_guidance!r}.")
+        for name in ("forget_guidance", "null_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         check_choice("retain_target", self.retain_target, ("frozen", "data"))
         if min(self.num_forget, 1 if self.num_retain is None else self.num_retain, self.sample_steps) < 1:
             raise ValueError("num_forget, num_retain and sample_steps must be >= 1.")
@@ -279,6 +286,7 @@ class SalUn(TrainedMethod):
             target = self.misaligned_target(state, x_t, t, misaligned, forget_emb)
         pred = handle.predict_noise(x_t, t, forget_emb, params=state.params).float()
         forget = F.mse_loss(pred, target)
+        f_t, f_step = x_t, t
         idx = pick(len(ctx["retain"]), gens)
         x_t, t, target = noisy(handle, ctx["retain"][idx], gens)
         emb = ctx["retain_emb"][idx]
@@ -286,7 +294,18 @@ class SalUn(TrainedMethod):
             with torch.no_grad():
                 target = handle.predict_noise(x_t, t, emb).float()  # the original weights
         retain = F.mse_loss(handle.predict_noise(x_t, t, emb, params=state.params).float(), target)
-        return forget + cfg.alpha * retain, {"forget": float(forget.detach()), "retain": float(retain.detach())}
+        loss, logs = forget + cfg.alpha * retain, {"forget": float(forget.detach()), "retain": float(retain.detach())}
+        if cfg.null_weight:
+            null = self.null_drift(state, torch.cat([f_t, x_t]), torch.cat([f_step, t]))
+            loss, logs["null"] = loss + cfg.null_weight * null, float(null.detach())
+        return loss, logs
+
+    def null_drift(self, state: TrainState, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """MSE between the trained and the original unconditional prediction ε(x_t, '') on the step's inputs."""
+        null = state.ctx["null_emb"].expand(x_t.shape[0], -1, -1)
+        with torch.no_grad():
+            target = state.handle.predict_noise(x_t, t, null).float()
+        return F.mse_loss(state.handle.predict_noise(x_t, t, null, params=state.params).float(), target)
 
     def misaligned_target(self, state: TrainState, x_t, t, misaligned, forget_emb) -> torch.Tensor:
         """ε(x_t, c') of the current (``forget_target="current"``) or the original weights, moved by
