@@ -224,6 +224,35 @@ def test_null_weight_keeps_the_unconditional_prediction_in_place(method, options
         config_class(null_weight=-1.0)
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_salun_misaligned_share_draws_forget_inputs_from_the_misaligned_samples(share, tiny_pipe, monkeypatch):
+    import erasekit.methods.salun as salun_module
+
+    seen: list[torch.Tensor] = []
+    real_noisy = salun_module.noisy
+
+    def spy(handle, x0, generators, *args, **kwargs):
+        seen.append(x0.clone())
+        return real_noisy(handle, x0, generators, *args, **kwargs)
+
+    monkeypatch.setattr(salun_module, "noisy", spy)
+    options = {
+        "misaligned_prompts": ["a dog", "a cow"],
+        "pair_misaligned": True,
+        "forget_prompts": ["a cat", "a lynx"],
+    }
+    cfg = SalUnConfig(**{**FAST_CONFIGS["salun"], "steps": 2, "batch_size": 2, "misaligned_share": share, **options})
+    method = SalUn(cfg)
+    method.erase(DiffusionHandle(tiny_pipe), "a cat")
+    ctx = method._ctx
+    assert ("misaligned_x0" in ctx) == bool(share) and (not share or ctx["misaligned_x0"].shape == ctx["forget"].shape)
+    source = ctx["misaligned_x0"] if share else ctx["forget"]
+    forget_inputs = [x for x in seen if x.shape[0] == 2][-4::2]  # per step: the forget batch, then the retain's
+    assert all(any(torch.equal(row, s) for s in source) for x in forget_inputs for row in x)
+    with pytest.raises(ValueError, match="misaligned_share must be in"):
+        SalUnConfig(misaligned_share=1.5)
+
+
 # ---- resume (SalUn's mask and DoCo's discriminator live in extra_state) ---------------------------------------
 
 

@@ -79,6 +79,12 @@ class SalUnConfig(MethodConfig):
         "step's forget and retain inputs; classifier-free guidance at scale w moves every prompt's output by (w − 1) "
         "times its drift; 0 = the paper",
     )
+    misaligned_share: float = option(
+        0.0,
+        "share of the forget batch noised from the frozen model's own samples of the misaligned prompts instead "
+        "of the concept's (each paired with its forget sample when pair_misaligned): the concept prompt is also "
+        "mapped to c' on the latents an erased model's trajectories pass through; 0 = the paper",
+    )
     misaligned_prompts: list = option(
         MISALIGNED_PROMPTS,
         "prompts c' (one drawn per sample) whose predictions the concept is mapped to; not the concept",
@@ -115,6 +121,8 @@ class SalUnConfig(MethodConfig):
         for name in ("forget_guidance", "null_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if not 0.0 <= self.misaligned_share <= 1.0:
+            raise ValueError(f"misaligned_share must be in [0, 1], got {self.misaligned_share!r}.")
         check_choice("retain_target", self.retain_target, ("frozen", "data"))
         if min(self.num_forget, 1 if self.num_retain is None else self.num_retain, self.sample_steps) < 1:
             raise ValueError("num_forget, num_retain and sample_steps must be >= 1.")
@@ -229,6 +237,11 @@ class SalUn(TrainedMethod):
         if bad:
             raise ValueError(f"misaligned_prompts must not mention the concept {concept!r}: {bad}.")
         ctx["forget"], ctx["retain"], retain_prompts = self._data(state)
+        if cfg.misaligned_share:  # sample i from the misaligned prompt forget sample i is mapped to (when paired)
+            prompts = [cfg.misaligned_prompts[i % len(cfg.misaligned_prompts)] for i in range(len(ctx["forget"]))]
+            ctx["misaligned_x0"] = generated_latents(
+                handle, prompts, state.generator, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size
+            )
         ctx["retain_emb"] = handle.encode_prompts(retain_prompts)
         ctx["forget_emb"] = handle.encode_prompts(self.forget_prompts(concept, len(ctx["forget"])))
         ctx["null_emb"] = handle.encode_prompts([""])  # SalUn's ∅: the empty prompt, never the concept
@@ -280,7 +293,11 @@ class SalUn(TrainedMethod):
         cfg, handle, ctx = self.config, state.handle, state.ctx
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
         f_idx = pick(len(ctx["forget"]), gens)
-        x_t, t, _ = noisy(handle, ctx["forget"][f_idx], gens)
+        x0 = ctx["forget"][f_idx]
+        if cfg.misaligned_share:  # some inputs from where the erased model's trajectories go: c' samples
+            share = torch.cat([torch.rand(1, generator=g) < cfg.misaligned_share for g in gens]).to(x0.device)
+            x0 = torch.where(share[:, None, None, None], ctx["misaligned_x0"][f_idx], x0)
+        x_t, t, _ = noisy(handle, x0, gens)
         misaligned, forget_emb = ctx["misaligned_emb"][self.misaligned_index(f_idx, gens)], ctx["forget_emb"][f_idx]
         with torch.no_grad():
             target = self.misaligned_target(state, x_t, t, misaligned, forget_emb)
@@ -346,11 +363,14 @@ class SalUn(TrainedMethod):
     def extra_state(self) -> dict[str, torch.Tensor]:
         """The mask and the data it came from, so a resumed run continues with exactly the same ones."""
         ctx = self._ctx
-        return {"forget": ctx["forget"], "retain": ctx["retain"], **{f"mask::{k}": m for k, m in ctx["mask"].items()}}
+        data = {k: ctx[k] for k in ("forget", "retain", "misaligned_x0") if k in ctx}
+        return {**data, **{f"mask::{k}": m for k, m in ctx["mask"].items()}}
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         ctx = self._ctx
         device = ctx["forget"].device
-        ctx["forget"], ctx["retain"] = tensors["forget"].to(device), tensors["retain"].to(device)
+        for key in ("forget", "retain", "misaligned_x0"):
+            if key in tensors:
+                ctx[key] = tensors[key].to(device)
         for key in ctx["mask"]:
             ctx["mask"][key] = tensors[f"mask::{key}"].to(device).bool()
