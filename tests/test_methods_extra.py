@@ -264,7 +264,11 @@ class _Crash(Callback):
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [("doco", {}), ("doco", {"fake_from": "concept", "retain_prompts": ["a dog", "a cow"]}), ("salun", {})],
+    [
+        ("doco", {}),
+        ("doco", {"fake_from": "both", "retain_prompts": ["a dog", "a cow"], "null_weight": 1.0}),
+        ("salun", {"misaligned_share": 0.5, "null_weight": 1.0}),
+    ],
 )
 def test_resume_gives_the_uninterrupted_result(method, options, tiny_pipe, tmp_path):
     fast = {**FAST_CONFIGS[method], "steps": 4, **options}
@@ -373,13 +377,16 @@ def test_doco_fake_from_concept_predicts_the_fake_side_from_the_concept_samples(
 
         monkeypatch.setattr(DiffusionHandle, "predict_noise", spy)
         monkeypatch.setattr(erasekit.methods.doco.DoCo, "prepare", prepare_then_watch)
-        erasekit.erase(tiny_pipe, "doco", "a cat", **{**FAST_CONFIGS["doco"], "steps": 2}, **options)
+        erasekit.erase(tiny_pipe, "doco", "a cat", **{**FAST_CONFIGS["doco"], "steps": 2, **options})
         return seen[:2]  # the first step: the frozen anchor forward (real side), then the concept forward (fake)
 
     real, fake = inputs()
     assert torch.equal(real, fake)  # the default: both sides from the same noisy anchor latent
     real, fake = inputs(fake_from="concept")
     assert real.shape == fake.shape and not torch.equal(real, fake)
+    real, fake = inputs(fake_from="both", batch_size=8, num_anchor=8)  # per sample, either side at even odds
+    same = [torch.equal(r, f) for r, f in zip(real, fake, strict=True)]
+    assert 0 < sum(same) < len(same)
     with pytest.raises(ValueError, match="fake_from must be one of"):
         DoCoConfig(fake_from="noise")
 

@@ -68,7 +68,8 @@ class DoCoConfig(MethodConfig):
         "anchor",
         "the noisy latents the concept's x̂₀ (the discriminator's fake side) is predicted from: 'anchor' (the same "
         "noisy anchor latent as the real side) or 'concept' (the frozen model's own samples of the paired concept "
-        "prompts, noised with the same noise and t: where the concept's domain shows)",
+        "prompts, noised with the same noise and t: where the concept's domain shows) or 'both' (either, per sample, "
+        "at even odds)",
     )
     adv_weight: float = option(1.0, "weight of the adversarial (domain-correction) loss, the unlearning gradient g_a")
     prior_weight: float = option(
@@ -117,7 +118,7 @@ class DoCoConfig(MethodConfig):
         check_choice("concept_kind", self.concept_kind, tuple(DEFAULT_ANCHORS))
         check_choice("surgery", self.surgery, SURGERY_MODES)
         check_choice("prior_target", self.prior_target, ("data", "frozen"))
-        check_choice("fake_from", self.fake_from, ("anchor", "concept"))
+        check_choice("fake_from", self.fake_from, ("anchor", "concept", "both"))
         if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps) < 1:
             raise ValueError("disc_channels, disc_layers, num_anchor and sample_steps must be >= 1.")
         if self.num_retain is not None and self.num_retain < 1:
@@ -226,7 +227,7 @@ class DoCo(TrainedMethod):
             raise ValueError(f"disc_layers={cfg.disc_layers} halves {side}x{side} latents to nothing; use fewer.")
         anchors, concepts = self.paired_prompts(state.anchor, state.concept)
         ctx["anchor"] = generated_latents(handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size)
-        if cfg.fake_from == "concept":  # drawn after the anchor samples: the default path's draws are unchanged
+        if cfg.fake_from != "anchor":  # drawn after the anchor samples: the default path's draws are unchanged
             ctx["concept"] = generated_latents(
                 handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size
             )
@@ -285,6 +286,9 @@ class DoCo(TrainedMethod):
         )
         # the concept's x̂₀ comes from the same x_t, or from its own sample noised alike
         x_fake = x_t if cfg.fake_from == "anchor" else handle.add_noise(ctx["concept"][idx], noise, t).to(x_t.dtype)
+        if cfg.fake_from == "both":  # each sample's fake side from either, drawn from its own generator
+            anchor_side = torch.cat([torch.rand(1, generator=g) < 0.5 for g in gens]).to(x_t.device)
+            x_fake = torch.where(anchor_side[:, None, None, None], x_t, x_fake)
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
         with torch.no_grad():
