@@ -131,12 +131,12 @@ def test_salun_loss_targets_frozen_and_current(tiny_pipe):
         erasekit.erase(tiny_pipe, "salun", "a cat", callbacks=[history], **cfg, **options)
         return [h["forget"] for h in history.history], [h["retain"] for h in history.history]
 
-    forget, retain = losses()  # defaults: retain regresses to the original model -> exactly 0 before any update
-    assert retain[0] == 0.0 and retain[1] > 0.0
+    forget, retain = losses()  # defaults: retain regresses to the original model -> 0 before any update (up to
+    assert retain[0] < 1e-10 and retain[1] > 1e-6  # float rounding: target and prediction are batched differently)
     forget_d, retain_d = losses(retain_target="data")  # the noise: never 0, and the first step's forget is shared
-    assert retain_d[0] > 0.0 and forget_d[0] == forget[0]
+    assert retain_d[0] > 1e-6 and forget_d[0] == forget[0]
     forget_f, retain_f = losses(forget_target="frozen")  # same first step (weights equal), then a fixed target
-    assert forget_f[0] == forget[0] and retain_f[0] == 0.0 and forget_f[1] != forget[1]
+    assert forget_f[0] == forget[0] and retain_f[0] < 1e-10 and forget_f[1] != forget[1]
     # forget_guidance η: at the original weights the target is ε(c') + η·(ε(c') − ε(c)), so the first forget loss
     # is (1 + η)² times the plain one, with either forget_target
     for target in ("current", "frozen"):

@@ -112,6 +112,10 @@ class DoCoConfig(MethodConfig):
     )
     sample_steps: int = option(20, "sampler steps when generating anchor samples")
     sample_guidance: float = option(7.5, "CFG scale when generating anchor samples")
+    sample_batch_size: int = option(
+        16,
+        "samples per sampler call when the model generates its own data (speed only: results move by float rounding)",
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -119,8 +123,10 @@ class DoCoConfig(MethodConfig):
         check_choice("surgery", self.surgery, SURGERY_MODES)
         check_choice("prior_target", self.prior_target, ("data", "frozen"))
         check_choice("fake_from", self.fake_from, ("anchor", "concept", "both"))
-        if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps) < 1:
-            raise ValueError("disc_channels, disc_layers, num_anchor and sample_steps must be >= 1.")
+        if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps, self.sample_batch_size) < 1:
+            raise ValueError(
+                "disc_channels, disc_layers, num_anchor, sample_steps and sample_batch_size must be >= 1."
+            )
         if self.num_retain is not None and self.num_retain < 1:
             raise ValueError(f"num_retain must be >= 1 (or null: one per retain prompt), got {self.num_retain!r}.")
         if self.num_retain is not None and not self.retain_prompts:
@@ -226,16 +232,18 @@ class DoCo(TrainedMethod):
         if side < 2**cfg.disc_layers:
             raise ValueError(f"disc_layers={cfg.disc_layers} halves {side}x{side} latents to nothing; use fewer.")
         anchors, concepts = self.paired_prompts(state.anchor, state.concept)
-        ctx["anchor"] = generated_latents(handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size)
+        ctx["anchor"] = generated_latents(
+            handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
+        )
         if cfg.fake_from != "anchor":  # drawn after the anchor samples: the default path's draws are unchanged
             ctx["concept"] = generated_latents(
-                handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size
+                handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
         if cfg.retain_prompts:  # drawn last: the paths without retain prompts keep their draws
             n = cfg.num_retain or len(cfg.retain_prompts)
             retain = [cfg.retain_prompts[i % len(cfg.retain_prompts)] for i in range(n)]
             ctx["retain"] = generated_latents(
-                handle, retain, gen, cfg.sample_steps, cfg.sample_guidance, cfg.batch_size
+                handle, retain, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
             ctx["retain_emb"] = handle.encode_prompts(retain)
         ctx["null_emb"] = handle.encode_prompts([""])  # the unconditional prompt CFG measures every prompt from
