@@ -122,6 +122,15 @@ def check_overrides(cfg: dict) -> None:
                 raise SystemExit(f"--set / config overrides for {method} on {target}: {err}") from err
 
 
+def merge_settings(settings: dict, earlier: dict) -> None:
+    """On resume, keep what the earlier invocations recorded for the rows they measured: their gold worlds (the
+    rows' KL was taken against them) and their methods and targets, after this invocation's own."""
+    for key in ("gold", "gold_worlds"):
+        settings[key] = {**earlier.get(key, {}), **settings[key]}
+    for key in ("methods", "targets"):
+        settings[key] = list(dict.fromkeys([*settings[key], *earlier.get(key, [])]))
+
+
 def gold_manifest(world: str) -> dict:
     """What a gold world is: its recipe, seed, exclusions and the stages they applied to."""
     from erasekit.worlds.minicanvas.recipe import EXCLUDABLE
@@ -327,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and out.is_file():
         old = json.loads(out.read_text(encoding="utf-8"))
         result["runs"], result["reference"] = old.get("runs", []), old.get("reference", [])
+        merge_settings(result["settings"], old.get("settings", {}))
     done = {(r["method"], r["target"]) for r in result["runs"] + result["reference"]}
 
     def save():

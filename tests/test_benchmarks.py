@@ -72,6 +72,16 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
         ("uce", "style:Ink"),
     ]
     assert [r["method"] for r in result["reference"]] == ["base", "base"] and "| uce | style:Ink |" in md.read_text()
+    # a narrower resumed invocation keeps what the earlier ones recorded for their rows (gold worlds included)
+    result["settings"]["gold"] = {"style:Ink": "/gone/no_ink"}
+    result["settings"]["gold_worlds"] = {"style:Ink": {"exclude": ["style:Ink"]}}
+    out.write_text(json.dumps(result))
+    bench.main(
+        ["--seeds", "0", "--out", str(out), "--md", str(md), "--targets", "style:Ink", "--methods", "esd", "--resume"]
+    )
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["methods"] == ["esd", "uce"] and settings["targets"] == ["style:Ink", "object:apple"]
+    assert settings["gold"] == {"style:Ink": "/gone/no_ink"} and settings["gold_worlds"]["style:Ink"]["exclude"]
 
 
 def test_doco_discriminator_probe_reports_every_bucket_with_held_out_accuracy(tmp_path):
