@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from erasekit._env import environment
+from erasekit._env import cpu_matmul_gflops, environment
 from erasekit._io import write_json, write_text
 from erasekit.cli.common import parse_seeds
 
@@ -258,11 +258,13 @@ def markdown(result: dict) -> str:
         f"({result['environment']['torch_threads']} threads). Seeds {s['seeds']}, {s['steps']} sampler steps, "
         f"CFG {s['guidance']}, every (style, object) pair of the world. Default method configs"
         + (f" with overrides {s['overrides']}" if any(s["overrides"].values()) else "")
-        + ". KL: mean KL(gold ‖ model) of the classifiers' output distributions (style / object), in nats.",
+        + ". KL: mean KL(gold ‖ model) of the classifiers' output distributions (style / object), in nats. "
+        "CPU GFLOP/s: the machine's fp32 matmul speed just before the erasure (erase times from machines of one kind "
+        "differ by up to 2.6x; rows without it were measured before it was recorded).",
         "",
-        "| method | target | UA | UA held-out | IRA | CRA | FID | CLIP score | KL to gold | erase s | peak RSS MB "
-        "| patch MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | target | UA | UA held-out | IRA | CRA | FID | CLIP score | KL to gold | erase s | CPU GFLOP/s "
+        "| peak RSS MB | patch MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pct(v):
@@ -277,7 +279,8 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['method']} | {r['target']} | {pct(m['ua'])} | {pct(m.get('ua_heldout'))} | {pct(m['ira'])} "
             f"| {pct(m['cra'])} | {num(m.get('fid'))} | {num(m.get('clip_score'))} | {kl_s} "
-            f"| {num(m.get('erase_seconds'), '{:.0f}')} | {num(r.get('peak_rss_mb'), '{:.0f}')} "
+            f"| {num(m.get('erase_seconds'), '{:.0f}')} | {num(r.get('cpu_matmul_gflops'), '{:.0f}')} "
+            f"| {num(r.get('peak_rss_mb'), '{:.0f}')} "
             f"| {num((m.get('patch_bytes') or 0) / 1e6 if m.get('patch_bytes') else None)} |"
         )
     lines += ["", "Averages over targets (issue targets apply to salun and doco):", ""]
@@ -370,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             concept, anchor, extra = method_inputs(method, kind, name, cfg)
             overrides = {**extra, **cfg["overrides"].get(method, {}), "progress": False}
             logger.info("%s on %s (concept %r, anchor %r)", method, target, concept, anchor)
+            machine = cpu_matmul_gflops()  # per run: a resumed table mixes sessions, and machines differ 2.6x
             with PeakRSS() as mem:
                 started = time.perf_counter()
                 patch = erasekit.erase(handle, method, concept, anchor=anchor, **overrides)
@@ -381,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = {"method": method, "target": target, "concept": concept, "anchor": anchor, **run}
             entry["config"] = patch.metadata.get("config")
             entry["peak_rss_mb"] = round(mem.peak / 2**20, 1)
+            entry["cpu_matmul_gflops"], entry["measured"] = machine, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             entry["rss_increase_mb"] = round((mem.peak - mem.start) / 2**20, 1)
             if gold_d is not None:
                 entry["kl_to_gold"] = kl_to_gold(gold_d, dists)
