@@ -20,6 +20,12 @@ MiniCanvas the noise target let every other style drift (the model is trained on
 sharpens them further at sampling): style:Watercolor IRA 61-72 % with ``"data"``, 92-99 % with ``"frozen"``, same UA
 (docs/methods.md, "SalUn on MiniCanvas").
 
+Two further terms, on by default and measured on MiniCanvas (docs/methods.md): ``null_weight`` keeps the
+unconditional prediction ε(x_t, '') at the original model's (classifier-free guidance moves every output by
+(w − 1) times its drift, and that drift was most of the damage to the other styles), and ``misaligned_share`` draws
+part of the forget batch from samples of c' (the erased model's own trajectories pass there, and a concept mapped
+to c' only on its own samples was not forgotten at sampling time: Ink UA 20 % before, 100 % after).
+
 Deliberate departures from the reference code: forget/retain data default to samples the frozen model generates
 itself (final latents of its own sampler, no decode/encode round trip) instead of a fixed image set; "target" means
 ε or v as the scheduler predicts; the mask and the data are checkpointed so a resumed run is exact.
@@ -328,7 +334,7 @@ class SalUn(TrainedMethod):
             both_t = torch.cat([f_t, r_t])
             inputs.append((both_t, torch.cat([f_step, r_step]), ctx["null_emb"].expand(len(both_t), -1, -1)))
         # fixed targets from the original weights in one forward, then every trained prediction in one forward:
-        # on a CPU three calls at batch 4 cost 1.7x one call at batch 12
+        # at small batches per-call overhead dominates on a CPU
         fixed = inputs[1 if cfg.retain_target == "frozen" else 2 :]
         with torch.no_grad():
             targets = batched_predict(handle, fixed)

@@ -12,6 +12,7 @@ import shutil
 import pytest
 import torch
 
+import erasekit
 from erasekit.cli import world as world_cli
 from erasekit.worlds.minicanvas import (
     OBJECTS,
@@ -378,6 +379,21 @@ def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, 
     assert "| uce | style:Photo |" in md.read_text() and "uce/style" in result["summary"]
     bench.main([*argv, "--resume"])  # nothing left to do: the run is not repeated
     assert [r["method"] for r in json.loads(out.read_text())["runs"]] == ["uce"]
+
+
+def test_probe_erases_one_target_and_explains_its_scores(world, tmp_path, capsys):
+    out, patch = tmp_path / "probe.json", tmp_path / "p.safetensors"
+    argv = ["doco", "style:Photo", "--world", str(world), "--seeds", "0", "--threads", "1", "--out", str(out)]
+    argv += ["--set", "steps=2", "warmup_steps=1", "num_anchor=2", "null_weight=1", "--retain-prompts-from-plan"]
+    assert _bench("minicanvas_probe").main([*argv, "--save-patch", str(patch)]) == 0
+    result = json.loads(out.read_text())
+    assert result["overrides"] == {"steps": 2, "warmup_steps": 1, "num_anchor": 2, "null_weight": 1}
+    assert 0 <= result["metrics"]["ua"] <= 1 and set(result["style_accuracy_by_class"]) == set(STYLES)
+    assert isinstance(result["confusions"], dict) and isinstance(result["target_survived_in"], list)
+    assert erasekit.load_patch(str(patch)).metadata["config"]["retain_prompts"]  # the plan's every other class
+    assert "doco style:Photo" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="Unknown option"):
+        _bench("minicanvas_probe").main(["doco", "style:Photo", "--world", str(world), "--set", "nope=1"])
 
 
 def test_unlearning_benchmark_prompt_plans():
