@@ -17,10 +17,12 @@ loop's ``loss.backward()``, NaN guard, clipping and optimiser work unchanged.
 Deliberate departures from the reference code: the surgery is the true PCGrad projection by default (the reference
 rule g_a − λ·cos·ĝ_b is ``surgery="reference"``; it equals the projection only when λ = ‖g_a‖); anchor samples are
 final latents of the frozen model's own sampler; the discriminator has no normalisation layers (small batches);
-timesteps are uniform over the whole schedule (``timestep_range`` narrows it); ``fake_from="concept"`` (off by
-default) predicts the fake side from the model's own concept samples noised alike instead of from the anchor's x_t;
-the prior loss regresses to the frozen model by default and the lr is 5e-5 (both tuned on MiniCanvas,
-docs/methods.md).
+timesteps are uniform over the whole schedule (``timestep_range`` narrows it); the prior loss regresses to the frozen
+model by default and the lr is 5e-5 (both tuned on MiniCanvas, docs/methods.md). Options off by default, measured
+on MiniCanvas in docs/methods.md: ``fake_from="concept"``/``"both"`` predict the fake side from the model's own
+concept samples noised alike instead of (or as well as) the anchor's x_t; ``retain_prompts`` adds other prompts'
+own samples to the prior; ``null_weight`` protects the unconditional prediction, which classifier-free guidance
+multiplies by w − 1.
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ class DoCo(TrainedMethod):
         ctx["anchor"] = generated_latents(
             handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
         )
-        if cfg.fake_from != "anchor":  # drawn after the anchor samples: the default path's draws are unchanged
+        if cfg.fake_from != "anchor":  # drawn after the anchor samples, so the anchor samples' draws are unchanged
             ctx["concept"] = generated_latents(
                 handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
