@@ -40,7 +40,7 @@ from ..ops import SURGERY_MODES, combine_gradients
 from .base import register_method
 from .config import MethodConfig, check_choice, option
 from .loop import TrainedMethod, TrainState
-from .salun import generated_latents, noisy, pick, require_unet_targets, timestep_bounds
+from .salun import batched_predict, generated_latents, noisy, pick, require_unet_targets, timestep_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -331,31 +331,31 @@ class DoCo(TrainedMethod):
     def _prior_loss(self, state: TrainState, gens, x_t, t, target, emb) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss the protected gradient g_b comes from: the anchor's prior, with a batch of retain samples
         appended when there are retain prompts, plus ``null_weight`` × the drift of the unconditional prediction on
-        the same inputs; one trained forward for all of it."""
+        the same inputs; one frozen forward for the fixed targets it adds and one trained forward for all of it."""
         cfg, handle, ctx = self.config, state.handle, state.ctx
+        prior_inputs, targets = [(x_t, t, emb)], [target]
         if "retain" in ctx:
             idx = pick(len(ctx["retain"]), gens)
-            bounds = timestep_bounds(handle, cfg.timestep_range)
-            r_t, r_step, r_target = noisy(handle, ctx["retain"][idx], gens, bounds)
-            r_emb = ctx["retain_emb"][idx]
-            if cfg.prior_target == "frozen":
-                with torch.no_grad():
-                    r_target = handle.predict_noise(r_t, r_step, r_emb).float()  # the original weights
-            x_t, t, target, emb = (torch.cat(p) for p in ((x_t, r_t), (t, r_step), (target, r_target), (emb, r_emb)))
-        n = x_t.shape[0]
-        if cfg.null_weight:
-            null = ctx["null_emb"].expand(n, -1, -1)
-            with torch.no_grad():
-                null_target = handle.predict_noise(x_t, t, null).float()  # the original unconditional prediction
-            x_t, t, emb = torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([emb, null])
-            target = torch.cat([target, null_target])
-        errors = (handle.predict_noise(x_t, t, emb, params=state.params).float() - target).square()
-        prior, parts = errors[:n].mean(), {}
-        if cfg.null_weight:
-            null_loss = errors[n:].mean()
-            parts["null"] = float(null_loss.detach())
-            prior = prior + cfg.null_weight * null_loss
-        return prior, parts
+            r_t, r_step, r_target = noisy(
+                handle, ctx["retain"][idx], gens, timestep_bounds(handle, cfg.timestep_range)
+            )
+            prior_inputs.append((r_t, r_step, ctx["retain_emb"][idx]))
+            targets.append(r_target)
+        fixed = prior_inputs[1:] if cfg.prior_target == "frozen" else []  # the anchor's came with the real side
+        null_input = []
+        if cfg.null_weight:  # ε(x_t, '') on every prior input
+            x_all, t_all = torch.cat([x for x, _, _ in prior_inputs]), torch.cat([s for _, s, _ in prior_inputs])
+            null_input = [(x_all, t_all, ctx["null_emb"].expand(len(x_all), -1, -1))]
+        with torch.no_grad():
+            frozen = batched_predict(handle, fixed + null_input)  # the original weights
+        if fixed:
+            targets[1] = frozen[0]
+        preds = batched_predict(handle, prior_inputs + null_input, state.params)
+        prior = F.mse_loss(torch.cat(preds[: len(targets)]), torch.cat(targets))
+        if not null_input:
+            return prior, {}
+        null = F.mse_loss(preds[-1], frozen[-1])
+        return prior + cfg.null_weight * null, {"null": float(null.detach())}
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Discriminator weights, its Adam state and the anchor samples, so resume continues exactly."""
