@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     handle = DiffusionHandle(load_pipeline(str(world / "pipeline"), device="cpu", dtype=torch.float32))
     suite, seeds = minicanvas_suite(world), parse_seeds(args.seeds)
     started = time.perf_counter()
-    patch = erasekit.erase(handle, args.method, concept, anchor=anchor, **config, **overrides, progress=False)
+    patch = erasekit.erase(handle, args.method, concept, anchor=anchor, **{**config, "progress": False, **overrides})
     seconds = time.perf_counter() - started
     if args.save_patch:
         patch.save(args.save_patch)
