@@ -360,13 +360,18 @@ def main(argv: list[str] | None = None) -> int:
             )
             gold, gold_d = evaluate_run(gold_handle, suite, target, None, seeds, args, n_seeds)
             del gold_handle
+            gold_created = gold_manifest(cfg["gold"][target]).get("created")
             if ("gold", target) not in done:
-                result["reference"].append({"method": "gold", "target": target, **gold})
+                result["reference"].append({"method": "gold", "target": target, "created": gold_created, **gold})
+            else:  # a resumed run may bring a retrained gold world: keep what it measured next to the first one
+                row = next(r for r in result["reference"] if (r["method"], r["target"]) == ("gold", target))
+                if row.get("created") != gold_created:
+                    row.setdefault("remeasured", []).append({"created": gold_created, "metrics": gold["metrics"]})
         if ("base", target) not in done:
             base, base_d = evaluate_run(handle, suite, target, None, seeds, args, n_seeds)
             entry = {"method": "base", "target": target, **base}
             if gold_d is not None:
-                entry["kl_to_gold"] = kl_to_gold(gold_d, base_d)
+                entry["kl_to_gold"] = {**kl_to_gold(gold_d, base_d), "gold_created": gold_created}
             result["reference"].append(entry)
         save()
         for method in pending:
@@ -388,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["cpu_matmul_gflops"], entry["measured"] = machine, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             entry["rss_increase_mb"] = round((mem.peak - mem.start) / 2**20, 1)
             if gold_d is not None:
-                entry["kl_to_gold"] = kl_to_gold(gold_d, dists)
+                entry["kl_to_gold"] = {**kl_to_gold(gold_d, dists), "gold_created": gold_created}
             result["runs"].append(entry)
             save()
             m = run["metrics"]

@@ -8,7 +8,7 @@ from conftest import FAST_CONFIGS
 
 import erasekit
 from erasekit.methods import Callback, LossHistory
-from erasekit.methods.doco import DoCoConfig, surrogate_loss
+from erasekit.methods.doco import DoCo, DoCoConfig, surrogate_loss
 from erasekit.methods.salun import SalUn, SalUnConfig
 from erasekit.methods.uce import aligned_rows, random_words
 from erasekit.models import DiffusionHandle
@@ -153,7 +153,7 @@ def test_salun_loss_targets_frozen_and_current(tiny_pipe):
 
 
 def test_doco_prior_target_frozen_starts_at_zero(tiny_pipe):
-    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "lr": 1e-2}
+    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "lr": 1e-2, "null_weight": 0.0}
 
     def priors(**options):
         history = LossHistory()
@@ -170,7 +170,7 @@ def test_doco_prior_target_frozen_starts_at_zero(tiny_pipe):
 def test_doco_retain_prompts_join_the_prior_loss_on_their_own_samples(tiny_pipe, monkeypatch):
     """The prior's trained forward sees the anchor batch plus as many retain samples, with the retain prompts'
     embeddings; with the frozen target their part of the prior loss starts at zero like the anchor's."""
-    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "lr": 1e-2, "batch_size": 2}
+    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "lr": 1e-2, "batch_size": 2, "null_weight": 0.0}
     retain = ["a dog on grass", "a red car"]
     real_predict = DiffusionHandle.predict_noise
     trained: list[torch.Tensor] = []  # the prompt embeddings of every forward with the trained weights
@@ -265,8 +265,8 @@ class _Crash(Callback):
 @pytest.mark.parametrize(
     ("method", "options"),
     [
-        ("doco", {}),
-        ("doco", {"fake_from": "both", "retain_prompts": ["a dog", "a cow"], "null_weight": 1.0}),
+        ("doco", {}),  # a style's defaults: the fake side from either latent, the null term
+        ("doco", {"fake_from": "anchor", "null_weight": 0.0, "retain_prompts": ["a dog", "a cow"]}),
         ("salun", {"misaligned_share": 0.5, "null_weight": 1.0}),
     ],
 )
@@ -372,7 +372,7 @@ def test_doco_fake_from_concept_predicts_the_fake_side_from_the_concept_samples(
         def prepare_then_watch(self, state):
             real_prepare(self, state)
             seen.clear()
-            if options:
+            if options["fake_from"] != "anchor":
                 assert state.ctx["concept"].shape == state.ctx["anchor"].shape
 
         monkeypatch.setattr(DiffusionHandle, "predict_noise", spy)
@@ -380,8 +380,8 @@ def test_doco_fake_from_concept_predicts_the_fake_side_from_the_concept_samples(
         erasekit.erase(tiny_pipe, "doco", "a cat", **{**FAST_CONFIGS["doco"], "steps": 2, **options})
         return seen[:2]  # the first step: the frozen anchor forward (real side), then the concept forward (fake)
 
-    real, fake = inputs()
-    assert torch.equal(real, fake)  # the default: both sides from the same noisy anchor latent
+    real, fake = inputs(fake_from="anchor")
+    assert torch.equal(real, fake)  # the paper's: both sides from the same noisy anchor latent
     real, fake = inputs(fake_from="concept")
     assert real.shape == fake.shape and not torch.equal(real, fake)
     real, fake = inputs(fake_from="both", batch_size=8, num_anchor=8)  # per sample, either side at even odds
@@ -389,6 +389,27 @@ def test_doco_fake_from_concept_predicts_the_fake_side_from_the_concept_samples(
     assert 0 < sum(same) < len(same)
     with pytest.raises(ValueError, match="fake_from must be one of"):
         DoCoConfig(fake_from="noise")
+
+
+def test_doco_kind_settings_apply_where_left_at_auto(tiny_pipe):
+    """A style gets the fake side from either latent and the null term, an object the paper's settings; a value
+    the user sets wins over the kind's."""
+    assert (DoCoConfig().resolved("fake_from"), DoCoConfig().resolved("null_weight")) == ("both", 1.0)
+    obj = DoCoConfig(concept_kind="object")
+    assert (obj.resolved("fake_from"), obj.resolved("null_weight")) == ("anchor", 0.0)
+    assert DoCoConfig(fake_from="concept", null_weight=0.5).resolved("null_weight") == 0.5
+    assert DoCoConfig(fake_from="concept").resolved("fake_from") == "concept"
+    assert DoCoConfig().to_dict()["fake_from"] == "auto"  # saved configs stay per-kind, not the style's values
+
+    def run(**options) -> tuple[dict, list[dict]]:
+        method, history = DoCo(DoCoConfig(**{**FAST_CONFIGS["doco"], "steps": 3, **options})), LossHistory()
+        method.erase(DiffusionHandle(tiny_pipe), "a cat", anchor="an animal", callbacks=[history])
+        return method._ctx, history.history
+
+    ctx, logs = run()
+    assert "concept" in ctx and any("null" in h for h in logs)
+    ctx, logs = run(concept_kind="object")
+    assert "concept" not in ctx and not any("null" in h for h in logs)
 
 
 def test_surrogate_loss_has_the_real_value_and_exactly_the_given_gradient():

@@ -18,11 +18,13 @@ Deliberate departures from the reference code: the surgery is the true PCGrad pr
 rule g_a − λ·cos·ĝ_b is ``surgery="reference"``; it equals the projection only when λ = ‖g_a‖); anchor samples are
 final latents of the frozen model's own sampler; the discriminator has no normalisation layers (small batches);
 timesteps are uniform over the whole schedule (``timestep_range`` narrows it); the prior loss regresses to the frozen
-model by default and the lr is 5e-5 (both tuned on MiniCanvas, docs/methods.md). Options off by default, measured
-on MiniCanvas in docs/methods.md: ``fake_from="concept"``/``"both"`` predict the fake side from the model's own
-concept samples noised alike instead of (or as well as) the anchor's x_t; ``retain_prompts`` adds other prompts'
-own samples to the prior; ``null_weight`` protects the unconditional prediction, which classifier-free guidance
-multiplies by w − 1.
+model by default and the lr is 6e-5 (both tuned on MiniCanvas, docs/methods.md). Two settings depend on the concept
+kind (:data:`KIND_SETTINGS`, measured on MiniCanvas in docs/methods.md): for a style the fake side is predicted
+half the time from the model's own concept samples noised alike (``fake_from="both"``: on the anchor's latents
+alone the discriminator barely sees a style) and the unconditional prediction, which classifier-free guidance
+multiplies by w − 1, is protected (``null_weight=1``); objects keep the paper's same-latent fake side, which erases
+them, and no null term. ``retain_prompts`` adds other prompts' own samples to the prior (the MiniCanvas plan sets
+them for styles).
 """
 
 from __future__ import annotations
@@ -45,12 +47,19 @@ from .salun import batched_predict, generated_latents, noisy, pick, require_unet
 logger = logging.getLogger(__name__)
 
 DEFAULT_ANCHORS = {"style": "a painting", "object": None, "nudity": "clothed"}
+# What the options left at "auto" (fake_from) or None (null_weight) become for each concept kind: the style row was
+# tuned on MiniCanvas (docs/methods.md), objects and nudity keep the paper's settings
+KIND_SETTINGS = {
+    "style": {"fake_from": "both", "null_weight": 1.0},
+    "object": {"fake_from": "anchor", "null_weight": 0.0},
+    "nudity": {"fake_from": "anchor", "null_weight": 0.0},
+}
 
 
 @dataclass
 class DoCoConfig(MethodConfig):
     steps: int = option(300, "optimisation steps (reference: ~2000 at SD scale)")
-    lr: float = option(5e-5, "UNet learning rate (tuned on MiniCanvas; reference: ~6e-6 at SD scale with batch 8)")
+    lr: float = option(6e-5, "UNet learning rate (tuned on MiniCanvas; reference: ~6e-6 at SD scale with batch 8)")
     batch_size: int = option(4, "noisy anchor latents per step (reference: 8)")
     target: Any = option("xattn", "parameters to train (reference: cross-attention)")
     concept_kind: str = option(
@@ -67,11 +76,11 @@ class DoCoConfig(MethodConfig):
         "at low t both x̂₀ are nearly the input itself, so the discriminator has little to tell apart there",
     )
     fake_from: str = option(
-        "anchor",
+        "auto",
         "the noisy latents the concept's x̂₀ (the discriminator's fake side) is predicted from: 'anchor' (the same "
-        "noisy anchor latent as the real side) or 'concept' (the frozen model's own samples of the paired concept "
-        "prompts, noised with the same noise and t: where the concept's domain shows) or 'both' (either, per sample, "
-        "at even odds)",
+        "noisy anchor latent as the real side, the paper) or 'concept' (the frozen model's own samples of the paired "
+        "concept prompts, noised with the same noise and t: where the concept's domain shows) or 'both' (either, per "
+        "sample, at even odds); 'auto': 'both' for a style, 'anchor' otherwise",
     )
     adv_weight: float = option(1.0, "weight of the adversarial (domain-correction) loss, the unlearning gradient g_a")
     prior_weight: float = option(
@@ -106,11 +115,11 @@ class DoCoConfig(MethodConfig):
     num_retain: int | None = option(
         None, "retain samples generated from retain_prompts (default: one per retain prompt)"
     )
-    null_weight: float = option(
-        0.0,
+    null_weight: float | None = option(
+        None,
         "weight of a protected loss keeping the unconditional prediction ε(x_t, '') where the original model had it "
         "on the prior's inputs; classifier-free guidance at scale w moves every prompt's output by (w − 1) times its "
-        "drift; 0 = the paper",
+        "drift; 0 = the paper; unset (null): 1 for a style, 0 otherwise",
     )
     sample_steps: int = option(20, "sampler steps when generating anchor samples")
     sample_guidance: float = option(7.5, "CFG scale when generating anchor samples")
@@ -124,7 +133,7 @@ class DoCoConfig(MethodConfig):
         check_choice("concept_kind", self.concept_kind, tuple(DEFAULT_ANCHORS))
         check_choice("surgery", self.surgery, SURGERY_MODES)
         check_choice("prior_target", self.prior_target, ("data", "frozen"))
-        check_choice("fake_from", self.fake_from, ("anchor", "concept", "both"))
+        check_choice("fake_from", self.fake_from, ("auto", "anchor", "concept", "both"))
         if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps, self.sample_batch_size) < 1:
             raise ValueError(
                 "disc_channels, disc_layers, num_anchor, sample_steps and sample_batch_size must be >= 1."
@@ -151,8 +160,20 @@ class DoCoConfig(MethodConfig):
             or not 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0
         ):
             raise ValueError(f"timestep_range must be [lo, hi] with 0 <= lo < hi <= 1, got {lo_hi!r}.")
-        if min(self.warmup_steps, self.adv_weight, self.prior_weight, self.null_weight) < 0 or not self.disc_lr > 0:
+        weights = (self.warmup_steps, self.adv_weight, self.prior_weight, self.resolved("null_weight"))
+        if min(weights) < 0 or not self.disc_lr > 0:
             raise ValueError("warmup_steps, adv_weight, prior_weight and null_weight must be >= 0 and disc_lr > 0.")
+
+    def resolved(self, name: str) -> Any:
+        """``fake_from`` or ``null_weight`` as the run uses it: the set value, or the concept kind's
+        (:data:`KIND_SETTINGS`) where it is left at ``"auto"`` / ``None``.
+
+        Example:
+            >>> DoCoConfig().resolved("fake_from"), DoCoConfig(concept_kind="object").resolved("fake_from")
+            ('both', 'anchor')
+        """
+        value = getattr(self, name)
+        return KIND_SETTINGS[self.concept_kind][name] if value is None or value == "auto" else value
 
 
 def resolve_anchor(concept_kind: str, anchor: str | None, concept: str) -> str:
@@ -237,7 +258,7 @@ class DoCo(TrainedMethod):
         ctx["anchor"] = generated_latents(
             handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
         )
-        if cfg.fake_from != "anchor":  # drawn after the anchor samples, so the anchor samples' draws are unchanged
+        if cfg.resolved("fake_from") != "anchor":  # drawn after the anchor samples, which keep their draws
             ctx["concept"] = generated_latents(
                 handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
@@ -257,10 +278,12 @@ class DoCo(TrainedMethod):
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
         self._ctx = ctx
         logger.info(
-            "doco: anchor %r, %d anchor and %d retain samples, surgery %s",
+            "doco: anchor %r, %d anchor and %d retain samples, fake side from %s, null weight %g, surgery %s",
             state.anchor,
             cfg.num_anchor,
             len(ctx.get("retain", ())),
+            cfg.resolved("fake_from"),
+            cfg.resolved("null_weight"),
             cfg.surgery,
         )
 
@@ -295,8 +318,9 @@ class DoCo(TrainedMethod):
             handle, ctx["anchor"][idx], gens, timestep_bounds(handle, cfg.timestep_range), return_noise=True
         )
         # the concept's x̂₀ comes from the same x_t, or from its own sample noised alike
-        x_fake = x_t if cfg.fake_from == "anchor" else handle.add_noise(ctx["concept"][idx], noise, t).to(x_t.dtype)
-        if cfg.fake_from == "both":  # each sample's fake side from either, drawn from its own generator
+        fake_from = cfg.resolved("fake_from")
+        x_fake = x_t if fake_from == "anchor" else handle.add_noise(ctx["concept"][idx], noise, t).to(x_t.dtype)
+        if fake_from == "both":  # each sample's fake side from either, drawn from its own generator
             anchor_side = torch.cat([torch.rand(1, generator=g) < 0.5 for g in gens]).to(x_t.device)
             x_fake = torch.where(anchor_side[:, None, None, None], x_t, x_fake)
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
@@ -343,7 +367,8 @@ class DoCo(TrainedMethod):
             targets.append(r_target)
         fixed = prior_inputs[1:] if cfg.prior_target == "frozen" else []  # the anchor's came with the real side
         null_input = []
-        if cfg.null_weight:  # ε(x_t, '') on every prior input
+        null_weight = cfg.resolved("null_weight")
+        if null_weight:  # ε(x_t, '') on every prior input
             x_all, t_all = torch.cat([x for x, _, _ in prior_inputs]), torch.cat([s for _, s, _ in prior_inputs])
             null_input = [(x_all, t_all, ctx["null_emb"].expand(len(x_all), -1, -1))]
         with torch.no_grad():
@@ -355,7 +380,7 @@ class DoCo(TrainedMethod):
         if not null_input:
             return prior, {}
         null = F.mse_loss(preds[-1], frozen[-1])
-        return prior + cfg.null_weight * null, {"null": float(null.detach())}
+        return prior + null_weight * null, {"null": float(null.detach())}
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Discriminator weights, its Adam state and the anchor samples, so resume continues exactly."""

@@ -7,8 +7,9 @@ The benchmark, the quickstart and the demo erase ``style:NAME`` / ``object:NAME`
 - methods that take prompt lists get the target in every context of the world (the UnlearnCanvas template over
   every object, or every style), so the erasure covers the whole class: SalUn's forget prompts, each paired with
   the anchor prompt of the same object (or style) as its misaligned prompt, and the rest of the world as its retain
-  prompts; DoCo's concept prompts paired with anchor prompts of the same object (or style),
-  UCE's preserved classes; ESD takes its variant from the kind (``x`` for styles, ``u`` for objects).
+  prompts; DoCo's concept prompts paired with anchor prompts of the same object (or style), and for a style
+  the rest of the world as its retain prompts (the prior loss then keeps the other styles; on objects they held the
+  erasure back, docs/methods.md); UCE's preserved classes; ESD takes its variant from the kind (``x`` for styles, ``u`` for objects).
 
 Only prompts and the concept kind are set; every hyperparameter stays at the method's default.
 
@@ -68,7 +69,8 @@ def erasure_plan(method: str, target: str, phrases: dict | None = None) -> tuple
             "misaligned_prompts": anchors,  # c' of each forget prompt: its own anchor context, not a random one
             "pair_misaligned": True,
         },
-        "doco": {"concept_kind": kind, "concept_prompts": forget, "anchor_prompts": anchors},
+        "doco": {"concept_kind": kind, "concept_prompts": forget, "anchor_prompts": anchors}
+        | ({"retain_prompts": retain} if kind == "style" else {}),  # objects: the paper's prior (docs/methods.md)
         "esd": {"variant": "x" if kind == "style" else "u"},
         "uce": {"preserve": preserve},
     }
