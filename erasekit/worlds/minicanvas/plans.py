@@ -8,8 +8,9 @@ The benchmark, the quickstart and the demo erase ``style:NAME`` / ``object:NAME`
   every object, or every style), so the erasure covers the whole class: SalUn's forget prompts, each paired with
   the anchor prompt of the same object (or style) as its misaligned prompt, and the rest of the world as its retain
   prompts; DoCo's concept prompts paired with anchor prompts of the same object (or style), and for a style
-  the rest of the world as its retain prompts (the prior loss then keeps the other styles; on objects they held the
-  erasure back, docs/methods.md); UCE's preserved classes; ESD takes its variant from the kind (``x`` for styles, ``u`` for objects).
+  the rest of the world as its retain prompts (the prior loss then keeps the other styles; on objects they held
+  the erasure back, docs/methods.md); UCE's preserved classes; ESD takes its variant from the kind (``x`` for
+  styles, ``u`` for objects).
 
 Only prompts and the concept kind are set; every hyperparameter stays at the method's default.
 
