@@ -377,8 +377,19 @@ def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, 
     assert 0 <= run["metrics"]["ua"] <= 1 and run["kl_to_gold"]["mean"] >= 0 and run["peak_rss_mb"] > 0
     assert run["config"]["preserve"] and "Photo style" not in run["config"]["preserve"]
     assert "| uce | style:Photo |" in md.read_text() and "uce/style" in result["summary"]
+    created = manifest["created"]  # every KL names the gold world it was taken against
+    assert result["reference"][0]["created"] == created and run["kl_to_gold"]["gold_created"] == created
     bench.main([*argv, "--resume"])  # nothing left to do: the run is not repeated
     assert [r["method"] for r in json.loads(out.read_text())["runs"]] == ["uce"]
+    # a retrained gold world on resume: the first gold row stays, the new world's scores sit beside it
+    (gold / "manifest.json").write_text(json.dumps({**manifest, "exclude": ["style:Photo"], "created": "later"}))
+    result["runs"] = []
+    out.write_text(json.dumps(result))
+    bench.main([*argv, "--resume"])
+    result = json.loads(out.read_text())
+    gold_row = result["reference"][0]
+    assert gold_row["created"] == created and [m["created"] for m in gold_row["remeasured"]] == ["later"]
+    assert result["runs"][0]["kl_to_gold"]["gold_created"] == "later"
 
 
 def test_probe_erases_one_target_and_explains_its_scores(world, tmp_path, capsys):
