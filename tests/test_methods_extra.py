@@ -153,7 +153,8 @@ def test_salun_loss_targets_frozen_and_current(tiny_pipe):
 
 
 def test_doco_prior_target_frozen_starts_at_zero(tiny_pipe):
-    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "lr": 1e-2, "null_weight": 0.0}
+    # no anchor-seeking term: its frozen forward would join the real side's, and a larger batch rounds differently
+    cfg = {**FAST_CONFIGS["doco"], "steps": 3, "warmup_steps": 1, "lr": 1e-2, "null_weight": 0.0, "anchor_weight": 0.0}
 
     def priors(**options):
         history = LossHistory()
@@ -392,11 +393,13 @@ def test_doco_fake_from_concept_predicts_the_fake_side_from_the_concept_samples(
 
 
 def test_doco_kind_settings_apply_where_left_at_auto(tiny_pipe):
-    """A style gets the fake side from either latent and the null term, an object the paper's settings; a value
-    the user sets wins over the kind's."""
+    """A style gets the fake side from either latent, the null term and the anchor-seeking term, an object the
+    paper's settings; a value the user sets wins over the kind's."""
     assert (DoCoConfig().resolved("fake_from"), DoCoConfig().resolved("null_weight")) == ("both", 1.0)
     obj = DoCoConfig(concept_kind="object")
     assert (obj.resolved("fake_from"), obj.resolved("null_weight")) == ("anchor", 0.0)
+    assert (DoCoConfig().resolved("anchor_weight"), obj.resolved("anchor_weight")) == (10.0, 0.0)
+    assert DoCoConfig(concept_kind="object", anchor_weight=2.0).resolved("anchor_weight") == 2.0
     assert DoCoConfig(fake_from="concept", null_weight=0.5).resolved("null_weight") == 0.5
     assert DoCoConfig(fake_from="concept").resolved("fake_from") == "concept"
     assert DoCoConfig().to_dict()["fake_from"] == "auto"  # saved configs stay per-kind, not the style's values
@@ -407,9 +410,50 @@ def test_doco_kind_settings_apply_where_left_at_auto(tiny_pipe):
         return method._ctx, history.history
 
     ctx, logs = run()
-    assert "concept" in ctx and any("null" in h for h in logs)
+    assert "concept" in ctx and any("null" in h for h in logs) and any("anchor" in h for h in logs)
     ctx, logs = run(concept_kind="object")
-    assert "concept" not in ctx and not any("null" in h for h in logs)
+    assert "concept" not in ctx and not any("null" in h or "anchor" in h for h in logs)
+
+
+def test_doco_anchor_weight_regresses_the_concept_prediction_to_the_frozen_anchor_prediction(tiny_pipe, monkeypatch):
+    """Known answer: at the first generator step the weights are the original ones, so the logged anchor-seeking
+    loss is the MSE between the frozen concept and anchor predictions on the fake side's input; trained on that loss
+    alone, the patched model's concept prediction moves towards the anchor's."""
+    cfg = {**FAST_CONFIGS["doco"], "steps": 2, "batch_size": 2, "num_anchor": 2, "fake_from": "concept"}
+    cfg |= {"null_weight": 0.0, "anchor_weight": 1.0}
+    real_predict = DiffusionHandle.predict_noise
+    trained: list[tuple] = []  # the inputs of every forward with the trained weights
+
+    def spy(self, x_t, t, emb, params=None):
+        if params is not None:
+            trained.append((x_t.detach().clone(), t.clone()))
+        return real_predict(self, x_t, t, emb, params=params)
+
+    monkeypatch.setattr(DiffusionHandle, "predict_noise", spy)
+    history = LossHistory()
+    erasekit.erase(tiny_pipe, "doco", "a cat", anchor="a dog", callbacks=[history], **cfg)
+    monkeypatch.undo()
+    logged = [h["anchor"] for h in history.history if "anchor" in h]
+    assert len(logged) == 1  # one generator step after the warm-up
+    x_fake, t = trained[-2]  # the generator step's concept forward, then its prior forward
+    handle = DiffusionHandle(tiny_pipe)
+    with torch.no_grad():
+        concept = handle.predict_noise(x_fake, t, handle.encode_prompts(["a cat"] * 2)).float()
+        anchor = handle.predict_noise(x_fake, t, handle.encode_prompts(["a dog"] * 2)).float()
+    assert logged[0] == pytest.approx(float(torch.nn.functional.mse_loss(concept, anchor)), rel=1e-4)
+
+    def concept_gap() -> float:  # to the original anchor prediction on the same input, which the run below redraws
+        with torch.no_grad():
+            c = handle.predict_noise(x_fake, t, handle.encode_prompts(["a cat"] * 2)).float()
+        return float((c - anchor).pow(2).mean())
+
+    only_anchor = {"adv_weight": 0.0, "prior_weight": 0.0, "steps": 41, "lr": 1e-3, "surgery": "none"}
+    patch = erasekit.erase(tiny_pipe, "doco", "a cat", anchor="a dog", **{**cfg, **only_anchor})
+    with patch.applied(tiny_pipe):
+        after = concept_gap()
+    assert after < 0.25 * logged[0]
+    with pytest.raises(ValueError, match="anchor_weight"):
+        DoCoConfig(anchor_weight=-1.0)
 
 
 def test_surrogate_loss_has_the_real_value_and_exactly_the_given_gradient():

@@ -18,13 +18,15 @@ Deliberate departures from the reference code: the surgery is the true PCGrad pr
 rule g_a − λ·cos·ĝ_b is ``surgery="reference"``; it equals the projection only when λ = ‖g_a‖); anchor samples are
 final latents of the frozen model's own sampler; the discriminator has no normalisation layers (small batches);
 timesteps are uniform over the whole schedule (``timestep_range`` narrows it); the prior loss regresses to the frozen
-model by default and the lr is 6e-5 (both tuned on MiniCanvas, docs/methods.md). Two settings depend on the concept
-kind (:data:`KIND_SETTINGS`, measured on MiniCanvas in docs/methods.md): for a style the fake side is predicted
-half the time from the model's own concept samples noised alike (``fake_from="both"``: on the anchor's latents
-alone the discriminator barely sees a style) and the unconditional prediction, which classifier-free guidance
-multiplies by w − 1, is protected (``null_weight=1``); objects keep the paper's same-latent fake side, which erases
-them, and no null term. ``retain_prompts`` adds other prompts' own samples to the prior (the MiniCanvas plan sets
-them for styles).
+model by default and the lr is 6e-5 (both tuned on MiniCanvas, docs/methods.md). Three settings depend on the
+concept kind (:data:`KIND_SETTINGS`, measured on MiniCanvas in docs/methods.md): for a style the fake side is
+predicted half the time from the model's own concept samples noised alike (``fake_from="both"``: on the anchor's
+latents alone the discriminator barely sees a style), the unconditional prediction, which classifier-free guidance
+multiplies by w − 1, is protected (``null_weight=1``), and the unlearning loss gains an anchor-seeking term
+(``anchor_weight=10``: the concept's prediction on the fake side's input regresses to the frozen model's anchor
+prediction there, so the erased style lands on the anchor instead of on whatever fools the discriminator); objects
+keep the paper's same-latent fake side, which erases them, with neither term. ``retain_prompts`` adds other
+prompts' own samples to the prior (the MiniCanvas plan sets them for styles).
 """
 
 from __future__ import annotations
@@ -47,12 +49,12 @@ from .salun import batched_predict, generated_latents, noisy, pick, require_unet
 logger = logging.getLogger(__name__)
 
 DEFAULT_ANCHORS = {"style": "a painting", "object": None, "nudity": "clothed"}
-# What the options left at "auto" (fake_from) or None (null_weight) become for each concept kind: the style row was
-# tuned on MiniCanvas (docs/methods.md), objects and nudity keep the paper's settings
+# What the options left at "auto" (fake_from) or None (null_weight, anchor_weight) become for each concept kind: the
+# style row was tuned on MiniCanvas (docs/methods.md), objects and nudity keep the paper's settings
 KIND_SETTINGS = {
-    "style": {"fake_from": "both", "null_weight": 1.0},
-    "object": {"fake_from": "anchor", "null_weight": 0.0},
-    "nudity": {"fake_from": "anchor", "null_weight": 0.0},
+    "style": {"fake_from": "both", "null_weight": 1.0, "anchor_weight": 10.0},
+    "object": {"fake_from": "anchor", "null_weight": 0.0, "anchor_weight": 0.0},
+    "nudity": {"fake_from": "anchor", "null_weight": 0.0, "anchor_weight": 0.0},
 }
 
 
@@ -83,6 +85,12 @@ class DoCoConfig(MethodConfig):
         "sample, at even odds); 'auto': 'both' for a style, 'anchor' otherwise",
     )
     adv_weight: float = option(1.0, "weight of the adversarial (domain-correction) loss, the unlearning gradient g_a")
+    anchor_weight: float | None = option(
+        None,
+        "weight of an anchor-seeking term added to the unlearning loss: the trained concept prediction on the fake "
+        "side's input regresses to the frozen model's anchor prediction on the same input (an adversarial target "
+        "alone gives the concept no destination); 0 = the paper; unset (null): 10 for a style, 0 otherwise",
+    )
     prior_weight: float = option(
         1.0, "weight of the prior-preservation loss, the protected gradient g_b (reference 1)"
     )
@@ -160,12 +168,20 @@ class DoCoConfig(MethodConfig):
             or not 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0
         ):
             raise ValueError(f"timestep_range must be [lo, hi] with 0 <= lo < hi <= 1, got {lo_hi!r}.")
-        weights = (self.warmup_steps, self.adv_weight, self.prior_weight, self.resolved("null_weight"))
+        weights = (
+            self.warmup_steps,
+            self.adv_weight,
+            self.resolved("anchor_weight"),
+            self.prior_weight,
+            self.resolved("null_weight"),
+        )
         if min(weights) < 0 or not self.disc_lr > 0:
-            raise ValueError("warmup_steps, adv_weight, prior_weight and null_weight must be >= 0 and disc_lr > 0.")
+            raise ValueError(
+                "warmup_steps, adv_weight, anchor_weight, prior_weight and null_weight must be >= 0 and disc_lr > 0."
+            )
 
     def resolved(self, name: str) -> Any:
-        """``fake_from`` or ``null_weight`` as the run uses it: the set value, or the concept kind's
+        """``fake_from``, ``null_weight`` or ``anchor_weight`` as the run uses it: the set value, or the concept kind's
         (:data:`KIND_SETTINGS`) where it is left at ``"auto"`` / ``None``.
 
         Example:
@@ -278,12 +294,14 @@ class DoCo(TrainedMethod):
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
         self._ctx = ctx
         logger.info(
-            "doco: anchor %r, %d anchor and %d retain samples, fake side from %s, null weight %g, surgery %s",
+            "doco: anchor %r, %d anchor and %d retain samples, fake side from %s, null weight %g, anchor weight %g, "
+            "surgery %s",
             state.anchor,
             cfg.num_anchor,
             len(ctx.get("retain", ())),
             cfg.resolved("fake_from"),
             cfg.resolved("null_weight"),
+            cfg.resolved("anchor_weight"),
             cfg.surgery,
         )
 
@@ -325,30 +343,41 @@ class DoCo(TrainedMethod):
             x_fake = torch.where(anchor_side[:, None, None, None], x_t, x_fake)
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
-        with torch.no_grad():
-            frozen = handle.predict_noise(x_t, t, anchor_emb)  # the frozen model
+        anchor_weight = cfg.resolved("anchor_weight")
+        seek = anchor_weight and not warmup and x_fake is not x_t  # the anchor's prediction on the fake inputs
+        with torch.no_grad():  # the frozen model
+            frozen, *seek_target = batched_predict(
+                handle, [(x_t, t, anchor_emb)] + ([(x_fake, t, anchor_emb)] if seek else [])
+            )
             real = predicted_x0(handle, x_t, t, frozen)
+        seek_target = seek_target[0] if seek else frozen
         if cfg.prior_target == "frozen":
-            target = frozen.float()
+            target = frozen
         with torch.no_grad() if warmup else torch.enable_grad():
-            fake = predicted_x0(handle, x_fake, t, handle.predict_noise(x_fake, t, concept_emb, params=state.params))
+            fake_out = handle.predict_noise(x_fake, t, concept_emb, params=state.params)
+            fake = predicted_x0(handle, x_fake, t, fake_out)
         disc_loss = self._disc_step(real, fake.detach())
         logs = {"disc": float(disc_loss)}
         if warmup:  # only the discriminator learns; 0·disc_loss carries a NaN to the loop's guard
             return surrogate_loss(state.params, {}, 0.0 * disc_loss), logs
         logits = self.disc(fake)
         adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        unlearn = cfg.adv_weight * adv
+        if anchor_weight:
+            anchor_loss = F.mse_loss(fake_out.float(), seek_target)
+            unlearn = unlearn + anchor_weight * anchor_loss
+            logs["anchor"] = float(anchor_loss.detach())
         prior, parts = self._prior_loss(state, gens, x_t, t, target, anchor_emb)
         logs.update(parts)
         keys = list(state.params)
         inputs = [state.params[k] for k in keys]
-        g_a = torch.autograd.grad(cfg.adv_weight * adv, inputs, allow_unused=True)
+        g_a = torch.autograd.grad(unlearn, inputs, allow_unused=True)
         g_b = torch.autograd.grad(cfg.prior_weight * prior, inputs, allow_unused=True)
         distributed.all_reduce_mean_([g for g in (*g_a, *g_b) if g is not None])  # surgery on the global batch
         grads, conflict = combine_gradients(
             dict(zip(keys, g_a, strict=True)), dict(zip(keys, g_b, strict=True)), cfg.surgery, cfg.surgery_lambda
         )
-        value = cfg.adv_weight * adv.detach() + cfg.prior_weight * prior.detach() + 0.0 * disc_loss
+        value = unlearn.detach() + cfg.prior_weight * prior.detach() + 0.0 * disc_loss
         logs.update(adv=float(adv.detach()), prior=float(prior.detach()), conflict=conflict)
         return surrogate_loss(state.params, grads, value), logs
 
