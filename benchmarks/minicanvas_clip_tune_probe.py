@@ -24,21 +24,8 @@ from erasekit._env import environment
 from erasekit._io import write_json
 from erasekit.worlds.minicanvas.data import OBJECTS, STYLES, TRAIN_TEMPLATES
 from erasekit.worlds.minicanvas.recipe import RecipeConfig, _reload_clip, _tokenizer
-from erasekit.worlds.minicanvas.train_clip import (
-    TRAIN_TOKENS,
-    compositional_clip_loss,
-    image_embeds,
-    text_embeds,
-    zero_shot,
-)
-from erasekit.worlds.minicanvas.training import (
-    CaptionBank,
-    adamw,
-    augment,
-    generator,
-    render_bank,
-    warmup_cosine,
-)
+from erasekit.worlds.minicanvas.train_clip import TRAIN_TOKENS, batch_loss, zero_shot
+from erasekit.worlds.minicanvas.training import CaptionBank, adamw, generator, render_bank, warmup_cosine
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "erasekit" / "worlds" / "minicanvas" / "weights"
 
@@ -79,12 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = generator(device, "clip-tune-data", args.seed)
     start = time.perf_counter()
     for step in range(args.steps):
-        idx = train.style_batch(clip_cfg.styles_per_batch, gen)
-        s_ids, o_ids = train.style_ids[idx], train.object_ids[idx]
-        x = augment(train.floats(idx), gen, blur_prob=clip_cfg.blur_prob, noise_prob=clip_cfg.noise_prob)
-        ids = captions.sample(s_ids, o_ids, gen, insert_prob=clip_cfg.insert_prob)
-        scale = model.logit_scale.exp().clamp(max=100.0)
-        loss = compositional_clip_loss(image_embeds(model, x), text_embeds(model, ids), s_ids, o_ids, scale)
+        loss, _, _ = batch_loss(model, train, captions, clip_cfg, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

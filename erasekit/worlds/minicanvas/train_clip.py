@@ -168,6 +168,20 @@ def compositional_clip_loss(
     return sum(terms) / 3
 
 
+def batch_loss(
+    model, bank: ImageBank, captions: CaptionBank, cfg: ClipTrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The recipe's CLIP loss on one batch drawn from ``gen``: one image of every pair of ``cfg.styles_per_batch``
+    random styles, augmented, each with a sampled training caption; also the logit scale used and the batch size."""
+    idx = bank.style_batch(cfg.styles_per_batch, gen)
+    s_ids, o_ids = bank.style_ids[idx], bank.object_ids[idx]
+    x = augment(bank.floats(idx), gen, blur_prob=cfg.blur_prob, noise_prob=cfg.noise_prob)
+    ids = captions.sample(s_ids, o_ids, gen, insert_prob=cfg.insert_prob)
+    scale = model.logit_scale.exp().clamp(max=100.0)
+    loss = compositional_clip_loss(image_embeds(model, x), text_embeds(model, ids), s_ids, o_ids, scale)
+    return loss, scale, len(idx)
+
+
 def train_clip(
     bank: ImageBank, tokenizer, cfg: ClipTrainConfig, seed: int, device: torch.device
 ) -> tuple[object, dict]:
@@ -179,12 +193,7 @@ def train_clip(
     gen, clock = generator(device, "clip-data", seed), Stopwatch(device)
     bar = tqdm(range(cfg.steps), desc="clip", unit="step", disable=None, mininterval=2.0)
     for step in bar:
-        idx = bank.style_batch(cfg.styles_per_batch, gen)
-        s_ids, o_ids = bank.style_ids[idx], bank.object_ids[idx]
-        x = augment(bank.floats(idx), gen, blur_prob=cfg.blur_prob, noise_prob=cfg.noise_prob)
-        ids = captions.sample(s_ids, o_ids, gen, insert_prob=cfg.insert_prob)
-        scale = model.logit_scale.exp().clamp(max=100.0)
-        loss = compositional_clip_loss(image_embeds(model, x), text_embeds(model, ids), s_ids, o_ids, scale)
+        loss, scale, batch_size = batch_loss(model, bank, captions, cfg, gen)
         check_finite(loss, "clip", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -194,7 +203,7 @@ def train_clip(
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", scale=f"{scale.item():.1f}")
     model.eval()
-    stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": len(idx), "params": n_params(model)}
+    stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": batch_size, "params": n_params(model)}
     return model, stats
 
 
