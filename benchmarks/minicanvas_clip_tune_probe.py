@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print("before", before, flush=True)
     text_before = {k: v.clone() for k, v in model.text_model.state_dict().items()}
     model.text_model.requires_grad_(False)
-    trainable = [p for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
     model.text_model.eval()
     opt = adamw(model, args.lr, clip_cfg.weight_decay, betas=(0.9, 0.98))
