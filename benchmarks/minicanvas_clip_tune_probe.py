@@ -7,6 +7,10 @@ held-out templates, the bar is 95 %). It loads the world's CLIP as it ships (fp1
 with the recipe's own loss, data, augmentation and caption sampling, and prints the zero-shot accuracies before and
 after. Nothing is written unless ``--out`` is given (JSON of the result and the settings).
 
+Since recipe v3 this tuning is the CLIP stage's last part (``tune_clip_image_side``, which this probe calls), and
+the shipped CLIP is tuned: the recorded result was measured on the v2 world's CLIP (``git show
+ed7ac2b:erasekit/worlds/minicanvas/weights/...``); on a v3 world this probe tunes a second time.
+
 Usage:
     python benchmarks/minicanvas_clip_tune_probe.py --steps 600 --lr 3e-4 --out /tmp/clip_tune.json
 """
@@ -15,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from erasekit._env import environment
 from erasekit._io import write_json
-from erasekit.worlds.minicanvas.data import OBJECTS, STYLES, TRAIN_TEMPLATES
+from erasekit.worlds.minicanvas.data import OBJECTS, STYLES
 from erasekit.worlds.minicanvas.recipe import RecipeConfig, _reload_clip, _tokenizer
-from erasekit.worlds.minicanvas.train_clip import TRAIN_TOKENS, batch_loss, zero_shot
-from erasekit.worlds.minicanvas.training import CaptionBank, adamw, generator, render_bank, warmup_cosine
+from erasekit.worlds.minicanvas.train_clip import ClipTuneConfig, tune_clip_image_side, zero_shot
+from erasekit.worlds.minicanvas.training import render_bank
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "erasekit" / "worlds" / "minicanvas" / "weights"
 
@@ -48,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     device = torch.device("cpu")
     cfg = RecipeConfig()
-    clip_cfg = cfg.clip
     tokenizer = _tokenizer()
     train = render_bank(cfg.train_per_pair, args.seed, "train", "rendering train").to(device)
     heldout = render_bank(cfg.heldout_per_pair, args.seed, "heldout", "rendering held-out").to(device)
@@ -56,25 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     before = zero_shot(model, tokenizer, heldout, list(STYLES), list(OBJECTS))
     print("before", before, flush=True)
     text_before = {k: v.clone() for k, v in model.text_model.state_dict().items()}
-    model.text_model.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    model.train()
-    model.text_model.eval()
-    opt = adamw(model, args.lr, clip_cfg.weight_decay, betas=(0.9, 0.98))
-    sched = warmup_cosine(opt, args.warmup, args.steps)
-    captions = CaptionBank(tokenizer, TRAIN_TEMPLATES, TRAIN_TOKENS, device)
-    gen = generator(device, "clip-tune-data", args.seed)
-    start = time.perf_counter()
-    for step in range(args.steps):
-        loss, _, _ = batch_loss(model, train, captions, clip_cfg, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step} loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    seconds = time.perf_counter() - start
-    model.eval()
+    tune = ClipTuneConfig(steps=args.steps, lr=args.lr, warmup=args.warmup)
+    stats = tune_clip_image_side(model, train, tokenizer, cfg.clip, tune, args.seed, device)
+    seconds, trainable = stats["seconds"], stats["params"]
     after = zero_shot(model, tokenizer, heldout, list(STYLES), list(OBJECTS))
     text_same = all(torch.equal(v, model.text_model.state_dict()[k]) for k, v in text_before.items())
     print("after", after, f"({seconds:.0f} s; text tower unchanged: {text_same})", flush=True)
@@ -82,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(
             args.out,
             {
-                "settings": vars(args) | {"trainable_params": sum(p.numel() for p in trainable)},
+                "settings": vars(args) | {"trainable_params": trainable},
                 "before": before,
                 "after": after,
                 "seconds": round(seconds, 1),

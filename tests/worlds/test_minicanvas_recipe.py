@@ -23,7 +23,7 @@ from erasekit.worlds.minicanvas import (
     verify_manifest,
     weights_dir,
 )
-from erasekit.worlds.minicanvas.recipe import check_exclude, check_exclude_from, train_world
+from erasekit.worlds.minicanvas.recipe import check_exclude, check_exclude_from, quick_config, train_world
 from erasekit.worlds.minicanvas.training import CaptionBank, _shift, augment, generator
 
 
@@ -105,16 +105,16 @@ def test_clip_folder_and_its_processor(world):
 
 def test_manifest_records_the_run(world):
     manifest = json.loads((world / "manifest.json").read_text())
-    assert manifest["recipe"] == "minicanvas-v2" and manifest["seed"] == 0 and manifest["quick"] is True
+    assert manifest["recipe"] == "minicanvas-v3" and manifest["seed"] == 0 and manifest["quick"] is True
     assert manifest["reused"] == [] and manifest["full_recipe_seconds"] == manifest["total_seconds"]
     assert manifest["exclude"] == ["style:Ink"] and "Ink" not in manifest["styles"]
     assert manifest["classifier_labels"]["style"] == list(STYLES)  # the judge still knows the excluded style
-    for stage in ("render", "style_classifier", "object_classifier", "clip", "vae", "latents", "unet", "check"):
+    for stage in "render style_classifier object_classifier clip clip_tune vae latents unet check".split():
         assert manifest["stages"][stage]["seconds"] >= 0
     assert manifest["stages"]["unet"]["steps"] == 2
     assert set(manifest["versions"]) >= {"torch", "diffusers", "transformers"}
     assert manifest["total_bytes"] == sum(f["bytes"] for f in manifest["files"].values()) < 50e6
-    assert {"classifiers", "clip", "vae", "fidelity"} <= set(manifest["metrics"])
+    assert {"classifiers", "clip_before_tune", "clip", "vae", "fidelity"} <= set(manifest["metrics"])
     fidelity = manifest["metrics"]["fidelity"]
     assert fidelity["per_seed"] == {
         "0": {"style": fidelity["style_agreement"], "object": fidelity["object_agreement"]}
@@ -165,11 +165,12 @@ def test_reuse_copies_matching_stages_and_gives_the_from_scratch_files(world, tm
     args.reuse = str(world)
     assert world_cli.run(args) == 0
     manifest = json.loads((again / "manifest.json").read_text())
-    assert manifest["reused"] == ["style_classifier", "object_classifier", "clip", "vae"]
+    every = ["style_classifier", "object_classifier", "clip", "clip_tune", "vae", "latents", "unet"]
+    assert manifest["reused"] == every
     assert manifest["stages"]["clip"]["reused_from"] == str(world)
     assert manifest["full_recipe_seconds"] > manifest["total_seconds"]
     first = json.loads((world / "manifest.json").read_text())["files"]
-    assert manifest["files"] == first  # every file, the retrained UNet included, as a from-scratch run writes it
+    assert manifest["files"] == first  # the UNet read back and saved with the pipeline: the same bytes
     other_exclusion = train_world(tmp_path / "other", exclude=["object:apple"], quick=True, reuse=world)
     assert other_exclusion["reused"] == ["style_classifier", "object_classifier"]  # the judge ignores exclusions
     assert train_world(tmp_path / "seed1", exclude=["style:Ink"], seed=1, quick=True, reuse=world)["reused"] == []
@@ -193,13 +194,41 @@ def test_exclude_from_unet_trains_clip_and_vae_on_everything_and_reuses_them(tmp
     again = train_world(
         tmp_path / "again", exclude=["style:Ink"], exclude_from=["unet"], quick=True, reuse=tmp_path / "full"
     )
-    assert again["reused"] == ["style_classifier", "object_classifier", "clip", "vae"]
+    assert again["reused"] == ["style_classifier", "object_classifier", "clip", "clip_tune", "vae"]
     # the classifiers' dropout draws from the process's global RNG, so two trainings in one process differ: the
     # comparison leaves them out
     models = {f: h for f, h in gold["files"].items() if not f.startswith("classifiers/")}
     assert models == {f: h for f, h in again["files"].items() if not f.startswith("classifiers/")}
     everywhere = train_world(tmp_path / "all", exclude=["style:Ink"], quick=True, reuse=tmp_path / "gold")
     assert everywhere["reused"] == ["style_classifier", "object_classifier"]  # gold's CLIP saw Ink: not reusable
+
+
+def test_reuse_tunes_an_untuned_clip_and_keeps_the_pipeline(tmp_path):
+    """A world from before the tuning (recipe v2, ``clip_tune`` absent) or with it off: ``--reuse`` copies its CLIP,
+    tunes it as a from-scratch run does, and keeps the UNet (its text tower is the tuned CLIP's, bit for bit)."""
+    untuned_cfg = quick_config()
+    untuned_cfg.clip_tune.steps = 0
+    untuned = train_world(tmp_path / "untuned", config=untuned_cfg)
+    assert "clip_tune" not in untuned["stages"] and "clip_before_tune" not in untuned["metrics"]
+    fresh = train_world(tmp_path / "fresh", quick=True)
+    tuned = train_world(tmp_path / "tuned", quick=True, reuse=tmp_path / "untuned")
+    every = ["style_classifier", "object_classifier", "clip", "vae", "latents", "unet"]
+    assert tuned["reused"] == every and "reused_from" not in tuned["stages"]["clip_tune"]
+    clip_files = [f for f in fresh["files"] if f.startswith("clip/")]
+    assert all(tuned["files"][f] == fresh["files"][f] for f in clip_files)  # tuned alike
+    assert any(tuned["files"][f] != untuned["files"][f] for f in clip_files)
+    pipeline = {f: h for f, h in untuned["files"].items() if f.startswith("pipeline/")}
+    assert pipeline == {f: h for f, h in tuned["files"].items() if f.startswith("pipeline/")}
+    assert {f: h for f, h in fresh["files"].items() if f.startswith("pipeline/")} == pipeline
+    from transformers import CLIPModel
+
+    towers = [CLIPModel.from_pretrained(tmp_path / w / "clip").text_model.state_dict() for w in ("untuned", "tuned")]
+    assert all(torch.equal(towers[0][k], towers[1][k]) for k in towers[0])
+    # a CLIP tuned otherwise cannot be untuned: CLIP and UNet are trained again
+    other_cfg = quick_config()
+    other_cfg.clip_tune.steps = 3
+    other = train_world(tmp_path / "other", config=other_cfg, reuse=tmp_path / "tuned")
+    assert other["reused"] == ["style_classifier", "object_classifier", "vae"]
 
 
 # ---------------------------------------------------------------------------------------------------- validation

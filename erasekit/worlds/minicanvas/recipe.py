@@ -43,14 +43,23 @@ from erasekit._io import atomic_dir, write_json
 from .data import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, parse_exclude
 from .manifest import MANIFEST, file_table, read_manifest, verify_manifest
 from .train_classifiers import ClassifierTrainConfig, evaluate_classifiers, train_classifier
-from .train_clip import ClipTrainConfig, image_processor, text_encoder_from_clip, train_clip, zero_shot
+from .train_clip import (
+    ClipTrainConfig,
+    ClipTuneConfig,
+    image_processor,
+    text_encoder_from_clip,
+    train_clip,
+    tune_clip_image_side,
+    zero_shot,
+)
 from .train_unet import UnetTrainConfig, noise_schedulers, train_unet
 from .train_vae import VaeTrainConfig, encode_bank, evaluate_vae, train_vae
 from .training import ImageBank, Stopwatch, render_bank, resolve_device
 
 logger = logging.getLogger(__name__)
 
-RECIPE = "minicanvas-v2"  # v2: offset noise in the UNet stage; later stages read the saved fp16 parts
+RECIPE = "minicanvas-v3"  # v2: offset noise in the UNet stage; later stages read the saved fp16 parts. v3: the
+# CLIP stage ends by tuning the image side against the frozen text tower (the pipeline is unchanged)
 
 
 @dataclass
@@ -61,6 +70,7 @@ class RecipeConfig:
     heldout_per_pair: int = 8  # held-out images per pair for the measurements
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    clip_tune: ClipTuneConfig = field(default_factory=ClipTuneConfig)
     vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
     unet: UnetTrainConfig = field(default_factory=UnetTrainConfig)
     sample_steps: int = 25  # the pipeline's default sampler steps (DPM-Solver++ 2M)
@@ -78,6 +88,7 @@ def quick_config() -> RecipeConfig:
     cfg = RecipeConfig(train_per_pair=1, heldout_per_pair=1, sample_steps=2, check_classes=2, quick=True)
     cfg.classifier = replace(cfg.classifier, steps=2, batch_size=16, warmup=1)
     cfg.clip = replace(cfg.clip, steps=2, styles_per_batch=2, warmup=1)
+    cfg.clip_tune = replace(cfg.clip_tune, steps=2, warmup=1)
     cfg.vae = replace(cfg.vae, steps=2, full_size_steps=1, batch_size=4, warmup=1)
     cfg.unet = replace(cfg.unet, steps=2, batch_size=4, warmup=1)
     return cfg
@@ -144,8 +155,8 @@ def train_world(
         quick: tiny step counts (:func:`quick_config`) for smoke tests; ignored when ``config`` is given.
         overwrite: replace an existing non-empty ``out``.
         config: a full :class:`RecipeConfig` (default: the recipe's defaults).
-        reuse: an earlier world folder; its classifier, CLIP and VAE stages are copied where their settings match
-            this run's (see :func:`reusable_stages`), the rest is trained.
+        reuse: an earlier world folder; its classifier, CLIP, VAE and UNet stages are copied where their settings
+            and inputs match this run's (see :func:`reusable_stages`), the rest is trained.
         exclude_from: the stages whose training data ``exclude`` applies to, among ``"clip"``, ``"vae"``,
             ``"unet"`` (default all three; the UNet is required).
 
@@ -175,9 +186,15 @@ def train_world(
 # stage name -> (files it writes, the stage-statistics entries it owns, the config section that shapes it)
 REUSABLE = {
     "classifiers": (("classifiers",), ("style_classifier", "object_classifier"), "classifier"),
-    "clip": (("clip",), ("clip",), "clip"),
+    "clip": (("clip",), ("clip", "clip_tune"), "clip"),
     "vae": (("pipeline/vae",), ("vae",), "vae"),
+    "unet": ((), ("latents", "unet"), "unet"),  # read back by _train_into, saved with the rest of the pipeline
 }
+
+
+def _tuned(section) -> bool:
+    """Whether a manifest's ``clip_tune`` section (absent before recipe v3) tuned the CLIP."""
+    return bool(section) and section.get("steps", 0) > 0
 
 
 def reusable_stages(
@@ -187,8 +204,11 @@ def reusable_stages(
 
     A stage is reusable when the folder's files match its manifest and it was trained (quick or not, like this run)
     with the same seed, the same exclusions for that stage (the classifiers ignore exclusions; see
-    :func:`stage_exclusions`), the same amount of training data and the same stage config.
-    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}}}``.
+    :func:`stage_exclusions`), the same amount of training data and the same stage config. The CLIP stage's
+    tuning (``clip_tune``) must match too, unless the old CLIP was never tuned: then it is copied and tuned here
+    (``"tuned": False``). The UNet is reusable only with the CLIP and the VAE, its inputs (the tuning leaves the text
+    tower alone, so a tuned and an untuned CLIP give the same UNet).
+    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}}}`` (the CLIP's entry also says ``"tuned"``).
 
     Raises:
         ValueError: the folder is not an intact world folder.
@@ -213,9 +233,19 @@ def reusable_stages(
     found = {}
     for stage, (_, stat_keys, section) in REUSABLE.items():
         same_exclusions = stage == "classifiers" or ours[stage] == theirs[stage]
-        if same_data and same_exclusions and old_cfg.get(section) == _plain(asdict(getattr(cfg, section))):
-            stats = {k: old["stages"][k] for k in stat_keys if k in old["stages"]}
-            found[stage] = {"dir": root, "created": old.get("created"), "stats": stats}
+        if not (same_data and same_exclusions and old_cfg.get(section) == _plain(asdict(getattr(cfg, section)))):
+            continue
+        entry = {"dir": root, "created": old.get("created")}
+        if stage == "clip":
+            old_tune, our_tune = old_cfg.get("clip_tune"), _plain(asdict(cfg.clip_tune))
+            if _tuned(old_tune) and old_tune != our_tune:
+                continue  # a differently tuned CLIP cannot be untuned
+            entry["tuned"] = _tuned(old_tune)
+            stat_keys = stat_keys if entry["tuned"] else ("clip",)
+        if stage == "unet" and not ("clip" in found and "vae" in found):
+            continue
+        entry["stats"] = {k: old["stages"][k] for k in stat_keys if k in old["stages"]}
+        found[stage] = entry
     logger.info("reusing %s from %s", ", ".join(found) or "no stage", root)
     return found
 
@@ -235,7 +265,14 @@ def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     for key, stats in reused[stage]["stats"].items():
-        stages[key] = {**stats, "reused_from": str(reused[stage]["dir"]), "reused_created": reused[stage]["created"]}
+        # when the stage was trained: a chain of reuses keeps the first world's date
+        trained = stats.get("trained_created") or stats.get("reused_created") or reused[stage]["created"]
+        stages[key] = {
+            **stats,
+            "reused_from": str(reused[stage]["dir"]),
+            "reused_created": reused[stage]["created"],
+            "trained_created": trained,
+        }
 
 
 def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclusion, device, reused: dict) -> dict:
@@ -262,6 +299,14 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclus
         clip, stages["clip"] = train_clip(data["clip"], tokenizer, cfg.clip, seed, device)
         _save_clip(clip, tokenizer, tmp / "clip")
     clip = _reload_clip(tmp / "clip", device)  # later stages read what ships (fp16 weights, computed in fp32)
+    if cfg.clip_tune.steps > 0 and not reused.get("clip", {}).get("tuned"):
+        metrics["clip_before_tune"] = zero_shot(clip, tokenizer, heldout, styles, objects)
+        stages["clip_tune"] = tune_clip_image_side(
+            clip, data["clip"], tokenizer, cfg.clip, cfg.clip_tune, seed, device
+        )
+        shutil.rmtree(tmp / "clip")
+        _save_clip(clip, tokenizer, tmp / "clip")
+        clip = _reload_clip(tmp / "clip", device)
     metrics["clip"] = zero_shot(clip, tokenizer, heldout, styles, objects)
     if "vae" in reused:
         _copy_stage("vae", reused, tmp, stages)
@@ -269,14 +314,18 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclus
         vae, stages["vae"] = train_vae(data["vae"], cfg.vae, seed, device)
         _half(vae).save_pretrained(tmp / "pipeline" / "vae", safe_serialization=True)
     vae = _reload_vae(tmp / "pipeline" / "vae", device)
-    clock = Stopwatch(device)
-    means, stds = encode_bank(vae, world)
-    stages["latents"] = {"seconds": clock.seconds(), "images": len(world)}
     text_encoder = text_encoder_from_clip(clip)
-    latents = (means, stds, vae.config.scaling_factor)
-    unet, stages["unet"] = train_unet(
-        latents, (world.style_ids, world.object_ids), text_encoder, tokenizer, cfg.unet, seed, device
-    )
+    if "unet" in reused:
+        _copy_stage("unet", reused, tmp, stages)
+        unet = _reload_unet(reused["unet"]["dir"] / "pipeline" / "unet", device)
+    else:
+        clock = Stopwatch(device)
+        means, stds = encode_bank(vae, world)
+        stages["latents"] = {"seconds": clock.seconds(), "images": len(world)}
+        latents = (means, stds, vae.config.scaling_factor)
+        unet, stages["unet"] = train_unet(
+            latents, (world.style_ids, world.object_ids), text_encoder, tokenizer, cfg.unet, seed, device
+        )
     _save_pipeline(tmp / "pipeline", vae, text_encoder, _tokenizer(), unet)  # a fresh tokenizer: the same files
     # whether or not this run saved a CLIPProcessor (which tags the tokenizer it is given)
     clock = Stopwatch(device)
@@ -284,7 +333,9 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclus
     stages["check"] = {"seconds": clock.seconds(), "images": metrics["fidelity"]["images"]}
     manifest = _manifest(cfg, seed, excluded, styles, objects, device, stages, metrics)
     manifest["exclude_from"] = list(exclude_from)
-    manifest["reused"] = [key for stage in reused for key in REUSABLE[stage][1] if key in stages]
+    manifest["reused"] = [
+        key for stage in reused for key in REUSABLE[stage][1] if "reused_from" in stages.get(key, {})
+    ]
     return manifest
 
 
@@ -318,6 +369,15 @@ def _reload_clip(path: Path, device: torch.device):
     from transformers import CLIPModel
 
     return CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
+
+
+def _reload_unet(path: Path, device: torch.device):
+    from diffusers import UNet2DConditionModel
+
+    loaded = UNet2DConditionModel.from_pretrained(path, local_files_only=True)
+    unet = UNet2DConditionModel.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
+    unet.load_state_dict(loaded.state_dict())  # rebuilt as _reload_vae does, for the same reason
+    return unet.float().to(device).eval()
 
 
 def _reload_vae(path: Path, device: torch.device):
