@@ -186,6 +186,73 @@ def test_discriminator_shapes_and_batch_check():
         DiscriminatorConfig(resolution=48)
 
 
+def test_a_face_is_a_function_of_its_uniforms():
+    from erasekit.worlds.minicanvas.data import stable_seed
+    from erasekit.worlds.minifaces.data import attributes_from_uniforms, render_uniforms
+
+    for i in (0, 11):
+        attr_u = np.random.default_rng(stable_seed("minifaces-attributes", i, 0)).random(7)
+        look_u = np.random.default_rng(stable_seed("minifaces-look", i, 0)).random(32)
+        image, attrs = render_uniforms(np.concatenate([attr_u, look_u]))
+        reference, reference_attrs = render(i)
+        assert attrs == reference_attrs and np.array_equal(image, reference)
+    u = np.full(7, 0.01)  # every binary attribute present, hair the first colour
+    assert attributes_from_uniforms(u) == {**{a: True for a in BINARY_ATTRIBUTES}, "hair": HAIR_COLOURS[0]}
+    cut = attributes_from_uniforms(u, excluded=["glasses", f"hair_{HAIR_COLOURS[0]}"])
+    assert cut["glasses"] is False and cut["smile"] is True and cut["hair"] == HAIR_COLOURS[1]
+    with pytest.raises(ValueError, match="unknown indicators"):
+        attributes_from_uniforms(u, excluded=["wings"])
+    with pytest.raises(ValueError, match="39 numbers"):
+        render_uniforms(np.zeros(38))
+    with pytest.raises(ValueError, match="32 numbers"):
+        render_uniforms(np.concatenate([np.full(7, 0.5), np.full(32, 1.5)]))
+    with pytest.raises(ValueError, match="7 numbers"):
+        attributes_from_uniforms(np.full(7, 1.0))
+
+
+def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
+    from dataclasses import replace
+
+    from erasekit.worlds.minifaces.data import indicators
+    from erasekit.worlds.minifaces.recipe import quick_config
+    from erasekit.worlds.minifaces.train_gan import (
+        GanTrainConfig,
+        latent_uniforms,
+        render_latents,
+        render_loss,
+        train_gan,
+    )
+
+    # the latents' faces have the data's attribute frequencies; excluded indicators never appear
+    z = torch.randn(4000, 64, generator=torch.Generator().manual_seed(0))
+    u = latent_uniforms(z)
+    assert u.shape == (4000, 39) and 0 <= u.min() and u.max() < 1
+    for k, a in enumerate(BINARY_ATTRIBUTES):
+        assert abs(float((u[:, k] < PROBABILITIES[a]).double().mean()) - PROBABILITIES[a]) < 0.03, a
+    images, labels = render_latents(z[:12], excluded=["glasses", "hair_red"])
+    flags = indicators(labels)
+    assert images.shape == (12, 3, 64, 64) and -1 <= images.min() and images.max() <= 1
+    assert not flags["glasses"].any() and not flags["hair_red"].any() and flags["smile"].any()
+    # a few steps on a tiny generator pull its samples towards the renderer's faces of the same latents
+    cfg = replace(quick_config().gan, steps=40, batch_size=8, edge_weight=0.5)
+    probe = torch.randn(8, cfg.z_dim, generator=torch.Generator().manual_seed(1))
+    target, _ = render_latents(probe)
+
+    def loss_of(G):
+        with torch.no_grad():
+            return float(render_loss(G.synthesis(G.mapping(probe), noise_mode="const"), target, 0.5))
+
+    untrained, _ = train_gan(None, replace(cfg, steps=0), seed=0, device=torch.device("cpu"))
+    trained, stats = train_gan(None, cfg, seed=0, device=torch.device("cpu"))
+    assert stats["objective"] == "render" and stats["steps"] == 40 and "discriminator_params" not in stats
+    assert loss_of(trained) < 0.7 * loss_of(untrained)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        GanTrainConfig(objective="diffusion")
+    with pytest.raises(ValueError, match="reads 39 latent dimensions"):
+        GanTrainConfig(z_dim=16)
+    assert GanTrainConfig(objective="adversarial").resolved() == (0.0025, (0.0, 0.99), 0.01)
+
+
 # ---------------------------------------------------------------------------------------------------- the quick world
 
 

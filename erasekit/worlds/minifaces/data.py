@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from erasekit._io import atomic_path
 
 from ..minicanvas.data import stable_seed
-from .faces import HAIR_RGB, OUT_SIZE, draw_face, sample_look
+from .faces import HAIR_RGB, LOOK_UNIFORMS, OUT_SIZE, draw_face, look_from_uniforms, sample_look
 
 IMAGE_SIZE = OUT_SIZE
 HAIR_COLOURS: tuple[str, ...] = tuple(HAIR_RGB)
@@ -38,6 +38,8 @@ BINARY_ATTRIBUTES: tuple[str, ...] = ("glasses", "smile", "hat", "beard", "earri
 ATTRIBUTES: tuple[str, ...] = (*BINARY_ATTRIBUTES, "hair")
 INDICATORS: tuple[str, ...] = (*BINARY_ATTRIBUTES, *(f"hair_{c}" for c in HAIR_COLOURS))
 PROBABILITIES = {"glasses": 0.35, "smile": 0.5, "hat": 0.3, "beard": 0.3, "earrings": 0.35, "bangs": 0.4}
+ATTRIBUTE_UNIFORMS = len(BINARY_ATTRIBUTES) + 1  # the attributes of a face are a function of this many uniforms
+LATENT_UNIFORMS = ATTRIBUTE_UNIFORMS + LOOK_UNIFORMS  # ... and a whole face of this many (attributes, then look)
 HELDOUT_OFFSET = 1_000_000  # first index of the held-out split
 SPLITS = ("train", "heldout")
 
@@ -69,9 +71,28 @@ MENTION_PRESENT, MENTION_ABSENT = 0.85, 0.5  # how often a caption names a prese
 def sample_attributes(index: int, seed: int = 0) -> dict:
     """The attributes of face ``index`` of dataset ``seed``: each binary one drawn independently, hair uniform."""
     rng = np.random.default_rng(stable_seed("minifaces-attributes", int(index), int(seed)))
-    u = rng.random(len(BINARY_ATTRIBUTES) + 1)
-    attrs = {a: bool(u[i] < PROBABILITIES[a]) for i, a in enumerate(BINARY_ATTRIBUTES)}
-    attrs["hair"] = HAIR_COLOURS[int(u[-1] * len(HAIR_COLOURS))]
+    return attributes_from_uniforms(rng.random(ATTRIBUTE_UNIFORMS))
+
+
+def attributes_from_uniforms(u: np.ndarray, excluded: Sequence[str] = ()) -> dict:
+    """The attributes that ``u`` (:data:`ATTRIBUTE_UNIFORMS` numbers in ``[0, 1)``) draws: binary attribute ``i`` is
+    present when ``u[i] < PROBABILITIES[a]``, the hair colour is ``u[-1]`` cut into equal parts.
+
+    ``excluded`` indicators (e.g. ``["glasses", "hair_red"]``) are never drawn: an excluded binary attribute is absent
+    and the hair colour is cut from the colours left, which is the distribution of the faces
+    :meth:`FaceBank.without` keeps (the attributes are independent).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if u.shape != (ATTRIBUTE_UNIFORMS,) or not ((u >= 0) & (u < 1)).all():
+        raise ValueError(f"a face's attributes take {ATTRIBUTE_UNIFORMS} numbers in [0, 1), got {u}")
+    unknown = sorted(set(excluded) - set(INDICATORS))
+    if unknown:
+        raise ValueError(f"unknown indicators {unknown}; use {', '.join(INDICATORS)}")
+    hair = [c for c in HAIR_COLOURS if f"hair_{c}" not in excluded]
+    if not hair:
+        raise ValueError("every hair colour is excluded, which leaves no face; keep at least one")
+    attrs = {a: bool(u[i] < PROBABILITIES[a]) and a not in excluded for i, a in enumerate(BINARY_ATTRIBUTES)}
+    attrs["hair"] = hair[int(u[-1] * len(hair))]
     return attrs
 
 
@@ -163,6 +184,20 @@ def render(index: int, seed: int = 0) -> tuple[np.ndarray, dict]:
     """
     attrs = sample_attributes(_check_index(index), seed)
     return render_with(attrs, index, seed), attrs
+
+
+def render_uniforms(u: np.ndarray, excluded: Sequence[str] = ()) -> tuple[np.ndarray, dict]:
+    """The face that ``u`` (:data:`LATENT_UNIFORMS` numbers in ``[0, 1)``: attributes, then look) describes.
+
+    Faces drawn with ``u`` uniform have the dataset's distribution (:func:`render` draws its ``u`` from seeded
+    generators); the generator's render objective draws ``u`` from its own latent (see
+    :func:`erasekit.worlds.minifaces.train_gan.latent_uniforms`). Returns ``(image, attributes)`` as :func:`render`.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if u.shape != (LATENT_UNIFORMS,):
+        raise ValueError(f"a face takes {LATENT_UNIFORMS} numbers in [0, 1), got shape {u.shape}")
+    attrs = attributes_from_uniforms(u[:ATTRIBUTE_UNIFORMS], excluded)
+    return draw_face(attrs, look_from_uniforms(u[ATTRIBUTE_UNIFORMS:])), attrs
 
 
 # ---------------------------------------------------------------------------------------------------- captions

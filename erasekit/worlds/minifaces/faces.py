@@ -62,9 +62,20 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255
 
 
+LOOK_UNIFORMS = 32  # a look is a function of this many uniforms in [0, 1) (the last two are spare)
+
+
 def sample_look(rng: np.random.Generator) -> Look:
     """Draw a look; always consumes the same random numbers (so attributes never shift it)."""
-    u = rng.random(32)  # one fixed-size draw: every look parameter below reads its own slot
+    return look_from_uniforms(rng.random(LOOK_UNIFORMS))
+
+
+def look_from_uniforms(u: np.ndarray) -> Look:
+    """The look that ``u`` (:data:`LOOK_UNIFORMS` numbers in ``[0, 1)``) describes: every parameter reads its own slot,
+    and most move smoothly with it (the generator's render objective relies on that)."""
+    u = np.asarray(u, dtype=np.float64)
+    if u.shape != (LOOK_UNIFORMS,) or not ((u >= 0) & (u < 1)).all():
+        raise ValueError(f"a look takes {LOOK_UNIFORMS} numbers in [0, 1), got shape {u.shape}")
     scale = 0.88 + 0.2 * u[0]
     rx, ry = 24.0 * scale * (0.86 + 0.22 * u[1]), 30.0 * scale
     skin = SKIN_LIGHT + (SKIN_DARK - SKIN_LIGHT) * u[2] + (u[3:6] - 0.5) * 16

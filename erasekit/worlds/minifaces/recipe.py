@@ -69,7 +69,7 @@ def quick_config() -> RecipeConfig:
     cfg.classifier = replace(cfg.classifier, width=4, steps=2, batch_size=16, warmup=1)
     small = dict(text_hidden=16, text_layers=1, text_heads=2, vision_hidden=16, vision_layers=1, vision_heads=2)
     cfg.clip = replace(cfg.clip, **small, projection_dim=16, steps=2, batch_size=16, warmup=1)
-    cfg.gan = replace(cfg.gan, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
+    cfg.gan = replace(cfg.gan, z_dim=48, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
     cfg.gan = replace(cfg.gan, d_channel_base=256, d_channel_max=16, steps=2, batch_size=4, r1_every=2)
     return cfg
 
@@ -145,7 +145,7 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, excluded: list[str], de
     clip, stages["clip"] = train_face_clip(world, tokenizer, cfg.clip, seed, device)
     _save_clip(clip, tokenizer, tmp / "clip")
     metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
-    G, stages["gan"] = train_gan(world, cfg.gan, seed, device)
+    G, stages["gan"] = train_gan(world, cfg.gan, seed, device, excluded)
     save_generator(copy.deepcopy(G).cpu(), tmp / GENERATOR, dtype=torch.float16)
     clock = Stopwatch(device)
     metrics["generator"] = _check_generator(tmp, cfg, world, heldout.without(excluded), device)

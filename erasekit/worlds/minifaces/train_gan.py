@@ -1,9 +1,20 @@
 """Recipe stage: the MiniFaces StyleGAN2 (erasekit's own generator, :mod:`erasekit.models.stylegan`).
 
-Training follows StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length regulariser: the
-non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
-mixing, Adam with betas (0, 0.99), per-pixel noise, left-right flips of the real faces, and an exponential moving
-average of the generator (half-life ``ema_images`` images, ramped up over the first steps) that is what ships.
+Two objectives train the same architecture; both ship an exponential moving average of the generator (half-life
+``ema_images`` images, ramped up over the first steps).
+
+- ``"render"`` (the default, cheap enough for a CPU): every face is a function of 39 uniforms
+  (:func:`erasekit.worlds.minifaces.data.render_uniforms`), so the generator is regressed onto the renderer: latent
+  ``z`` is drawn as usual, the face of ``u = Phi(z / rms(z))[:39]`` (the normal CDF of the mapping network's
+  normalised input) is drawn, and the generator's sample of ``z`` is pulled towards it (L1 on pixels and on their
+  horizontal and vertical differences). One generator pass per face and no discriminator; the sample distribution
+  is the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
+  network draws. The latent space is StyleGAN2's (the mapping network, per-layer ws, truncation towards
+  ``w_avg``); its first 39 dimensions carry the face's attributes and look, the rest are ignored.
+- ``"adversarial"``: StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length regulariser: the
+  non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
+  mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
+  shown (~30,000 steps at batch 32): a GPU's work.
 """
 
 from __future__ import annotations
@@ -12,17 +23,22 @@ import copy
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from erasekit.models.stylegan import Generator, StyleGAN2Config
+from erasekit.models.stylegan import Generator, StyleGAN2Config, _normalize_2nd_moment
 
 from ..minicanvas.training import Stopwatch, check_finite, generator, log_progress, n_params, seeded
-from .data import IMAGE_SIZE, FaceBank
+from .data import IMAGE_SIZE, LATENT_UNIFORMS, FaceBank, render_uniforms
 from .discriminator import Discriminator, DiscriminatorConfig
 
 logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("render", "adversarial")
+# objective -> (Adam lr, Adam betas, mapping MLP lr multiplier) when the config leaves them unset
+OBJECTIVE_DEFAULTS = {"render": (0.002, (0.9, 0.99), 1.0), "adversarial": (0.0025, (0.0, 0.99), 0.01)}
 
 
 @dataclass
@@ -37,9 +53,12 @@ class GanTrainConfig:
     channel_max: int = 192  # G channel cap (256 doubles the per-sample weight modulation at 4-16 px)
     d_channel_base: int = 4096  # D channels, the same rule
     d_channel_max: int = 256  # D channel cap
+    objective: str = "render"  # "render" (regression onto the renderer, CPU-sized) or "adversarial" (see above)
     steps: int = 30000  # optimiser steps of each network (~1M faces shown at batch 32)
     batch_size: int = 32  # faces per step
-    lr: float = 0.0025  # Adam learning rate of both networks (the paper's)
+    lr: float | None = None  # Adam learning rate; None: 0.002 for "render", 0.0025 (the paper's) for "adversarial"
+    mapping_lr_multiplier: float | None = None  # None: 1.0 for "render" (an MLP fit), 0.01 (the paper's) otherwise
+    edge_weight: float = 1.0  # "render": weight of the L1 on pixel differences (keeps thin lines: glasses, earrings)
     r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
     r1_every: int = 16  # lazy regularisation interval (the paper's)
     style_mixing: float = 0.9  # share of batches whose ws switch to a second latent at a random layer
@@ -47,12 +66,28 @@ class GanTrainConfig:
     ema_rampup: float = 0.05  # half-life at most this fraction of the images seen so far (early steps move faster)
     mbstd_group: int = 4  # minibatch-stddev group size
 
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "render" and self.z_dim < LATENT_UNIFORMS:
+            raise ValueError(f"the render objective reads {LATENT_UNIFORMS} latent dimensions; z_dim is {self.z_dim}")
+
+    def resolved(self) -> tuple[float, tuple[float, float], float]:
+        """``(lr, betas, mapping lr multiplier)`` with the objective's defaults filled in."""
+        lr, betas, mult = OBJECTIVE_DEFAULTS[self.objective]
+        return (
+            lr if self.lr is None else self.lr,
+            betas,
+            mult if self.mapping_lr_multiplier is None else self.mapping_lr_multiplier,
+        )
+
     def generator_config(self) -> StyleGAN2Config:
         return StyleGAN2Config(
             z_dim=self.z_dim,
             w_dim=self.w_dim,
             img_resolution=IMAGE_SIZE,
             mapping_layers=self.mapping_layers,
+            lr_multiplier=self.resolved()[2],
             channel_base=self.channel_base,
             channel_max=self.channel_max,
         )
@@ -113,16 +148,73 @@ def _ema_update(G_ema: Generator, G: Generator, cfg: GanTrainConfig, images_seen
         b_ema.copy_(b)
 
 
-def train_gan(bank: FaceBank, cfg: GanTrainConfig, seed: int, device: torch.device) -> tuple[Generator, dict]:
-    """Train the StyleGAN2 on ``bank``; returns the EMA generator (eval mode, fp32) and its stage statistics."""
-    if cfg.batch_size % min(cfg.mbstd_group, cfg.batch_size):
+def latent_uniforms(z: torch.Tensor) -> torch.Tensor:
+    """The renderer's uniforms ``[N, 39]`` of latents ``z`` ``[N, z_dim]``: the normal CDF of the first 39
+    dimensions of ``z / rms(z)``, the vector the mapping network reads (see the module docstring)."""
+    return torch.special.ndtr(_normalize_2nd_moment(z.double())[:, :LATENT_UNIFORMS]).clamp(0.0, 1.0 - 1e-12)
+
+
+def render_latents(z: torch.Tensor, excluded=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """The faces the renderer draws for latents ``z``: images ``[N, 3, 64, 64]`` in ``[-1, 1]`` (on ``z``'s device)
+    and label vectors ``[N, 7]``; ``excluded`` indicators are never drawn."""
+    from .data import encode
+
+    images, labels = [], []
+    for u in latent_uniforms(z).cpu().numpy():
+        image, attrs = render_uniforms(u, excluded)
+        images.append(image)
+        labels.append(encode(attrs))
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(z.device, torch.float32)
+    return x.div_(127.5).sub_(1.0), torch.from_numpy(np.stack(labels))
+
+
+def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float) -> torch.Tensor:
+    """L1 between images plus ``edge_weight`` times the L1 between their horizontal and vertical differences."""
+    loss = F.l1_loss(fake, real)
+    if edge_weight:
+        for dim in (-1, -2):
+            loss = loss + edge_weight * F.l1_loss(fake.diff(dim=dim), real.diff(dim=dim))
+    return loss
+
+
+def _train_render(G, G_ema, cfg: GanTrainConfig, excluded, gen, device, clock) -> None:
+    lr, betas, _ = cfg.resolved()
+    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
+    G.train()
+    for step in tqdm(range(cfg.steps), desc="stylegan2 (render)", unit="step", disable=None, mininterval=2.0):
+        z = torch.randn(cfg.batch_size, G.z_dim, generator=gen, device=device)
+        real, _ = render_latents(z, excluded)
+        loss = render_loss(G.synthesis(G.mapping(z), noise_mode="random", generator=gen), real, cfg.edge_weight)
+        check_finite(loss, "stylegan2", step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
+        log_progress("stylegan2 (render L1)", step, cfg.steps, loss, clock)
+
+
+def train_gan(
+    bank: FaceBank, cfg: GanTrainConfig, seed: int, device: torch.device, excluded=()
+) -> tuple[Generator, dict]:
+    """Train the StyleGAN2 with ``cfg.objective``; returns the EMA generator (eval mode, fp32) and its statistics.
+
+    ``bank`` (the training faces, already without ``excluded``) feeds the adversarial objective; the render
+    objective draws its own faces, never with an ``excluded`` indicator.
+    """
+    if cfg.objective == "adversarial" and cfg.batch_size % min(cfg.mbstd_group, cfg.batch_size):
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by mbstd_group {cfg.mbstd_group}")
     with seeded("minifaces-gan-init", seed):
-        G, D = Generator(cfg.generator_config()).to(device), Discriminator(cfg.discriminator_config()).to(device)
+        G = Generator(cfg.generator_config()).to(device)
+        D = Discriminator(cfg.discriminator_config()).to(device) if cfg.objective == "adversarial" else None
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.0, 0.99), eps=1e-8)
     gen, clock = generator(device, "minifaces-gan-data", seed), Stopwatch(device)
+    stats = {"objective": cfg.objective, "steps": cfg.steps, "batch_size": cfg.batch_size}
+    if cfg.objective == "render":
+        _train_render(G, G_ema, cfg, excluded, gen, device, clock)
+        return G_ema.eval(), {"seconds": clock.seconds(), **stats, "generator_params": n_params(G_ema)}
+    lr, betas, _ = cfg.resolved()
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas, eps=1e-8)
     G.train()
     for step in tqdm(range(cfg.steps), desc="stylegan2", unit="step", disable=None, mininterval=2.0):
         d_loss = _d_step(G, D, opt_d, _reals(bank, cfg.batch_size, gen, device), cfg, step, gen, device)
@@ -130,11 +222,5 @@ def train_gan(bank: FaceBank, cfg: GanTrainConfig, seed: int, device: torch.devi
         check_finite(d_loss + g_loss, "stylegan2", step)
         _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
         log_progress("stylegan2 (D + G loss)", step, cfg.steps, d_loss + g_loss, clock)
-    stats = {
-        "seconds": clock.seconds(),
-        "steps": cfg.steps,
-        "batch_size": cfg.batch_size,
-        "generator_params": n_params(G_ema),
-        "discriminator_params": n_params(D),
-    }
-    return G_ema.eval(), stats
+    stats = {"seconds": clock.seconds(), **stats, "generator_params": n_params(G_ema)}
+    return G_ema.eval(), {**stats, "discriminator_params": n_params(D)}
