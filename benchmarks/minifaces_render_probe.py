@@ -51,8 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--w-dim", type=int, default=256, help="intermediate latent size")
     p.add_argument("--lr", type=float, default=None, help="Adam lr (default: the render objective's)")
     p.add_argument("--edge-weight", type=float, default=None, help="L1 weight of pixel differences")
+    p.add_argument("--attribute-weight", type=float, default=None, help="weight of the teacher classifier's loss")
     p.add_argument("--seed", type=int, default=0, help="the recipe seed")
     p.add_argument("--eval-samples", type=int, default=1000, help="held-out latents measured")
+    p.add_argument("--eval-every", type=int, default=0, help="also measure L1 and agreement every N steps")
     p.add_argument("--classifier", help="an attribute classifier .safetensors to use instead of training one")
     p.add_argument("--train-images", type=int, default=20000, help="rendered faces for the classifier")
     p.add_argument("--save-classifier", help="save the classifier trained here to this path")
@@ -63,16 +65,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def to01(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1) / 2
+
+
+@torch.no_grad()
+def samples(G, z: torch.Tensor) -> torch.Tensor:
+    return torch.cat([G(z[i : i + 100], noise_mode="const").clamp(-1, 1) for i in range(0, len(z), 100)])
+
+
+def read_real_of(flags: dict, n: int) -> dict:
+    return {k: v[:n] for k, v in flags.items()}
+
+
+def measure(G, z, real, read_real, classifier) -> dict:
+    """L1 against the renderer, and per indicator the share of latents whose sample the classifier reads as it
+    reads the renderer's face (the sample draws what its latent says)."""
+    was_training = G.training
+    G.eval()
+    fake = samples(G, z)
+    G.train(was_training)
+    drawn = classifier.indicators(to01(fake))
+    agreement = {k: round(float((drawn[k] == read_real[k]).float().mean()), 4) for k in drawn}
+    return {"l1": round(float((fake - real).abs().mean()), 4), "agreement": agreement}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     result: dict = {"settings": vars(args)}
     clock = time.perf_counter()
+    train = render_bank(args.train_images, args.seed, "train", "rendering train faces")
     if args.classifier:
         classifier = load_attribute_classifier(args.classifier, device)
     else:
-        train = render_bank(args.train_images, args.seed, "train", "rendering train faces")
         classifier, result["classifier_stage"] = train_attribute_classifier(
             train, ClassifierTrainConfig(), args.seed, device
         )
@@ -94,21 +121,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.edge_weight is not None:
         cfg = replace(cfg, edge_weight=args.edge_weight)
-    G, stats = train_gan(None, cfg, args.seed, device)
+    if args.attribute_weight is not None:
+        cfg = replace(cfg, attribute_weight=args.attribute_weight)
+    gen = torch.Generator().manual_seed(10_000 + args.seed)  # latents of their own, never trained on
+    z = torch.randn(args.eval_samples, cfg.z_dim, generator=gen)
+    real, labels = render_latents(z)
+    read_real = classifier.indicators(to01(real))
+    curve = result["curve"] = []
+
+    def on_step(done: int, G) -> None:
+        if args.eval_every and done % args.eval_every == 0 and done < args.steps:
+            row = {"steps": done, **measure(G, z[:200], real[:200], read_real_of(read_real, 200), classifier)}
+            curve.append(row)
+            print(row, flush=True)
+
+    bank = train if cfg.attribute_weight > 0 else None  # the teacher learns from the same rendered faces
+    G, stats = train_gan(bank, cfg, args.seed, device, on_step=on_step)
     result["gan_config"], result["gan_stage"] = asdict(cfg), stats
     result["seconds_per_step"] = round(stats["seconds"] / max(1, args.steps), 3)
     print("trained", stats, flush=True)
 
-    gen = torch.Generator().manual_seed(10_000 + args.seed)  # latents of their own, never trained on
-    z = torch.randn(args.eval_samples, cfg.z_dim, generator=gen)
-    with torch.no_grad():
-        fake = torch.cat([G(z[i : i + 100], noise_mode="const").clamp(-1, 1) for i in range(0, len(z), 100)])
-    real, labels = render_latents(z)
-    to01 = lambda x: (x + 1) / 2  # noqa: E731
+    fake = samples(G, z)
     said, drawn = indicators(labels), classifier.indicators(to01(fake))
-    read_real = classifier.indicators(to01(real))
-    result["l1"] = round(float((fake - real).abs().mean()), 4)
-    result["agreement"] = {k: round(float((drawn[k] == read_real[k]).float().mean()), 4) for k in said}
+    result.update(measure(G, z, real, read_real, classifier))
     result["classifier_on_renders"] = {k: round(float((read_real[k] == said[k]).float().mean()), 4) for k in said}
     data = {k: round(float(v.float().mean()), 4) for k, v in said.items()}
     sample = {k: round(float(v.float().mean()), 4) for k, v in drawn.items()}

@@ -246,6 +246,13 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
     trained, stats = train_gan(None, cfg, seed=0, device=torch.device("cpu"))
     assert stats["objective"] == "render" and stats["steps"] == 40 and "discriminator_params" not in stats
     assert loss_of(trained) < 0.7 * loss_of(untrained)
+    # the attribute term trains a teacher classifier of its own on the faces it is given, then uses it
+    with pytest.raises(ValueError, match="pass a bank"):
+        train_gan(None, replace(cfg, attribute_weight=1.0), seed=0, device=torch.device("cpu"))
+    bank = render_bank(32, 0, "train", "test")
+    taught_cfg = replace(cfg, steps=2, attribute_weight=1.0, teacher_steps=3)
+    _, taught = train_gan(bank, taught_cfg, seed=0, device=torch.device("cpu"))
+    assert taught["teacher"]["steps"] == 3
     with pytest.raises(ValueError, match="objective must be one of"):
         GanTrainConfig(objective="diffusion")
     with pytest.raises(ValueError, match="reads 39 latent dimensions"):

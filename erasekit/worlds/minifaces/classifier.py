@@ -183,14 +183,15 @@ def attribute_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def train_attribute_classifier(
-    bank: FaceBank, cfg: ClassifierTrainConfig, seed: int, device: torch.device
+    bank: FaceBank, cfg: ClassifierTrainConfig, seed: int, device: torch.device, name: str = "minifaces-classifier"
 ) -> tuple[AttributeClassifier, dict]:
-    """Train the classifier on every face of ``bank``; returns it (eval mode, fp32) and its stage statistics."""
-    with seeded("minifaces-classifier", seed):
+    """Train the classifier on every face of ``bank``; returns it (eval mode, fp32) and its stage statistics.
+    ``name`` seeds its initialisation and data order (another name: another, independent classifier)."""
+    with seeded(name, seed):
         model = AttributeClassifier(AttributeClassifierConfig(width=cfg.width)).to(device)
     opt = adamw(model, cfg.lr, cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
-    gen, clock = generator(device, "minifaces-classifier-data", seed), Stopwatch(device)
+    gen, clock = generator(device, f"{name}-data", seed), Stopwatch(device)
     model.train()
     for step in tqdm(range(cfg.steps), desc="attribute classifier", unit="step", disable=None, mininterval=2.0):
         idx = torch.randint(len(bank), (cfg.batch_size,), generator=gen, device=device)

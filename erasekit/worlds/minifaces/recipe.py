@@ -71,6 +71,7 @@ def quick_config() -> RecipeConfig:
     cfg.clip = replace(cfg.clip, **small, projection_dim=16, steps=2, batch_size=16, warmup=1)
     cfg.gan = replace(cfg.gan, z_dim=48, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
     cfg.gan = replace(cfg.gan, d_channel_base=256, d_channel_max=16, steps=2, batch_size=4, r1_every=2)
+    cfg.gan = replace(cfg.gan, teacher_steps=2)
     return cfg
 
 

@@ -59,6 +59,9 @@ class GanTrainConfig:
     lr: float | None = None  # Adam learning rate; None: 0.002 for "render", 0.0025 (the paper's) for "adversarial"
     mapping_lr_multiplier: float | None = None  # None: 1.0 for "render" (an MLP fit), 0.01 (the paper's) otherwise
     edge_weight: float = 1.0  # "render": weight of the L1 on pixel differences (keeps thin lines: glasses, earrings)
+    attribute_weight: float = 0.0  # "render": weight of a teacher classifier's loss on the samples against their
+    # latents' attributes (a classifier of its own, trained first on the stage's faces; never the evaluator's judge)
+    teacher_steps: int = 1500  # the teacher's optimiser steps (the judge's recipe otherwise)
     r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
     r1_every: int = 16  # lazy regularisation interval (the paper's)
     style_mixing: float = 0.9  # share of batches whose ws switch to a second latent at a random layer
@@ -177,29 +180,38 @@ def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float) -> t
     return loss
 
 
-def _train_render(G, G_ema, cfg: GanTrainConfig, excluded, gen, device, clock) -> None:
+def _train_render(G, G_ema, cfg: GanTrainConfig, excluded, gen, device, clock, on_step, teacher) -> None:
+    from .classifier import attribute_loss
+
     lr, betas, _ = cfg.resolved()
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
     G.train()
     for step in tqdm(range(cfg.steps), desc="stylegan2 (render)", unit="step", disable=None, mininterval=2.0):
         z = torch.randn(cfg.batch_size, G.z_dim, generator=gen, device=device)
-        real, _ = render_latents(z, excluded)
-        loss = render_loss(G.synthesis(G.mapping(z), noise_mode="random", generator=gen), real, cfg.edge_weight)
+        real, labels = render_latents(z, excluded)
+        fake = G.synthesis(G.mapping(z), noise_mode="random", generator=gen)
+        loss = render_loss(fake, real, cfg.edge_weight)
+        if teacher is not None:
+            logits = teacher((fake.clamp(-1, 1) + 1) / 2)
+            loss = loss + cfg.attribute_weight * attribute_loss(logits, labels.to(device))
         check_finite(loss, "stylegan2", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
         log_progress("stylegan2 (render L1)", step, cfg.steps, loss, clock)
+        if on_step is not None:
+            on_step(step + 1, G_ema)
 
 
 def train_gan(
-    bank: FaceBank, cfg: GanTrainConfig, seed: int, device: torch.device, excluded=()
+    bank: FaceBank, cfg: GanTrainConfig, seed: int, device: torch.device, excluded=(), on_step=None
 ) -> tuple[Generator, dict]:
     """Train the StyleGAN2 with ``cfg.objective``; returns the EMA generator (eval mode, fp32) and its statistics.
 
     ``bank`` (the training faces, already without ``excluded``) feeds the adversarial objective; the render
-    objective draws its own faces, never with an ``excluded`` indicator.
+    objective draws its own faces, never with an ``excluded`` indicator. ``on_step(steps_done, G_ema)``, when
+    given, is called after every step (probes measure the generator as it trains; it must not change it).
     """
     if cfg.objective == "adversarial" and cfg.batch_size % min(cfg.mbstd_group, cfg.batch_size):
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by mbstd_group {cfg.mbstd_group}")
@@ -210,7 +222,18 @@ def train_gan(
     gen, clock = generator(device, "minifaces-gan-data", seed), Stopwatch(device)
     stats = {"objective": cfg.objective, "steps": cfg.steps, "batch_size": cfg.batch_size}
     if cfg.objective == "render":
-        _train_render(G, G_ema, cfg, excluded, gen, device, clock)
+        teacher = None
+        if cfg.attribute_weight > 0:
+            from .classifier import ClassifierTrainConfig, train_attribute_classifier
+
+            if bank is None:
+                raise ValueError("attribute_weight > 0 trains a teacher classifier on the stage's faces: pass a bank")
+            teacher_cfg = ClassifierTrainConfig(steps=cfg.teacher_steps, warmup=min(50, cfg.teacher_steps))
+            teacher, stats["teacher"] = train_attribute_classifier(
+                bank, teacher_cfg, seed, device, name="minifaces-gan-teacher"
+            )
+            teacher.requires_grad_(False)
+        _train_render(G, G_ema, cfg, excluded, gen, device, clock, on_step, teacher)
         return G_ema.eval(), {"seconds": clock.seconds(), **stats, "generator_params": n_params(G_ema)}
     lr, betas, _ = cfg.resolved()
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
@@ -222,5 +245,7 @@ def train_gan(
         check_finite(d_loss + g_loss, "stylegan2", step)
         _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
         log_progress("stylegan2 (D + G loss)", step, cfg.steps, d_loss + g_loss, clock)
+        if on_step is not None:
+            on_step(step + 1, G_ema)
     stats = {"seconds": clock.seconds(), **stats, "generator_params": n_params(G_ema)}
     return G_ema.eval(), {**stats, "discriminator_params": n_params(D)}
