@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--w-dim", type=int, default=256, help="intermediate latent size")
     p.add_argument("--lr", type=float, default=None, help="Adam lr (default: the render objective's)")
     p.add_argument("--edge-weight", type=float, default=None, help="L1 weight of pixel differences")
+    p.add_argument("--pixel-loss", default="l1", help="l1 or mse")
     p.add_argument("--attribute-weight", type=float, default=None, help="weight of the teacher classifier's loss")
     p.add_argument("--seed", type=int, default=0, help="the recipe seed")
     p.add_argument("--eval-samples", type=int, default=1000, help="held-out latents measured")
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        pixel_loss=args.pixel_loss,
     )
     if args.edge_weight is not None:
         cfg = replace(cfg, edge_weight=args.edge_weight)

@@ -255,6 +255,9 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
     assert taught["teacher"]["steps"] == 3
     with pytest.raises(ValueError, match="objective must be one of"):
         GanTrainConfig(objective="diffusion")
+    with pytest.raises(ValueError, match="pixel_loss must be one of"):
+        GanTrainConfig(pixel_loss="l2")
+    assert render_loss(target, target, 1.0, "mse") == 0 and render_loss(target * 0, target, 0.0, "mse") > 0
     with pytest.raises(ValueError, match="reads 39 latent dimensions"):
         GanTrainConfig(z_dim=16)
     assert GanTrainConfig(objective="adversarial").resolved() == (0.0025, (0.0, 0.99), 0.01)

@@ -37,6 +37,7 @@ from .discriminator import Discriminator, DiscriminatorConfig
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("render", "adversarial")
+PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 # objective -> (Adam lr, Adam betas, mapping MLP lr multiplier) when the config leaves them unset
 OBJECTIVE_DEFAULTS = {"render": (0.002, (0.9, 0.99), 1.0), "adversarial": (0.0025, (0.0, 0.99), 0.01)}
 
@@ -58,7 +59,8 @@ class GanTrainConfig:
     batch_size: int = 32  # faces per step
     lr: float | None = None  # Adam learning rate; None: 0.002 for "render", 0.0025 (the paper's) for "adversarial"
     mapping_lr_multiplier: float | None = None  # None: 1.0 for "render" (an MLP fit), 0.01 (the paper's) otherwise
-    edge_weight: float = 1.0  # "render": weight of the L1 on pixel differences (keeps thin lines: glasses, earrings)
+    pixel_loss: str = "l1"  # "render": "l1" or "mse", on pixels and their differences
+    edge_weight: float = 1.0  # "render": weight of the loss on pixel differences (keeps thin lines: glasses, earrings)
     attribute_weight: float = 0.0  # "render": weight of a teacher classifier's loss on the samples against their
     # latents' attributes (a classifier of its own, trained first on the stage's faces; never the evaluator's judge)
     teacher_steps: int = 1500  # the teacher's optimiser steps (the judge's recipe otherwise)
@@ -72,6 +74,8 @@ class GanTrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.pixel_loss not in PIXEL_LOSSES:
+            raise ValueError(f"pixel_loss must be one of {', '.join(PIXEL_LOSSES)}, got {self.pixel_loss!r}")
         if self.objective == "render" and self.z_dim < LATENT_UNIFORMS:
             raise ValueError(f"the render objective reads {LATENT_UNIFORMS} latent dimensions; z_dim is {self.z_dim}")
 
@@ -171,12 +175,14 @@ def render_latents(z: torch.Tensor, excluded=()) -> tuple[torch.Tensor, torch.Te
     return x.div_(127.5).sub_(1.0), torch.from_numpy(np.stack(labels))
 
 
-def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float) -> torch.Tensor:
-    """L1 between images plus ``edge_weight`` times the L1 between their horizontal and vertical differences."""
-    loss = F.l1_loss(fake, real)
+def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float, kind: str = "l1") -> torch.Tensor:
+    """``kind`` (L1 or MSE) between images plus ``edge_weight`` times the same between their horizontal and vertical
+    differences."""
+    distance = PIXEL_LOSSES[kind]
+    loss = distance(fake, real)
     if edge_weight:
         for dim in (-1, -2):
-            loss = loss + edge_weight * F.l1_loss(fake.diff(dim=dim), real.diff(dim=dim))
+            loss = loss + edge_weight * distance(fake.diff(dim=dim), real.diff(dim=dim))
     return loss
 
 
@@ -190,7 +196,7 @@ def _train_render(G, G_ema, cfg: GanTrainConfig, excluded, gen, device, clock, o
         z = torch.randn(cfg.batch_size, G.z_dim, generator=gen, device=device)
         real, labels = render_latents(z, excluded)
         fake = G.synthesis(G.mapping(z), noise_mode="random", generator=gen)
-        loss = render_loss(fake, real, cfg.edge_weight)
+        loss = render_loss(fake, real, cfg.edge_weight, cfg.pixel_loss)
         if teacher is not None:
             logits = teacher((fake.clamp(-1, 1) + 1) / 2)
             loss = loss + cfg.attribute_weight * attribute_loss(logits, labels.to(device))
