@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print("classifier", result["classifier"], flush=True)
 
     cfg = GanTrainConfig(
+        objective="render",
         z_dim=args.z_dim,
         w_dim=args.w_dim,
         channel_base=args.channel_base,

@@ -234,7 +234,7 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
     assert images.shape == (12, 3, 64, 64) and -1 <= images.min() and images.max() <= 1
     assert not flags["glasses"].any() and not flags["hair_red"].any() and flags["smile"].any()
     # a few steps on a tiny generator pull its samples towards the renderer's faces of the same latents
-    cfg = replace(quick_config().gan, steps=40, batch_size=8, edge_weight=0.5)
+    cfg = replace(quick_config().gan, objective="render", steps=40, batch_size=8, edge_weight=0.5)
     probe = torch.randn(8, cfg.z_dim, generator=torch.Generator().manual_seed(1))
     target, _ = render_latents(probe)
 
@@ -259,7 +259,7 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
         GanTrainConfig(pixel_loss="l2")
     assert render_loss(target, target, 1.0, "mse") == 0 and render_loss(target * 0, target, 0.0, "mse") > 0
     with pytest.raises(ValueError, match="reads 39 latent dimensions"):
-        GanTrainConfig(z_dim=16)
+        GanTrainConfig(objective="render", z_dim=16)
     assert GanTrainConfig(objective="adversarial").resolved() == (0.0025, (0.0, 0.99), 0.01)
 
 

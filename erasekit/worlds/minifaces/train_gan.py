@@ -3,7 +3,8 @@
 Two objectives train the same architecture; both ship an exponential moving average of the generator (half-life
 ``ema_images`` images, ramped up over the first steps).
 
-- ``"render"`` (the default, cheap enough for a CPU): every face is a function of 39 uniforms
+- ``"render"`` (experimental, sized for a CPU; not yet shown to learn the small attributes, see docs/minifaces.md):
+  every face is a function of 39 uniforms
   (:func:`erasekit.worlds.minifaces.data.render_uniforms`), so the generator is regressed onto the renderer: latent
   ``z`` is drawn as usual, the face of ``u = Phi(z / rms(z))[:39]`` (the normal CDF of the mapping network's
   normalised input) is drawn, and the generator's sample of ``z`` is pulled towards it (L1 on pixels and on their
@@ -11,7 +12,7 @@ Two objectives train the same architecture; both ship an exponential moving aver
   is the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
   network draws. The latent space is StyleGAN2's (the mapping network, per-layer ws, truncation towards
   ``w_avg``); its first 39 dimensions carry the face's attributes and look, the rest are ignored.
-- ``"adversarial"``: StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length regulariser: the
+- ``"adversarial"`` (the default): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length regulariser: the
   non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
   mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
   shown (~30,000 steps at batch 32): a GPU's work.
@@ -54,7 +55,7 @@ class GanTrainConfig:
     channel_max: int = 192  # G channel cap (256 doubles the per-sample weight modulation at 4-16 px)
     d_channel_base: int = 4096  # D channels, the same rule
     d_channel_max: int = 256  # D channel cap
-    objective: str = "render"  # "render" (regression onto the renderer, CPU-sized) or "adversarial" (see above)
+    objective: str = "adversarial"  # or "render" (regression onto the renderer, CPU-sized, experimental; see above)
     steps: int = 30000  # optimiser steps of each network (~1M faces shown at batch 32)
     batch_size: int = 32  # faces per step
     lr: float | None = None  # Adam learning rate; None: 0.002 for "render", 0.0025 (the paper's) for "adversarial"
