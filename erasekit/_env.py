@@ -46,7 +46,7 @@ def cpu_matmul_gflops(size: int = 512, seconds: float = 0.3) -> float:
         started = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - started)
-    return round(2 * size**3 / best / 1e9, 1)
+    return float(f"{2 * size**3 / best / 1e9:.4g}")  # significant digits: a tiny, preempted run is not 0
 
 
 def environment(device: torch.device | str | None = None, packages=PACKAGES) -> dict:
