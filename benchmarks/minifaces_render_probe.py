@@ -79,16 +79,16 @@ def read_real_of(flags: dict, n: int) -> dict:
     return {k: v[:n] for k, v in flags.items()}
 
 
-def measure(G, z, real, read_real, classifier) -> dict:
+def measure(G, z, real, read_real, classifier) -> tuple[dict, torch.Tensor, dict]:
     """L1 against the renderer, and per indicator the share of latents whose sample the classifier reads as it
-    reads the renderer's face (the sample draws what its latent says)."""
+    reads the renderer's face (the sample draws what its latent says); also the samples and what it read on them."""
     was_training = G.training
     G.eval()
     fake = samples(G, z)
     G.train(was_training)
     drawn = classifier.indicators(to01(fake))
     agreement = {k: round(float((drawn[k] == read_real[k]).float().mean()), 4) for k in drawn}
-    return {"l1": round(float((fake - real).abs().mean()), 4), "agreement": agreement}
+    return {"l1": round(float((fake - real).abs().mean()), 4), "agreement": agreement}, fake, drawn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_step(done: int, G) -> None:
         if args.eval_every and done % args.eval_every == 0 and done < args.steps:
-            row = {"steps": done, **measure(G, z[:200], real[:200], read_real_of(read_real, 200), classifier)}
+            row = {"steps": done, **measure(G, z[:200], real[:200], read_real_of(read_real, 200), classifier)[0]}
             curve.append(row)
             print(row, flush=True)
 
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds_per_step"] = round(stats["seconds"] / max(1, args.steps), 3)
     print("trained", stats, flush=True)
 
-    fake = samples(G, z)
-    said, drawn = indicators(labels), classifier.indicators(to01(fake))
-    result.update(measure(G, z, real, read_real, classifier))
+    scores, fake, drawn = measure(G, z, real, read_real, classifier)
+    said = indicators(labels)
+    result.update(scores)
     result["classifier_on_renders"] = {k: round(float((read_real[k] == said[k]).float().mean()), 4) for k in said}
     data = {k: round(float(v.float().mean()), 4) for k, v in said.items()}
     sample = {k: round(float(v.float().mean()), 4) for k, v in drawn.items()}

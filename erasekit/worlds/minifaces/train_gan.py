@@ -4,16 +4,16 @@ Two objectives train the same architecture; both ship an exponential moving aver
 ``ema_images`` images, ramped up over the first steps).
 
 - ``"render"`` (experimental, sized for a CPU; not yet shown to learn the small attributes, see docs/minifaces.md):
-  every face is a function of 39 uniforms
-  (:func:`erasekit.worlds.minifaces.data.render_uniforms`), so the generator is regressed onto the renderer: latent
-  ``z`` is drawn as usual, the face of ``u = Phi(z / rms(z))[:39]`` (the normal CDF of the mapping network's
-  normalised input) is drawn, and the generator's sample of ``z`` is pulled towards it (L1 on pixels and on their
-  horizontal and vertical differences). One generator pass per face and no discriminator; the sample distribution
+  every face is a function of 39 uniforms (:func:`erasekit.worlds.minifaces.data.render_uniforms`), so the
+  generator is regressed onto the renderer: latent ``z`` is drawn as usual, the face of ``u = Phi(z / rms(z))[:39]``
+  (the normal CDF of the mapping network's normalised input) is drawn, and the generator's sample of ``z`` is pulled
+  towards it (``pixel_loss``, L1 or MSE, on pixels and on their horizontal and vertical differences; optionally a
+  teacher classifier's loss). One generator pass per face and no discriminator; the sample distribution
   is the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
   network draws. The latent space is StyleGAN2's (the mapping network, per-layer ws, truncation towards
   ``w_avg``); its first 39 dimensions carry the face's attributes and look, the rest are ignored.
-- ``"adversarial"`` (the default): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length regulariser: the
-  non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
+- ``"adversarial"`` (the default): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length
+  regulariser: the non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
   mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
   shown (~30,000 steps at batch 32): a GPU's work.
 """
@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from erasekit.models.stylegan import Generator, StyleGAN2Config, _normalize_2nd_moment
 
 from ..minicanvas.training import Stopwatch, check_finite, generator, log_progress, n_params, seeded
-from .data import IMAGE_SIZE, LATENT_UNIFORMS, FaceBank, render_uniforms
+from .classifier import ClassifierTrainConfig, attribute_loss, train_attribute_classifier
+from .data import IMAGE_SIZE, LATENT_UNIFORMS, FaceBank, encode, render_uniforms
 from .discriminator import Discriminator, DiscriminatorConfig
 
 logger = logging.getLogger(__name__)
@@ -165,8 +166,6 @@ def latent_uniforms(z: torch.Tensor) -> torch.Tensor:
 def render_latents(z: torch.Tensor, excluded=()) -> tuple[torch.Tensor, torch.Tensor]:
     """The faces the renderer draws for latents ``z``: images ``[N, 3, 64, 64]`` in ``[-1, 1]`` (on ``z``'s device)
     and label vectors ``[N, 7]``; ``excluded`` indicators are never drawn."""
-    from .data import encode
-
     images, labels = [], []
     for u in latent_uniforms(z).cpu().numpy():
         image, attrs = render_uniforms(u, excluded)
@@ -188,8 +187,6 @@ def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float, kind
 
 
 def _train_render(G, G_ema, cfg: GanTrainConfig, excluded, gen, device, clock, on_step, teacher) -> None:
-    from .classifier import attribute_loss
-
     lr, betas, _ = cfg.resolved()
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
     G.train()
@@ -231,8 +228,6 @@ def train_gan(
     if cfg.objective == "render":
         teacher = None
         if cfg.attribute_weight > 0:
-            from .classifier import ClassifierTrainConfig, train_attribute_classifier
-
             if bank is None:
                 raise ValueError("attribute_weight > 0 trains a teacher classifier on the stage's faces: pass a bank")
             teacher_cfg = ClassifierTrainConfig(steps=cfg.teacher_steps, warmup=min(50, cfg.teacher_steps))
