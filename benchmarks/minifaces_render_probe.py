@@ -13,7 +13,7 @@ The attribute classifier is the recipe's (trained here on ``--train-images`` ren
 ``--classifier``). A PNG puts the renderer's faces (odd rows) over the generator's (even rows). Run it alone on the
 machine: the JSON records the step time.
 
-Usage:
+Usage (``--checkpoint <work>/gan.checkpoint.safetensors`` measures a recipe run as it trains instead):
     python benchmarks/minifaces_render_probe.py --steps 2000 --batch-size 16 --channel-base 2048 --channel-max 128 \
         --out benchmarks/results/minifaces_render_probe.json --grid benchmarks/results/minifaces_render_probe.png
 """
@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--edge-weight", type=float, default=None, help="L1 weight of pixel differences")
     p.add_argument("--pixel-loss", default="l1", help="l1 or mse")
     p.add_argument("--attribute-weight", type=float, default=None, help="weight of the teacher classifier's loss")
+    p.add_argument("--pair-weight", type=float, default=None, help="weight of the flipped-attribute pair loss")
     p.add_argument("--seed", type=int, default=0, help="the recipe seed")
     p.add_argument("--eval-samples", type=int, default=1000, help="held-out latents measured")
     p.add_argument("--eval-every", type=int, default=0, help="also measure L1 and agreement every N steps")
@@ -60,6 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=20000, help="rendered faces for the classifier")
     p.add_argument("--save-classifier", help="save the classifier trained here to this path")
     p.add_argument("--save-generator", help="save the generator (fp16 safetensors) to this path")
+    p.add_argument(
+        "--checkpoint",
+        help="measure the EMA generator of a recipe training checkpoint (<work>/gan.checkpoint.safetensors) "
+        "instead of training one; the recipe's GAN settings apply and --steps etc. are ignored",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", help="write the result as JSON here")
     p.add_argument("--grid", help="write renderer-over-generator samples as PNG here")
@@ -89,6 +95,23 @@ def measure(G, z, real, read_real, classifier) -> tuple[dict, torch.Tensor, dict
     drawn = classifier.indicators(to01(fake))
     agreement = {k: round(float((drawn[k] == read_real[k]).float().mean()), 4) for k in drawn}
     return {"l1": round(float((fake - real).abs().mean()), 4), "agreement": agreement}, fake, drawn
+
+
+def read_checkpoint(path: str, device: torch.device):
+    """The EMA generator of a training checkpoint and the checkpoint's record (config, steps done, seconds)."""
+    import json
+
+    from safetensors import safe_open
+
+    from erasekit.models.stylegan import Generator
+    from erasekit.worlds.minifaces.train_gan import CHECKPOINT_KEY
+
+    with safe_open(path, framework="pt", device="cpu") as f:
+        record = json.loads(f.metadata()[CHECKPOINT_KEY])
+        state = {k[len("G_ema.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("G_ema.")}
+    G = Generator(GanTrainConfig(**record["config"]).generator_config())
+    G.load_state_dict(state)
+    return G.to(device).eval(), record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, edge_weight=args.edge_weight)
     if args.attribute_weight is not None:
         cfg = replace(cfg, attribute_weight=args.attribute_weight)
+    if args.pair_weight is not None:
+        cfg = replace(cfg, pair_weight=args.pair_weight)
+    if args.checkpoint:
+        G, stats = read_checkpoint(args.checkpoint, device)
+        cfg = GanTrainConfig(**stats.pop("config"))
     gen = torch.Generator().manual_seed(10_000 + args.seed)  # latents of their own, never trained on
     z = torch.randn(args.eval_samples, cfg.z_dim, generator=gen)
     real, labels = render_latents(z)
@@ -138,11 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             curve.append(row)
             print(row, flush=True)
 
-    bank = train if cfg.attribute_weight > 0 else None  # the teacher learns from the same rendered faces
-    G, stats = train_gan(bank, cfg, args.seed, device, on_step=on_step)
+    if args.checkpoint:
+        result["seconds_per_step"] = round(stats["seconds"] / max(1, stats["steps_done"]), 3)
+    else:
+        bank = train if cfg.attribute_weight > 0 else None  # the teacher learns from the same rendered faces
+        G, stats = train_gan(bank, cfg, args.seed, device, on_step=on_step)
+        result["seconds_per_step"] = round(stats["seconds"] / max(1, args.steps), 3)
     result["gan_config"], result["gan_stage"] = asdict(cfg), stats
-    result["seconds_per_step"] = round(stats["seconds"] / max(1, args.steps), 3)
-    print("trained", stats, flush=True)
+    print("generator", stats, flush=True)
 
     scores, fake, drawn = measure(G, z, real, read_real, classifier)
     said = indicators(labels)

@@ -20,7 +20,7 @@ EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
       --out worlds/no_ink_unet           # UnlearnCanvas's gold standard: only the UNet retrained without the style
   erasekit world verify minicanvas                                             # shipped weights vs their manifest
   erasekit world verify minicanvas worlds/no_ink
-  erasekit world train minifaces --out worlds/minifaces --seed 0
+  erasekit world train minifaces --out worlds/minifaces --seed 0 --work worlds/minifaces.work   # resumable
   erasekit world train minifaces --exclude glasses --out worlds/faces_no_glasses   # gold standard for faces
   erasekit world train minifaces --quick --out /tmp/faces_smoke
   erasekit world verify minifaces worlds/minifaces
@@ -72,6 +72,13 @@ def add_parser(sub) -> None:
         "match this run's (same seed, exclusions, data and stage config) instead of retraining them",
     )
     train.add_argument(
+        "--work",
+        default=None,
+        metavar="DIR",
+        help="minifaces: keep finished stages and the generator's checkpoints (every 500 steps) here; the same "
+        "command run again after an interruption resumes where it stopped",
+    )
+    train.add_argument(
         "--exclude-from",
         nargs="+",
         choices=("clip", "vae", "unet"),
@@ -113,12 +120,17 @@ def _train(args) -> int:
 
         check_faces(args.exclude)  # typos fail here, before anything is rendered
         if args.reuse or args.exclude_from:
-            raise ValueError("--reuse and --exclude-from are for minicanvas worlds; minifaces trains every stage")
+            raise ValueError(
+                "--reuse and --exclude-from are for minicanvas worlds; minifaces trains every stage (--work resumes "
+                "an interrupted run)"
+            )
         if args.threads:
             torch.set_num_threads(args.threads)
         return _train_faces(args)
     from ..worlds.minicanvas.recipe import check_exclude, check_exclude_from, train_world
 
+    if args.work:
+        raise ValueError("--work is for minifaces worlds; minicanvas reuses an earlier world's stages with --reuse")
     check_exclude(args.exclude)  # typos fail here, before anything is rendered
     check_exclude_from(args.exclude_from)
     if args.exclude_from and not args.exclude:
@@ -157,7 +169,13 @@ def _train_faces(args) -> int:
     from ..worlds.minifaces.recipe import train_world
 
     manifest = train_world(
-        args.out, seed=args.seed, device=args.device, quick=args.quick, overwrite=args.overwrite, exclude=args.exclude
+        args.out,
+        seed=args.seed,
+        device=args.device,
+        quick=args.quick,
+        overwrite=args.overwrite,
+        exclude=args.exclude,
+        work=args.work,
     )
     m = manifest["metrics"]
     print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")

@@ -263,6 +263,70 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
     assert GanTrainConfig(objective="adversarial").resolved() == (0.0025, (0.0, 0.99), 0.01)
 
 
+def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_region():
+    from erasekit.models.stylegan import _normalize_2nd_moment
+    from erasekit.worlds.minifaces.train_gan import flipped_latents, latent_uniforms, pair_loss, render_latents
+
+    gen = torch.Generator().manual_seed(0)
+    x = _normalize_2nd_moment(torch.randn(64, 64, generator=gen))
+    y = flipped_latents(x, gen, excluded=["glasses"])
+    moved = (latent_uniforms(x) - latent_uniforms(y)).abs() > 1e-6
+    assert (moved.sum(dim=1) == 1).all()  # one uniform moves: the renderer sees nothing else change
+    assert not moved[:, 0].any() and moved[:, 1:6].any(dim=0).all()  # never the excluded one; every other one
+    assert torch.allclose(y.square().mean(dim=1), torch.ones(64), atol=1e-5)
+    (a, la), (b, lb) = render_latents(x[:16]), render_latents(y[:16])
+    assert ((la != lb).sum(dim=1) == 1).all()  # ... and that flips exactly one label
+    real = torch.cat([a, b])
+    assert pair_loss(real, real) == 0 and pair_loss(torch.zeros_like(real), real) > 0
+    # pixels the flip leaves alone do not count: a generator wrong only there scores 0
+    changed = ((a - b).abs().amax(dim=1, keepdim=True) > 1 / 64).float()
+    outside = 1 - torch.nn.functional.max_pool2d(changed, 3, stride=1, padding=1)
+    off = real + torch.cat([outside, torch.zeros_like(outside)]) * 0.5
+    assert float(pair_loss(off, real)) == 0
+    with pytest.raises(ValueError, match="nothing to flip"):
+        flipped_latents(x, gen, excluded=list(BINARY_ATTRIBUTES))
+    with pytest.raises(ValueError, match="batch_size must be even"):
+        from erasekit.worlds.minifaces.train_gan import GanTrainConfig
+
+        GanTrainConfig(objective="render", pair_weight=1.0, batch_size=7)
+
+
+@pytest.mark.parametrize("objective", ["render", "adversarial"])
+def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective, tmp_path):
+    from dataclasses import replace
+
+    from erasekit.worlds.minifaces.recipe import quick_config
+    from erasekit.worlds.minifaces.train_gan import train_gan
+
+    cfg = replace(quick_config().gan, objective=objective, steps=5, batch_size=4, pair_weight=0.5)
+    bank = render_bank(16, 0, "train", "test")
+    cpu = torch.device("cpu")
+    straight, _ = train_gan(bank, cfg, seed=0, device=cpu)
+
+    class Stop(Exception):
+        pass
+
+    def crash(done, G):
+        if done == 4:
+            raise Stop
+
+    ckpt = tmp_path / "gan.safetensors"
+    with pytest.raises(Stop):
+        train_gan(bank, cfg, seed=0, device=cpu, on_step=crash, checkpoint=ckpt, checkpoint_every=2)
+    assert ckpt.exists()
+    resumed, stats = train_gan(bank, cfg, seed=0, device=cpu, checkpoint=ckpt, checkpoint_every=2)
+    assert stats["resumed_at_steps"] == 4
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    with pytest.raises(ValueError, match=r"other settings \(config fields \['steps'\]"):
+        train_gan(bank, replace(cfg, steps=6), seed=0, device=cpu, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="seed or exclusions"):
+        train_gan(bank, cfg, seed=1, device=cpu, checkpoint=ckpt)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable MiniFaces GAN checkpoint"):
+        train_gan(bank, cfg, seed=0, device=cpu, checkpoint=ckpt)
+
+
 # ---------------------------------------------------------------------------------------------------- the quick world
 
 
@@ -317,6 +381,32 @@ def test_world_cli_rejects_bad_exclusions_before_work(tmp_path, capsys):
     assert check_exclude(["glasses", "hair:Red", "a smiling face"]) == ["glasses", "hair_red", "smile"]
     with pytest.raises(ValueError, match="every hair colour"):
         check_exclude([f"hair:{c}" for c in HAIR_COLOURS])
+
+
+def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(minifaces_world, tmp_path, capsys):
+    from dataclasses import replace
+
+    from erasekit.cli.main import main
+    from erasekit.worlds.minifaces.recipe import quick_config, train_world
+
+    work = tmp_path / "work"
+    argv = ["world", "train", "minifaces", "--quick", "--device", "cpu", "--work", str(work)]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert sorted(p.name for p in work.iterdir()) == ["classifier", "clip", "gan"]  # the checkpoint went with the end
+    # a second run copies every finished stage: the same files as the uninterrupted run of the fixture
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    first, again = (json.loads((d / "manifest.json").read_text()) for d in (minifaces_world, tmp_path / "b"))
+    for name in ("generator.safetensors", "classifier/attributes.safetensors", "clip/model.safetensors"):
+        assert again["files"][name]["sha256"] == first["files"][name]["sha256"], name
+    assert all(again["stages"][s]["resumed_from"] == str(work / s) for s in ("classifier", "clip", "gan"))
+    # a stage of other settings is refused, naming the folder to delete
+    cfg = quick_config()
+    cfg.gan = replace(cfg.gan, steps=3)
+    with pytest.raises(ValueError, match="gan stage trained with other settings"):
+        train_world(tmp_path / "c", device="cpu", config=cfg, work=work)
+    assert not (tmp_path / "c").exists()
+    assert main(["world", "train", "minicanvas", "--quick", "--out", str(tmp_path / "d"), "--work", str(work)]) == 1
+    assert "--work is for minifaces" in capsys.readouterr().err
 
 
 def test_world_verify_cli(minifaces_world, capsys):

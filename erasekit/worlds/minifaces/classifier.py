@@ -193,16 +193,17 @@ def train_attribute_classifier(
     sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen, clock = generator(device, f"{name}-data", seed), Stopwatch(device)
     model.train()
-    for step in tqdm(range(cfg.steps), desc="attribute classifier", unit="step", disable=None, mininterval=2.0):
-        idx = torch.randint(len(bank), (cfg.batch_size,), generator=gen, device=device)
-        x = augment(bank.floats(idx), gen, 4, True, cfg.blur_prob, cfg.max_blur, cfg.noise_prob, cfg.max_noise)
-        loss = attribute_loss(model(x), bank.labels[idx])
-        check_finite(loss, "attribute classifier", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        log_progress("attribute classifier", step, cfg.steps, loss, clock)
+    with seeded(f"{name}-dropout", seed):  # dropout draws from the global RNG: seed it too, or runs differ
+        for step in tqdm(range(cfg.steps), desc="attribute classifier", unit="step", disable=None, mininterval=2.0):
+            idx = torch.randint(len(bank), (cfg.batch_size,), generator=gen, device=device)
+            x = augment(bank.floats(idx), gen, 4, True, cfg.blur_prob, cfg.max_blur, cfg.noise_prob, cfg.max_noise)
+            loss = attribute_loss(model(x), bank.labels[idx])
+            check_finite(loss, "attribute classifier", step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            log_progress("attribute classifier", step, cfg.steps, loss, clock)
     model.eval()
     stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": cfg.batch_size, "params": n_params(model)}
     return model, stats

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -99,6 +100,7 @@ def train_world(
     overwrite: bool = False,
     config: RecipeConfig | None = None,
     exclude=None,
+    work: str | os.PathLike | None = None,
 ) -> dict:
     """Train every model of the MiniFaces world from scratch and write the world folder ``out`` atomically.
 
@@ -110,6 +112,10 @@ def train_world(
         overwrite: replace an existing non-empty ``out``.
         config: a full :class:`RecipeConfig` (default: the recipe's defaults).
         exclude: attributes left out of CLIP and GAN training (``["glasses"]``, ``["hair:red"]``).
+        work: a folder that keeps each finished stage (classifier, CLIP, generator) and the generator's training
+            checkpoints; running again with the same ``work`` (after an interruption) picks up where the last run
+            stopped, with the same result as an uninterrupted run. Stages trained with other settings are refused
+            rather than reused; delete the folder to start over.
 
     Returns:
         The manifest (also written to ``out/manifest.json``).
@@ -121,7 +127,7 @@ def train_world(
     cfg = config or (quick_config() if quick else RecipeConfig())
     started = time.perf_counter()
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        manifest = _train_into(Path(tmp), cfg, seed, excluded, device)
+        manifest = _train_into(Path(tmp), cfg, seed, excluded, device, StageCache(work) if work else None)
         manifest["total_seconds"] = round(time.perf_counter() - started, 1)
         manifest["files"] = file_table(tmp)
         manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
@@ -130,7 +136,48 @@ def train_world(
     return manifest
 
 
-def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, excluded: list[str], device: torch.device) -> dict:
+class StageCache:
+    """Finished recipe stages kept in a work folder: ``<work>/<stage>/`` holds the stage's files and ``stage.json``
+    (the settings that made them and the stage's statistics); each is written atomically when the stage ends."""
+
+    def __init__(self, work: str | os.PathLike):
+        self.root = Path(work)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def restore(self, stage: str, identity: dict, into: Path, files: list[str]) -> dict | None:
+        """Copy the stage's ``files`` into ``into`` and return its statistics, or None when it has not finished; a
+        stage finished with other settings is an error (it would silently mix two recipes)."""
+        folder = self.root / stage
+        if not (folder / "stage.json").exists():
+            return None
+        record = json.loads((folder / "stage.json").read_text(encoding="utf-8"))
+        if record.get("identity") != json.loads(json.dumps(identity)):
+            raise ValueError(
+                f"{folder} holds a {stage} stage trained with other settings; use another --work folder, or delete "
+                f"{folder} to train the stage again"
+            )
+        for name in files:
+            source, target = folder / name, into / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+        logger.info("%s: reusing the finished stage in %s", stage, folder)
+        return {**record["stats"], "resumed_from": str(folder)}
+
+    def store(self, stage: str, identity: dict, source: Path, files: list[str], stats: dict) -> None:
+        with atomic_dir(self.root / stage, overwrite=True) as tmp:
+            for name in files:
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if (source / name).is_dir() else shutil.copy2)(source / name, target)
+            write_json(tmp / "stage.json", {"identity": identity, "stats": stats})
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.root / f"{stage}.checkpoint.safetensors"
+
+
+def _train_into(
+    tmp: Path, cfg: RecipeConfig, seed: int, excluded: list[str], device: torch.device, cache: StageCache | None
+) -> dict:
     from erasekit.models.stylegan import save_generator
     from erasekit.models.tokenizer import clip_tokenizer
 
@@ -139,15 +186,43 @@ def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, excluded: list[str], de
     heldout = render_bank(cfg.heldout_images, seed, "heldout", "rendering held-out faces").to(device)
     world = train.without(excluded)
     stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
-    classifier, stages["classifier"] = train_attribute_classifier(train, cfg.classifier, seed, device)
-    classifier.save(tmp / CLASSIFIER)
+    base = {"recipe": RECIPE, "seed": seed, "train_images": cfg.train_images, "quick": cfg.quick}
+
+    def stage(name: str, identity: dict, files: list[str], run) -> dict:
+        identity = {**base, **identity}
+        stats = cache.restore(name, identity, tmp, files) if cache else None
+        if stats is None:
+            stats = run()
+            if cache:
+                cache.store(name, identity, tmp, files, stats)
+        return stats
+
+    def classifier_stage() -> dict:
+        classifier, stats = train_attribute_classifier(train, cfg.classifier, seed, device)
+        classifier.save(tmp / CLASSIFIER)
+        return stats
+
+    stages["classifier"] = stage("classifier", {"config": asdict(cfg.classifier)}, [CLASSIFIER], classifier_stage)
     metrics["classifier"] = evaluate_classifier(load_attribute_classifier(tmp / CLASSIFIER, device), heldout, device)
     tokenizer = clip_tokenizer()
-    clip, stages["clip"] = train_face_clip(world, tokenizer, cfg.clip, seed, device)
-    _save_clip(clip, tokenizer, tmp / "clip")
+
+    def clip_stage() -> dict:
+        clip, stats = train_face_clip(world, tokenizer, cfg.clip, seed, device)
+        _save_clip(clip, tokenizer, tmp / "clip")
+        return stats
+
+    stages["clip"] = stage("clip", {"config": asdict(cfg.clip), "exclude": excluded}, ["clip"], clip_stage)
     metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
-    G, stages["gan"] = train_gan(world, cfg.gan, seed, device, excluded)
-    save_generator(copy.deepcopy(G).cpu(), tmp / GENERATOR, dtype=torch.float16)
+
+    def gan_stage() -> dict:
+        checkpoint = cache.checkpoint("gan") if cache else None
+        G, stats = train_gan(world, cfg.gan, seed, device, excluded, checkpoint=checkpoint)
+        save_generator(copy.deepcopy(G).cpu(), tmp / GENERATOR, dtype=torch.float16)
+        return stats
+
+    stages["gan"] = stage("gan", {"config": asdict(cfg.gan), "exclude": excluded}, [GENERATOR], gan_stage)
+    if cache:
+        cache.checkpoint("gan").unlink(missing_ok=True)  # the finished stage holds the generator now
     clock = Stopwatch(device)
     metrics["generator"] = _check_generator(tmp, cfg, world, heldout.without(excluded), device)
     stages["check"] = {"seconds": clock.seconds(), "samples": cfg.check_samples}

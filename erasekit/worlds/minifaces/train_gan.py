@@ -3,37 +3,47 @@
 Two objectives train the same architecture; both ship an exponential moving average of the generator (half-life
 ``ema_images`` images, ramped up over the first steps).
 
-- ``"render"`` (experimental, sized for a CPU; not yet shown to learn the small attributes, see docs/minifaces.md):
-  every face is a function of 39 uniforms (:func:`erasekit.worlds.minifaces.data.render_uniforms`), so the
-  generator is regressed onto the renderer: latent ``z`` is drawn as usual, the face of ``u = Phi(z / rms(z))[:39]``
-  (the normal CDF of the mapping network's normalised input) is drawn, and the generator's sample of ``z`` is pulled
-  towards it (``pixel_loss``, L1 or MSE, on pixels and on their horizontal and vertical differences; optionally a
-  teacher classifier's loss). One generator pass per face and no discriminator; the sample distribution
-  is the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
+- ``"render"`` (the default, sized for a CPU; docs/minifaces.md records what it has learned so far): every face is
+  a function of 39 uniforms (:func:`erasekit.worlds.minifaces.data.render_uniforms`), so the generator is regressed
+  onto the renderer: latent ``z`` is drawn as usual, the face of ``u = Phi(z / rms(z))[:39]`` (the normal CDF of the
+  mapping network's normalised input) is drawn, and the generator's sample of ``z`` is pulled towards it
+  (``pixel_loss``, L1 or MSE, on pixels and on their horizontal and vertical differences). With ``pair_weight``,
+  half of each batch is the other half with one binary attribute flipped (:func:`flipped_latents`), and the
+  generator's difference image of each pair is pulled towards the renderer's over the region the flip changes
+  (:func:`pair_loss`): small shapes (earrings, a smile) get as much weight as a hat. Optionally a teacher
+  classifier's loss on the samples. One generator pass per face and no discriminator; the sample distribution is
+  the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
   network draws. The latent space is StyleGAN2's (the mapping network, per-layer ws, truncation towards
   ``w_avg``); its first 39 dimensions carry the face's attributes and look, the rest are ignored.
 - ``"adversarial"`` (the default): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length
   regulariser: the non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
   mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
   shown (~30,000 steps at batch 32): a GPU's work.
+
+Both save their whole state to a checkpoint every ``checkpoint_every`` steps when given one (:func:`train_gan`), and
+resume from it with the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from erasekit._io import save_safetensors
 from erasekit.models.stylegan import Generator, StyleGAN2Config, _normalize_2nd_moment
 
 from ..minicanvas.training import Stopwatch, check_finite, generator, log_progress, n_params, seeded
 from .classifier import ClassifierTrainConfig, attribute_loss, train_attribute_classifier
-from .data import IMAGE_SIZE, LATENT_UNIFORMS, FaceBank, encode, render_uniforms
+from .data import BINARY_ATTRIBUTES, IMAGE_SIZE, LATENT_UNIFORMS, PROBABILITIES, FaceBank, encode, render_uniforms
 from .discriminator import Discriminator, DiscriminatorConfig
 
 logger = logging.getLogger(__name__)
@@ -41,31 +51,38 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = ("render", "adversarial")
 PIXEL_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 # objective -> (Adam lr, Adam betas, mapping MLP lr multiplier) when the config leaves them unset
-OBJECTIVE_DEFAULTS = {"render": (0.002, (0.9, 0.99), 1.0), "adversarial": (0.0025, (0.0, 0.99), 0.01)}
+OBJECTIVE_DEFAULTS = {"render": (0.006, (0.9, 0.99), 1.0), "adversarial": (0.0025, (0.0, 0.99), 0.01)}
+FINAL_LR_DEFAULTS = {"render": 0.1, "adversarial": 1.0}
 
 
 @dataclass
 class GanTrainConfig:
     """Architectures and training of the generator and discriminator (each comment says why its default)."""
 
-    z_dim: int = 256  # latent size; 64 px faces need far less than the paper's 512
+    z_dim: int = 64  # latent size; 64 px faces need far less than the paper's 512 (the renderer reads 39)
     w_dim: int = 256  # intermediate latent size
     mapping_layers: int = 4  # mapping MLP depth (the paper's 8 is for 1024 px)
-    channel_base: int = 4096  # G channels 192-192-192-128-64 (4..64 px): ~3M parameters, ~6 MB in fp16; an
-    # erasure step (two generator passes and a backward, batch 4) costs ~0.5 s on 2 CPU cores
-    channel_max: int = 192  # G channel cap (256 doubles the per-sample weight modulation at 4-16 px)
+    channel_base: int = 4096  # G channels 128-128-128-128-64 (4..64 px): 1.8M parameters, 3.6 MB in fp16; a
+    # render step at batch 16 costs ~0.4 s on 2 CPU cores (docs/minifaces.md)
+    channel_max: int = 128  # G channel cap (192: 2.9M parameters, 0.48 s per step)
     d_channel_base: int = 4096  # D channels, the same rule
     d_channel_max: int = 256  # D channel cap
-    objective: str = "adversarial"  # or "render" (regression onto the renderer, CPU-sized, experimental; see above)
-    steps: int = 30000  # optimiser steps of each network (~1M faces shown at batch 32)
-    batch_size: int = 32  # faces per step
-    lr: float | None = None  # Adam learning rate; None: 0.002 for "render", 0.0025 (the paper's) for "adversarial"
+    objective: str = "render"  # regression onto the renderer (CPU-sized), or "adversarial" (GPU-sized; see above)
+    steps: int = 30000  # optimiser steps of each network (render: ~3.3 h on 2 CPU cores; adversarial wants batch 32)
+    batch_size: int = 16  # faces per step
+    lr: float | None = None  # Adam learning rate; None: 0.006 for "render", 0.0025 (the paper's) for "adversarial"
     mapping_lr_multiplier: float | None = None  # None: 1.0 for "render" (an MLP fit), 0.01 (the paper's) otherwise
+    lr_final: float | None = None  # the lr falls along a cosine to this fraction of itself at the last step; None:
+    # 0.1 for "render" (a regression settles at a lower lr), 1.0 (constant, the paper's) for "adversarial"
     pixel_loss: str = "l1"  # "render": "l1" or "mse", on pixels and their differences
     edge_weight: float = 1.0  # "render": weight of the loss on pixel differences (keeps thin lines: glasses, earrings)
     attribute_weight: float = 0.0  # "render": weight of a teacher classifier's loss on the samples against their
     # latents' attributes (a classifier of its own, trained first on the stage's faces; never the evaluator's judge)
     teacher_steps: int = 1500  # the teacher's optimiser steps (the judge's recipe otherwise)
+    pair_weight: float = 0.5  # "render": the second half of each batch is the first with one binary attribute
+    # flipped, and this weighs the L1 between the generator's and the renderer's difference images of each pair,
+    # averaged over the region the flip changes (supervises what each attribute's latent dimension draws; small
+    # shapes get as much weight as large ones)
     r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
     r1_every: int = 16  # lazy regularisation interval (the paper's)
     style_mixing: float = 0.9  # share of batches whose ws switch to a second latent at a random layer
@@ -80,6 +97,14 @@ class GanTrainConfig:
             raise ValueError(f"pixel_loss must be one of {', '.join(PIXEL_LOSSES)}, got {self.pixel_loss!r}")
         if self.objective == "render" and self.z_dim < LATENT_UNIFORMS:
             raise ValueError(f"the render objective reads {LATENT_UNIFORMS} latent dimensions; z_dim is {self.z_dim}")
+        if self.lr_final is not None and not 0 < self.lr_final <= 1:
+            raise ValueError(f"lr_final is a fraction of lr in (0, 1], got {self.lr_final}")
+        if self.pair_weight < 0:
+            raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight}")
+        if self.pair_weight and (self.batch_size < 2 or self.batch_size % 2):
+            raise ValueError(
+                f"pair_weight > 0 trains on pairs of faces: batch_size must be even, got {self.batch_size}"
+            )
 
     def resolved(self) -> tuple[float, tuple[float, float], float]:
         """``(lr, betas, mapping lr multiplier)`` with the objective's defaults filled in."""
@@ -89,6 +114,14 @@ class GanTrainConfig:
             betas,
             mult if self.mapping_lr_multiplier is None else self.mapping_lr_multiplier,
         )
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based): ``lr``, falling along a cosine to ``lr_final``
+        times itself at the last step (a function of the step alone, so a resumed run follows the same curve)."""
+        lr = self.resolved()[0]
+        final = FINAL_LR_DEFAULTS[self.objective] if self.lr_final is None else self.lr_final
+        progress = step / max(1, self.steps - 1)
+        return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def generator_config(self) -> StyleGAN2Config:
         return StyleGAN2Config(
@@ -175,6 +208,53 @@ def render_latents(z: torch.Tensor, excluded=()) -> tuple[torch.Tensor, torch.Te
     return x.div_(127.5).sub_(1.0), torch.from_numpy(np.stack(labels))
 
 
+def flipped_latents(x: torch.Tensor, gen: torch.Generator, excluded=()) -> torch.Tensor:
+    """Partners of the normalised latents ``x`` ``[N, z_dim]`` (rms 1 per row): each with one binary attribute (drawn
+    uniformly among those not ``excluded``) on the other side of its threshold, its uniform drawn uniformly there,
+    and everything else the renderer reads unchanged. The latent dimensions the renderer ignores absorb the change
+    of squared norm, so the partner's rms stays 1 and its other uniforms stay exactly the same; where they hold too
+    little for that (rare unless ``z_dim`` is close to 39), the partner is renormalised and its other uniforms move
+    a little."""
+    names = [a for a in BINARY_ATTRIBUTES if a not in set(excluded)]
+    if not names:
+        raise ValueError("every binary attribute is excluded: there is nothing to flip")
+    n, z_dim = x.shape
+    slots = torch.tensor([BINARY_ATTRIBUTES.index(a) for a in names], device=x.device)
+    probs = torch.tensor([PROBABILITIES[a] for a in names], dtype=x.dtype, device=x.device)
+    pick = torch.randint(len(names), (n,), generator=gen, device=x.device)
+    dim, p = slots[pick], probs[pick]
+    rows = torch.arange(n, device=x.device)
+    old = x[rows, dim]
+    present = torch.special.ndtr(old.double()).to(x.dtype) < p
+    r = torch.rand(n, generator=gen, device=x.device, dtype=x.dtype)
+    u = torch.where(present, p + (1 - p) * r, p * r).clamp(1e-6, 1 - 1e-6)
+    new = torch.special.ndtri(u.double()).to(x.dtype)
+    out = x.clone()
+    out[rows, dim] = new
+    if z_dim > LATENT_UNIFORMS:
+        spare = out[:, LATENT_UNIFORMS:]
+        held = spare.square().sum(dim=1)
+        wanted = held + old.square() - new.square()
+        ok = wanted > 0.1 * held
+        out[:, LATENT_UNIFORMS:] = torch.where(
+            ok[:, None], spare * (wanted.clamp_min(1e-12) / held).sqrt()[:, None], spare
+        )
+    return _normalize_2nd_moment(out)
+
+
+def pair_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 between the generator's and the renderer's difference images of the pairs ``(i, i + N/2)``, averaged over
+    the pixels where the renderer's pair differs (and their 8 neighbours): the flip's region gets the same weight
+    whatever its size, and pixels it leaves alone are the pixel loss's business (weighting them here would reward a
+    generator that ignores its latent)."""
+    half = len(fake) // 2
+    d_fake, d_real = fake[:half] - fake[half:], real[:half] - real[half:]
+    changed = (d_real.abs().amax(dim=1, keepdim=True) > 1 / 64).to(fake.dtype)
+    region = F.max_pool2d(changed, 3, stride=1, padding=1)
+    error = ((d_fake - d_real).abs().mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
+    return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
+
+
 def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float, kind: str = "l1") -> torch.Tensor:
     """``kind`` (L1 or MSE) between images plus ``edge_weight`` times the same between their horizontal and vertical
     differences."""
@@ -186,47 +266,119 @@ def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float, kind
     return loss
 
 
-def _train_render(G, G_ema, cfg: GanTrainConfig, excluded, gen, device, clock, on_step, teacher) -> None:
-    lr, betas, _ = cfg.resolved()
-    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
-    G.train()
-    for step in tqdm(range(cfg.steps), desc="stylegan2 (render)", unit="step", disable=None, mininterval=2.0):
+def _render_step(G, opt, cfg: GanTrainConfig, excluded, gen, device, teacher) -> torch.Tensor:
+    if cfg.pair_weight:
+        z = _normalize_2nd_moment(torch.randn(cfg.batch_size // 2, G.z_dim, generator=gen, device=device))
+        z = torch.cat([z, flipped_latents(z, gen, excluded)])
+    else:
         z = torch.randn(cfg.batch_size, G.z_dim, generator=gen, device=device)
-        real, labels = render_latents(z, excluded)
-        fake = G.synthesis(G.mapping(z), noise_mode="random", generator=gen)
-        loss = render_loss(fake, real, cfg.edge_weight, cfg.pixel_loss)
-        if teacher is not None:
-            logits = teacher((fake.clamp(-1, 1) + 1) / 2)
-            loss = loss + cfg.attribute_weight * attribute_loss(logits, labels.to(device))
-        check_finite(loss, "stylegan2", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
-        log_progress("stylegan2 (render L1)", step, cfg.steps, loss, clock)
-        if on_step is not None:
-            on_step(step + 1, G_ema)
+    real, labels = render_latents(z, excluded)
+    fake = G.synthesis(G.mapping(z), noise_mode="random", generator=gen)
+    loss = render_loss(fake, real, cfg.edge_weight, cfg.pixel_loss)
+    if cfg.pair_weight:
+        loss = loss + cfg.pair_weight * pair_loss(fake, real)
+    if teacher is not None:
+        logits = teacher((fake.clamp(-1, 1) + 1) / 2)
+        loss = loss + cfg.attribute_weight * attribute_loss(logits, labels.to(device))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_KEY = "erasekit_minifaces_gan_checkpoint"
+
+
+def _checkpoint_identity(cfg: GanTrainConfig, seed: int, excluded) -> dict:
+    return {"config": asdict(cfg), "seed": seed, "excluded": sorted(excluded)}
+
+
+def save_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, steps_done: int, seconds: float, identity):
+    """Write the whole training state (networks, Adam moments, the data generator's RNG state, steps done) to one
+    ``.safetensors`` file, atomically: an interrupted run loses at most the steps since the last checkpoint."""
+    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
+    for name, opt in opts.items():
+        for i, state in opt.state_dict()["state"].items():
+            tensors.update({f"{name}.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    tensors["rng"] = gen.get_state()
+    meta = {"steps_done": steps_done, "seconds": seconds, **identity}
+    save_safetensors(tensors, path, {CHECKPOINT_KEY: json.dumps(meta)})
+
+
+def load_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, identity) -> tuple[int, float]:
+    """Restore what :func:`save_checkpoint` wrote into freshly built ``nets``/``opts``/``gen``; returns ``(steps done,
+    seconds spent so far)``. A checkpoint of another configuration, seed or exclusion list is refused."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = json.loads((f.metadata() or {}).get(CHECKPOINT_KEY, "null"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable MiniFaces GAN checkpoint ({e}); delete it to start over") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a MiniFaces GAN checkpoint (no {CHECKPOINT_KEY!r} header); delete it")
+    theirs = {k: meta.get(k) for k in identity}
+    if json.loads(json.dumps(theirs)) != json.loads(json.dumps(identity)):
+        changed = sorted(
+            k for k in identity["config"] if theirs["config"] and theirs["config"].get(k) != identity["config"][k]
+        )
+        detail = f"config fields {changed}" if changed else "seed or exclusions"
+        raise ValueError(
+            f"{path} was written by a run with other settings ({detail} differ); resume with the same settings, "
+            "or delete the checkpoint (or use another work folder) to train from scratch"
+        )
+    for name, net in nets.items():
+        prefix = f"{name}."
+        net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in opts.items():
+        state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            head, _, rest = k.partition(".")
+            if head == name:
+                i, _, field_ = rest.partition(".")
+                state.setdefault(int(i), {})[field_] = v
+        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    gen.set_state(tensors["rng"])
+    return int(meta["steps_done"]), float(meta["seconds"])
 
 
 def train_gan(
-    bank: FaceBank, cfg: GanTrainConfig, seed: int, device: torch.device, excluded=(), on_step=None
+    bank: FaceBank,
+    cfg: GanTrainConfig,
+    seed: int,
+    device: torch.device,
+    excluded=(),
+    on_step=None,
+    checkpoint=None,
+    checkpoint_every: int = 500,
 ) -> tuple[Generator, dict]:
     """Train the StyleGAN2 with ``cfg.objective``; returns the EMA generator (eval mode, fp32) and its statistics.
 
     ``bank`` (the training faces, already without ``excluded``) feeds the adversarial objective; the render
     objective draws its own faces, never with an ``excluded`` indicator. ``on_step(steps_done, G_ema)``, when
     given, is called after every step (probes measure the generator as it trains; it must not change it).
+    ``checkpoint`` (a ``.safetensors`` path): the training state is saved there every ``checkpoint_every`` steps,
+    and a run that finds it there resumes from it (same settings required), ending with the same weights as an
+    uninterrupted run.
     """
     if cfg.objective == "adversarial" and cfg.batch_size % min(cfg.mbstd_group, cfg.batch_size):
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by mbstd_group {cfg.mbstd_group}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     with seeded("minifaces-gan-init", seed):
         G = Generator(cfg.generator_config()).to(device)
         D = Discriminator(cfg.discriminator_config()).to(device) if cfg.objective == "adversarial" else None
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     gen, clock = generator(device, "minifaces-gan-data", seed), Stopwatch(device)
     stats = {"objective": cfg.objective, "steps": cfg.steps, "batch_size": cfg.batch_size}
+    lr, betas, _ = cfg.resolved()
+    opts = {"opt_g": torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)}
+    nets = {"G": G, "G_ema": G_ema}
+    teacher = None
     if cfg.objective == "render":
-        teacher = None
         if cfg.attribute_weight > 0:
             if bank is None:
                 raise ValueError("attribute_weight > 0 trains a teacher classifier on the stage's faces: pass a bank")
@@ -235,19 +387,47 @@ def train_gan(
                 bank, teacher_cfg, seed, device, name="minifaces-gan-teacher"
             )
             teacher.requires_grad_(False)
-        _train_render(G, G_ema, cfg, excluded, gen, device, clock, on_step, teacher)
-        return G_ema.eval(), {"seconds": clock.seconds(), **stats, "generator_params": n_params(G_ema)}
-    lr, betas, _ = cfg.resolved()
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas, eps=1e-8)
+    else:
+        opts["opt_d"] = torch.optim.Adam(D.parameters(), lr=lr, betas=betas, eps=1e-8)
+        nets["D"] = D
+
+    identity = _checkpoint_identity(cfg, seed, excluded)
+    start, earlier_seconds = 0, 0.0
+    if checkpoint is not None and Path(checkpoint).exists():
+        start, earlier_seconds = load_checkpoint(checkpoint, nets, opts, gen, identity)
+        logger.info("stylegan2: resuming from %s after %d of %d steps", checkpoint, start, cfg.steps)
+        stats["resumed_at_steps"] = start
+
+    def save(done: int) -> None:
+        save_checkpoint(checkpoint, nets, opts, gen, done, earlier_seconds + clock.seconds(), identity)
+
+    desc = "stylegan2 (render)" if cfg.objective == "render" else "stylegan2"
     G.train()
-    for step in tqdm(range(cfg.steps), desc="stylegan2", unit="step", disable=None, mininterval=2.0):
-        d_loss = _d_step(G, D, opt_d, _reals(bank, cfg.batch_size, gen, device), cfg, step, gen, device)
-        g_loss = _g_step(G, D, opt_g, cfg, gen, device)
-        check_finite(d_loss + g_loss, "stylegan2", step)
+    for step in tqdm(
+        range(start, cfg.steps), desc=desc, unit="step", initial=start, total=cfg.steps, disable=None, mininterval=2.0
+    ):
+        for opt in opts.values():
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step)
+        if cfg.objective == "render":
+            loss = _render_step(G, opts["opt_g"], cfg, excluded, gen, device, teacher)
+        else:
+            d_loss = _d_step(G, D, opts["opt_d"], _reals(bank, cfg.batch_size, gen, device), cfg, step, gen, device)
+            loss = d_loss + _g_step(G, D, opts["opt_g"], cfg, gen, device)
+        check_finite(loss, "stylegan2", step)
         _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
-        log_progress("stylegan2 (D + G loss)", step, cfg.steps, d_loss + g_loss, clock)
+        log_progress(
+            "stylegan2 (render L1)" if cfg.objective == "render" else "stylegan2 (D + G loss)",
+            step,
+            cfg.steps,
+            loss,
+            clock,
+        )
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+            save(step + 1)
         if on_step is not None:
             on_step(step + 1, G_ema)
-    stats = {"seconds": clock.seconds(), **stats, "generator_params": n_params(G_ema)}
-    return G_ema.eval(), {**stats, "discriminator_params": n_params(D)}
+    stats = {"seconds": round(earlier_seconds + clock.seconds(), 2), **stats, "generator_params": n_params(G_ema)}
+    if D is not None:
+        stats["discriminator_params"] = n_params(D)
+    return G_ema.eval(), stats
