@@ -118,3 +118,32 @@ def test_minicanvas_unlearning_overrides_parse_like_set_and_fail_before_any_work
             bench.load_config(args)
     with pytest.raises(SystemExit, match="METHOD.KEY=VALUE"):
         bench.load_config(bench.parse_args(["--targets", "style:Ink", "--set", "lr=1e-5"]))
+
+
+def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifaces_world, tmp_path):
+    bench = _load("minifaces_unlearning")
+    out = tmp_path / "r.json"
+    common = ["--world", str(minifaces_world), "--seeds", "0-3", "--no-fid", "--out", str(out), "--threads", "1"]
+    fast = ["--set", "steps=1", "batch_size=2", "progress=false"]
+    assert bench.main([*common, "--targets", "glasses", *fast, "--patches", str(tmp_path / "p")]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["target"] == "glasses" and row["steps_run"] == 1 and row["patch_bytes"] > 0
+    assert set(row["meets"]) == {
+        "drawn_before_ge_10pct",
+        "rate_after_le_2pct",
+        "others_within_3pts",
+        "erase_within_5min",
+    }
+    assert result["run"]["seeds"] == [0, 1, 2, 3] and result["run"]["environment"]["versions"]["torch"]
+    assert "| glasses |" in out.with_suffix(".md").read_text()
+    # --resume keeps the glasses row and erases only the new target
+    assert bench.main([*common, "--targets", "glasses", "a smiling face", *fast, "--resume"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["target"] for r in rows] == ["glasses", "smile"] and rows[0] == row
+    try:
+        bench.main([*common, "--targets", "glasses", "--set", "steps=2", "--resume"])
+    except SystemExit as e:
+        assert "other seeds or overrides" in str(e)
+    else:
+        raise AssertionError("a resume with other overrides must be refused")
