@@ -296,11 +296,23 @@ def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective,
     from dataclasses import replace
 
     from erasekit.worlds.minifaces.recipe import quick_config
-    from erasekit.worlds.minifaces.train_gan import train_gan
 
     cfg = replace(quick_config().gan, objective=objective, steps=5, batch_size=4, pair_weight=0.5)
     bank = render_bank(16, 0, "train", "test")
     cpu = torch.device("cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-exact comparisons: one thread, whatever else shares the machine
+    try:
+        _resume_and_compare(bank, cfg, cpu, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume_and_compare(bank, cfg, cpu, tmp_path):
+    from dataclasses import replace
+
+    from erasekit.worlds.minifaces.train_gan import train_gan
+
     straight, _ = train_gan(bank, cfg, seed=0, device=cpu)
 
     class Stop(Exception):
@@ -325,6 +337,45 @@ def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective,
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable MiniFaces GAN checkpoint"):
         train_gan(bank, cfg, seed=0, device=cpu, checkpoint=ckpt)
+
+
+def test_clip_tune_scores_statements_freezes_the_text_side_on_request_and_skips_excluded_attributes():
+    from dataclasses import replace
+
+    from erasekit.models.tokenizer import clip_tokenizer
+    from erasekit.worlds.minicanvas.train_clip import build_clip
+    from erasekit.worlds.minifaces.recipe import quick_config
+    from erasekit.worlds.minifaces.train_clip import (
+        _statement_prototypes,
+        statement_loss,
+        tune_face_clip,
+    )
+
+    cfg = quick_config()
+    tokenizer, cpu = clip_tokenizer(), torch.device("cpu")
+    model = build_clip(cfg.clip, 0).eval()
+    pairs, hair, colours = _statement_prototypes(model, tokenizer, excluded=["earrings", "hair_red"])
+    assert sorted(pairs) == [0, 1, 2, 3, 5] and hair.shape[0] == 3 and colours == [0, 1, 2]
+    # the statement loss is a cross-entropy per attribute: features on the right prototypes score lower
+    labels = torch.tensor([[1, 0, 1, 0, 0, 1, 2], [0, 1, 0, 1, 0, 0, 0]])
+    right = torch.nn.functional.normalize(
+        torch.stack([sum(pairs[k][1 - int(row[k])] for k in pairs) + hair[int(row[-1])] for row in labels]), dim=-1
+    )
+    scale = torch.tensor(20.0)
+    assert statement_loss(right, labels, pairs, hair, colours, scale) < statement_loss(
+        -right, labels, pairs, hair, colours, scale
+    )
+    bank = render_bank(32, 0, "train", "test").without(["earrings", "hair_red"])
+    text_before = {k: v.clone() for k, v in model.text_model.state_dict().items()}
+    vision_before = {k: v.clone() for k, v in model.vision_model.state_dict().items()}
+    tune = replace(cfg.clip_tune, steps=2, train_text=False)
+    stats = tune_face_clip(model, bank, tokenizer, cfg.clip, tune, 0, cpu, excluded=["earrings", "hair_red"])
+    assert stats["steps"] == 2 and stats["params"] < sum(p.numel() for p in model.parameters())
+    assert all(torch.equal(v, model.text_model.state_dict()[k]) for k, v in text_before.items())
+    assert any(not torch.equal(v, model.vision_model.state_dict()[k]) for k, v in vision_before.items())
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+    tune_face_clip(model, bank, tokenizer, cfg.clip, replace(tune, train_text=True), 0, cpu)
+    assert any(not torch.equal(v, model.text_model.state_dict()[k]) for k, v in text_before.items())
 
 
 # ---------------------------------------------------------------------------------------------------- the quick world
@@ -383,7 +434,7 @@ def test_world_cli_rejects_bad_exclusions_before_work(tmp_path, capsys):
         check_exclude([f"hair:{c}" for c in HAIR_COLOURS])
 
 
-def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(minifaces_world, tmp_path, capsys):
+def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(tmp_path, capsys):
     from dataclasses import replace
 
     from erasekit.cli.main import main
@@ -392,13 +443,15 @@ def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(m
     work = tmp_path / "work"
     argv = ["world", "train", "minifaces", "--quick", "--device", "cpu", "--work", str(work)]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
-    assert sorted(p.name for p in work.iterdir()) == ["classifier", "clip", "gan"]  # the checkpoint went with the end
-    # a second run copies every finished stage: the same files as the uninterrupted run of the fixture
+    assert sorted(p.name for p in work.iterdir()) == ["classifier", "clip", "clip_tune", "gan"]  # no checkpoint left
+    # a second run copies every finished stage: the first run's files
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
-    first, again = (json.loads((d / "manifest.json").read_text()) for d in (minifaces_world, tmp_path / "b"))
+    first, again = (json.loads((d / "manifest.json").read_text()) for d in (tmp_path / "a", tmp_path / "b"))
     for name in ("generator.safetensors", "classifier/attributes.safetensors", "clip/model.safetensors"):
         assert again["files"][name]["sha256"] == first["files"][name]["sha256"], name
-    assert all(again["stages"][s]["resumed_from"] == str(work / s) for s in ("classifier", "clip", "gan"))
+    stages = ("classifier", "clip", "clip_tune", "gan")
+    assert all(again["stages"][s]["resumed_from"] == str(work / s) for s in stages)
+    assert again["metrics"]["clip"] == first["metrics"]["clip"] and "clip_before_tune" in again["metrics"]
     # a stage of other settings is refused, naming the folder to delete
     cfg = quick_config()
     cfg.gan = replace(cfg.gan, steps=3)

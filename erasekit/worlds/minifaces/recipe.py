@@ -1,9 +1,10 @@
 """The MiniFaces training recipe: every model of the world, from scratch, deterministic from one seed.
 
 Stages (in order): render the training and held-out faces; the attribute classifier (the judge, always trained on
-every face); the world's CLIP; the StyleGAN2; then everything is saved as fp16 safetensors, reloaded and measured
-(classifier accuracy per attribute, CLIP zero-shot per attribute, the generator's attribute frequencies against the
-data's, and FID in the CLIP's feature space), and ``manifest.json`` records files, timings and metrics.
+every face); the world's CLIP, then tuned on per-attribute statements; the StyleGAN2; then everything
+is saved as fp16 safetensors, reloaded and measured (classifier accuracy per attribute, CLIP zero-shot per
+attribute, the generator's attribute frequencies against the data's, and FID in the CLIP's feature space), and
+``manifest.json`` records files, timings and metrics.
 
 ``exclude=["glasses"]`` trains the gold standard of unlearning, the world *retrained without the attribute*: faces
 with it never reach CLIP or the GAN (attributes are independent, so the other attributes keep their frequencies).
@@ -40,7 +41,7 @@ from .classifier import (
 )
 from .data import HAIR_COLOURS, INDICATORS, FaceBank, render_bank, resolve_indicator
 from .manifest import CLASSIFIER, GENERATOR
-from .train_clip import FaceClipTrainConfig, train_face_clip, zero_shot
+from .train_clip import FaceClipTrainConfig, FaceClipTuneConfig, train_face_clip, tune_face_clip, zero_shot
 from .train_gan import GanTrainConfig, train_gan
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class RecipeConfig:
     heldout_images: int = 2_000  # held-out faces for the measurements and the FID reference
     classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     clip: FaceClipTrainConfig = field(default_factory=FaceClipTrainConfig)
+    clip_tune: FaceClipTuneConfig = field(default_factory=FaceClipTuneConfig)
     gan: GanTrainConfig = field(default_factory=GanTrainConfig)
     check_samples: int = 2_000  # generator samples (seeds 0..N-1) for attribute frequencies and FID
     quick: bool = False  # a seconds-long smoke run: the models are untrained and the metrics meaningless
@@ -70,6 +72,7 @@ def quick_config() -> RecipeConfig:
     cfg.classifier = replace(cfg.classifier, width=4, steps=2, batch_size=16, warmup=1)
     small = dict(text_hidden=16, text_layers=1, text_heads=2, vision_hidden=16, vision_layers=1, vision_heads=2)
     cfg.clip = replace(cfg.clip, **small, projection_dim=16, steps=2, batch_size=16, warmup=1)
+    cfg.clip_tune = replace(cfg.clip_tune, steps=2, batch_size=16, warmup=1)
     cfg.gan = replace(cfg.gan, z_dim=48, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
     cfg.gan = replace(cfg.gan, d_channel_base=256, d_channel_max=16, steps=2, batch_size=4, r1_every=2)
     cfg.gan = replace(cfg.gan, teacher_steps=2)
@@ -159,6 +162,8 @@ class StageCache:
         for name in files:
             source, target = folder / name, into / name
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():  # a later stage's version of an earlier stage's files (the tuned CLIP)
+                shutil.rmtree(target)
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
         logger.info("%s: reusing the finished stage in %s", stage, folder)
         return {**record["stats"], "resumed_from": str(folder)}
@@ -213,6 +218,19 @@ def _train_into(
 
     stages["clip"] = stage("clip", {"config": asdict(cfg.clip), "exclude": excluded}, ["clip"], clip_stage)
     metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
+
+    def clip_tune_stage() -> dict:
+        clip = _reload_clip(tmp / "clip", device)  # the saved fp16 weights: a resumed run tunes the same start
+        stats = tune_face_clip(clip, world, tokenizer, cfg.clip, cfg.clip_tune, seed, device, excluded)
+        shutil.rmtree(tmp / "clip")
+        _save_clip(clip, tokenizer, tmp / "clip")
+        return stats
+
+    if cfg.clip_tune.steps:
+        identity = {"config": asdict(cfg.clip), "tune": asdict(cfg.clip_tune), "exclude": excluded}
+        stages["clip_tune"] = stage("clip_tune", identity, ["clip"], clip_tune_stage)
+        metrics["clip_before_tune"] = metrics["clip"]
+        metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
 
     def gan_stage() -> dict:
         checkpoint = cache.checkpoint("gan") if cache else None
