@@ -417,7 +417,7 @@ def train_gan(
         check_finite(loss, "stylegan2", step)
         _ema_update(G_ema, G, cfg, (step + 1) * cfg.batch_size)
         log_progress(
-            "stylegan2 (render L1)" if cfg.objective == "render" else "stylegan2 (D + G loss)",
+            "stylegan2 (render loss)" if cfg.objective == "render" else "stylegan2 (D + G loss)",
             step,
             cfg.steps,
             loss,
