@@ -354,7 +354,8 @@ def test_clip_tune_scores_statements_freezes_the_text_side_on_request_and_skips_
     cfg = quick_config()
     tokenizer, cpu = clip_tokenizer(), torch.device("cpu")
     model = build_clip(cfg.clip, 0).eval()
-    pairs, hair, colours = _statement_prototypes(model, tokenizer, excluded=["earrings", "hair_red"])
+    with torch.no_grad():
+        pairs, hair, colours = _statement_prototypes(model, tokenizer, excluded=["earrings", "hair_red"])
     assert sorted(pairs) == [0, 1, 2, 3, 5] and hair.shape[0] == 3 and colours == [0, 1, 2]
     # the statement loss is a cross-entropy per attribute: features on the right prototypes score lower
     labels = torch.tensor([[1, 0, 1, 0, 0, 1, 2], [0, 1, 0, 1, 0, 0, 0]])

@@ -133,21 +133,14 @@ class FaceClipTuneConfig:
     train_text: bool = True  # also tune the text side (frozen, the image side alone left earrings at 65 %)
 
 
-def _statement_prototypes(
-    model, tokenizer, excluded: Sequence[str], grad: bool = False
-) -> tuple[dict, torch.Tensor | None, list[int]]:
+def _statement_prototypes(model, tokenizer, excluded: Sequence[str]) -> tuple[dict, torch.Tensor | None, list[int]]:
     """Per binary attribute not excluded, its (with, without) prototypes ``[2, dim]`` over the training templates;
-    the hair colours' ``[C, dim]`` (those not excluded) and their label indices."""
-    with torch.set_grad_enabled(grad):
-        return _statements(model, tokenizer, excluded)
-
-
-def _statements(model, tokenizer, excluded):
+    the hair colours' ``[C, dim]`` (those not excluded) and their label indices. Gradients flow when enabled."""
     pairs = {
         k: torch.stack(
             [
-                _prototype_of(model, tokenizer, prompt_phrase(a), TRAIN_TEMPLATES),
-                _prototype_of(model, tokenizer, f"a face {PHRASES[a][1]}", TRAIN_TEMPLATES),
+                _prototype(model, tokenizer, prompt_phrase(a), TRAIN_TEMPLATES),
+                _prototype(model, tokenizer, f"a face {PHRASES[a][1]}", TRAIN_TEMPLATES),
             ]
         )
         for k, a in enumerate(BINARY_ATTRIBUTES)
@@ -157,7 +150,7 @@ def _statements(model, tokenizer, excluded):
     hair = None
     if len(colours) > 1:
         names = [prompt_phrase(f"hair_{HAIR_COLOURS[i]}") for i in colours]
-        hair = torch.stack([_prototype_of(model, tokenizer, n, TRAIN_TEMPLATES) for n in names])
+        hair = torch.stack([_prototype(model, tokenizer, n, TRAIN_TEMPLATES) for n in names])
     return pairs, hair, colours
 
 
@@ -189,7 +182,10 @@ def tune_face_clip(
         for module in text_side:
             module.requires_grad_(False).eval()
     model.vision_model.train()
-    pairs, hair, colours = _statement_prototypes(model, tokenizer, excluded)
+    frozen = None
+    if not tune.train_text:
+        with torch.no_grad():
+            frozen = _statement_prototypes(model, tokenizer, excluded)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = adamw(model, tune.lr, cfg.weight_decay, betas=(0.9, 0.98))
     sched = warmup_cosine(opt, tune.warmup, tune.steps)
@@ -201,8 +197,7 @@ def tune_face_clip(
         texts, claims = _captions(labels, TRAIN_TEMPLATES, seed, 1_000_000 + step)
         with torch.set_grad_enabled(tune.train_text):
             txt = text_embeds(model, tokenize(tokenizer, texts, device))
-            if tune.train_text:
-                pairs, hair, colours = _statement_prototypes(model, tokenizer, excluded, grad=True)
+            pairs, hair, colours = frozen or _statement_prototypes(model, tokenizer, excluded)
         feats = image_embeds(model, x)
         scale = model.logit_scale.exp().clamp(max=100.0)
         loss = _multi_positive_nce(scale * feats @ txt.T, consistent(labels, claims))
@@ -218,12 +213,8 @@ def tune_face_clip(
     return {"seconds": clock.seconds(), "steps": tune.steps, "batch_size": tune.batch_size, "params": trainable}
 
 
-@torch.no_grad()
 def _prototype(model, tokenizer, description: str, templates: Sequence[str]) -> torch.Tensor:
-    return _prototype_of(model, tokenizer, description, templates)
-
-
-def _prototype_of(model, tokenizer, description: str, templates: Sequence[str]) -> torch.Tensor:
+    """The normalised mean text embedding of ``description`` in ``templates`` (gradients flow when enabled)."""
     device = model.text_projection.weight.device
     ids = tokenize(tokenizer, [t.format(description) for t in templates], device)
     return F.normalize(text_embeds(model, ids).mean(0), dim=-1)
