@@ -463,6 +463,33 @@ def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(t
     assert "--work is for minifaces" in capsys.readouterr().err
 
 
+def test_reuse_copies_matching_stages_and_retrains_the_rest(minifaces_world, tmp_path, capsys):
+    from erasekit.cli.main import main
+    from erasekit.worlds.minifaces.recipe import quick_config, reusable_stages
+
+    argv = ["world", "train", "minifaces", "--quick", "--device", "cpu", "--reuse", str(minifaces_world)]
+    assert main([*argv, "--gan-steps", "3", "--out", str(tmp_path / "longer")]) == 0
+    assert "copied from" in capsys.readouterr().out
+    old, new = (json.loads((d / "manifest.json").read_text()) for d in (minifaces_world, tmp_path / "longer"))
+    assert new["reused"] == ["classifier", "clip", "clip_tune"] and new["config"]["gan"]["steps"] == 3
+    for name in ("classifier/attributes.safetensors", "clip/model.safetensors"):
+        assert new["files"][name]["sha256"] == old["files"][name]["sha256"], name
+    assert new["files"]["generator.safetensors"]["sha256"] != old["files"]["generator.safetensors"]["sha256"]
+    assert new["stages"]["clip"]["reused_from"] == str(minifaces_world) and "reused_from" not in new["stages"]["gan"]
+    assert new["metrics"]["clip"] == old["metrics"]["clip"]
+    assert new["metrics"]["clip_before_tune"] == old["metrics"]["clip_before_tune"]
+    assert new["full_recipe_seconds"] > new["total_seconds"]
+    # the same settings copy everything, the generator included; another seed or exclusion copies less
+    cfg = quick_config()
+    assert set(reusable_stages(minifaces_world, cfg, 0, [])) == {"classifier", "clip", "gan"}
+    assert reusable_stages(minifaces_world, cfg, 1, []) == {}
+    assert set(reusable_stages(minifaces_world, cfg, 0, ["glasses"])) == {"classifier"}
+    with pytest.raises(ValueError, match="not an intact MiniFaces world folder"):
+        reusable_stages(tmp_path, cfg, 0, [])
+    assert main(["world", "train", "minicanvas", "--quick", "--gan-steps", "3", "--out", str(tmp_path / "c")]) == 1
+    assert "--gan-steps is for minifaces" in capsys.readouterr().err
+
+
 def test_world_verify_cli(minifaces_world, capsys):
     from erasekit.cli.main import main
 

@@ -9,9 +9,16 @@ attribute, the generator's attribute frequencies against the data's, and FID in 
 ``exclude=["glasses"]`` trains the gold standard of unlearning, the world *retrained without the attribute*: faces
 with it never reach CLIP or the GAN (attributes are independent, so the other attributes keep their frequencies).
 
+``work=DIR`` keeps each finished stage (and the generator's checkpoints) so an interrupted run resumes;
+``reuse=WORLD`` copies the stages of an earlier world folder whose settings match this run's (the classifier, the
+CLIP with its tune, the generator; see :func:`reusable_stages`), e.g. to retrain only the generator with more steps.
+
 Example:
     >>> from erasekit.worlds.minifaces.recipe import train_world
     >>> manifest = train_world("worlds/minifaces", seed=0)
+    >>> cfg = RecipeConfig()
+    >>> cfg.gan = replace(cfg.gan, steps=60_000)
+    >>> manifest = train_world("worlds/faces_v2", config=cfg, reuse="erasekit/worlds/minifaces/weights")
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import torch
 
 from erasekit._io import atomic_dir, write_json
 
-from ..minicanvas.manifest import MANIFEST, file_table
+from ..minicanvas.manifest import MANIFEST, file_table, read_manifest
 from ..minicanvas.training import Stopwatch, resolve_device
 from .classifier import (
     ClassifierTrainConfig,
@@ -40,7 +47,7 @@ from .classifier import (
     train_attribute_classifier,
 )
 from .data import HAIR_COLOURS, INDICATORS, FaceBank, render_bank, resolve_indicator
-from .manifest import CLASSIFIER, GENERATOR
+from .manifest import CLASSIFIER, GENERATOR, verify_manifest
 from .train_clip import FaceClipTrainConfig, FaceClipTuneConfig, train_face_clip, tune_face_clip, zero_shot
 from .train_gan import GanTrainConfig, train_gan
 
@@ -104,6 +111,7 @@ def train_world(
     config: RecipeConfig | None = None,
     exclude=None,
     work: str | os.PathLike | None = None,
+    reuse: str | os.PathLike | None = None,
 ) -> dict:
     """Train every model of the MiniFaces world from scratch and write the world folder ``out`` atomically.
 
@@ -119,6 +127,8 @@ def train_world(
             checkpoints; running again with the same ``work`` (after an interruption) picks up where the last run
             stopped, with the same result as an uninterrupted run. Stages trained with other settings are refused
             rather than reused; delete the folder to start over.
+        reuse: an earlier world folder; its stages whose settings match this run's are copied instead of trained
+            (see :func:`reusable_stages`); the manifest lists them under ``"reused"``.
 
     Returns:
         The manifest (also written to ``out/manifest.json``).
@@ -128,10 +138,14 @@ def train_world(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     device = resolve_device(device)
     cfg = config or (quick_config() if quick else RecipeConfig())
+    reused = reusable_stages(reuse, cfg, seed, excluded) if reuse is not None else {}
     started = time.perf_counter()
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        manifest = _train_into(Path(tmp), cfg, seed, excluded, device, StageCache(work) if work else None)
+        cache = StageCache(work) if work else None
+        manifest = _train_into(Path(tmp), cfg, seed, excluded, device, cache, reused)
         manifest["total_seconds"] = round(time.perf_counter() - started, 1)
+        copied = sum(manifest["stages"][name].get("seconds", 0.0) for name in manifest["reused"])
+        manifest["full_recipe_seconds"] = round(manifest["total_seconds"] + copied, 1)
         manifest["files"] = file_table(tmp)
         manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
         write_json(Path(tmp) / MANIFEST, manifest)
@@ -180,12 +194,100 @@ class StageCache:
         return self.root / f"{stage}.checkpoint.safetensors"
 
 
+# stage -> (files it writes, the stage-statistics entries it owns, the config sections that shape it)
+REUSABLE = {
+    "classifier": ((CLASSIFIER,), ("classifier",), ("classifier",)),
+    "clip": (("clip",), ("clip", "clip_tune"), ("clip",)),
+    "gan": ((GENERATOR,), ("gan",), ("gan",)),
+}
+
+
+def _plain(value):
+    """A config dict as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excluded: list[str]) -> dict:
+    """The stages of an earlier MiniFaces world folder that this run may copy instead of training.
+
+    A stage is reusable when the folder's files match its manifest and it was made by this recipe version, with the
+    same seed, quick setting and number of training faces, the same exclusions (except the classifier, which always
+    sees every face) and the same stage config. The CLIP's tune must match too, unless the old CLIP was never tuned:
+    it is then copied and tuned here (``"tuned": False``). The stages do not read each other, so any subset may be
+    copied: a run with only ``gan.steps`` changed copies the classifier and the CLIP and trains the generator.
+    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}, "metrics": {...}}}``.
+
+    Raises:
+        ValueError: the folder is not an intact MiniFaces world folder.
+    """
+    root = Path(world)
+    problems = verify_manifest(root)
+    if problems:
+        raise ValueError(
+            f"--reuse {root}: not an intact MiniFaces world folder ({problems[0]}); pass a folder written by "
+            "`erasekit world train minifaces`, or leave --reuse out"
+        )
+    old = read_manifest(root)
+    if old.get("world") != "minifaces":
+        raise ValueError(f"--reuse {root}: a {old.get('world')!r} world folder, not a MiniFaces one")
+    old_cfg = old.get("config", {})
+    same_data = (
+        old.get("recipe") == RECIPE
+        and old.get("seed") == seed
+        and bool(old.get("quick")) == cfg.quick
+        and old_cfg.get("train_images") == cfg.train_images
+    )
+    found = {}
+    for stage, (_, stat_keys, sections) in REUSABLE.items():
+        same_exclusions = stage == "classifier" or sorted(old.get("exclude", [])) == sorted(excluded)
+        same_config = all(old_cfg.get(k) == _plain(asdict(getattr(cfg, k))) for k in sections)
+        if not (same_data and same_exclusions and same_config):
+            continue
+        entry = {"dir": root, "created": old.get("created"), "metrics": {}}
+        if stage == "clip":
+            old_tune, tuned = old_cfg.get("clip_tune"), bool(old_cfg.get("clip_tune", {}).get("steps"))
+            if tuned and old_tune != _plain(asdict(cfg.clip_tune)):
+                continue  # a differently tuned CLIP cannot be untuned
+            entry["tuned"] = tuned
+            stat_keys = stat_keys if tuned else ("clip",)
+            if tuned and "clip_before_tune" in old.get("metrics", {}):
+                entry["metrics"]["clip_before_tune"] = old["metrics"]["clip_before_tune"]
+        entry["stats"] = {k: old["stages"][k] for k in stat_keys if k in old.get("stages", {})}
+        found[stage] = entry
+    logger.info("reusing %s from %s", ", ".join(found) or "no stage", root)
+    return found
+
+
+def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
+    for rel in REUSABLE[stage][0]:
+        src, dst = reused[stage]["dir"] / rel, tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    for key, stats in reused[stage]["stats"].items():
+        # when the stage was trained: a chain of reuses keeps the first world's date
+        trained = stats.get("trained_created") or stats.get("reused_created") or reused[stage]["created"]
+        stages[key] = {
+            **stats,
+            "reused_from": str(reused[stage]["dir"]),
+            "reused_created": reused[stage]["created"],
+            "trained_created": trained,
+        }
+    logger.info("%s: copied from %s", stage, reused[stage]["dir"])
+
+
 def _train_into(
-    tmp: Path, cfg: RecipeConfig, seed: int, excluded: list[str], device: torch.device, cache: StageCache | None
+    tmp: Path,
+    cfg: RecipeConfig,
+    seed: int,
+    excluded: list[str],
+    device: torch.device,
+    cache: StageCache | None,
+    reused: dict | None = None,
 ) -> dict:
     from erasekit.models.stylegan import save_generator
     from erasekit.models.tokenizer import clip_tokenizer
 
+    reused = reused or {}
     stages, metrics, clock = {}, {}, Stopwatch(device)
     train = render_bank(cfg.train_images, seed, "train", "rendering train faces").to(device)
     heldout = render_bank(cfg.heldout_images, seed, "heldout", "rendering held-out faces").to(device)
@@ -207,7 +309,11 @@ def _train_into(
         classifier.save(tmp / CLASSIFIER)
         return stats
 
-    stages["classifier"] = stage("classifier", {"config": asdict(cfg.classifier)}, [CLASSIFIER], classifier_stage)
+    if "classifier" in reused:
+        _copy_stage("classifier", reused, tmp, stages)
+    else:
+        identity = {"config": asdict(cfg.classifier)}
+        stages["classifier"] = stage("classifier", identity, [CLASSIFIER], classifier_stage)
     metrics["classifier"] = evaluate_classifier(load_attribute_classifier(tmp / CLASSIFIER, device), heldout, device)
     tokenizer = clip_tokenizer()
 
@@ -216,7 +322,12 @@ def _train_into(
         _save_clip(clip, tokenizer, tmp / "clip")
         return stats
 
-    stages["clip"] = stage("clip", {"config": asdict(cfg.clip), "exclude": excluded}, ["clip"], clip_stage)
+    if "clip" in reused:
+        _copy_stage("clip", reused, tmp, stages)
+        metrics.update(reused["clip"]["metrics"])
+    else:
+        identity = {"config": asdict(cfg.clip), "exclude": excluded}
+        stages["clip"] = stage("clip", identity, ["clip"], clip_stage)
     metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
 
     def clip_tune_stage() -> dict:
@@ -226,7 +337,7 @@ def _train_into(
         _save_clip(clip, tokenizer, tmp / "clip")
         return stats
 
-    if cfg.clip_tune.steps:
+    if cfg.clip_tune.steps and not reused.get("clip", {}).get("tuned"):
         identity = {"config": asdict(cfg.clip), "tune": asdict(cfg.clip_tune), "exclude": excluded}
         stages["clip_tune"] = stage("clip_tune", identity, ["clip"], clip_tune_stage)
         metrics["clip_before_tune"] = metrics["clip"]
@@ -238,13 +349,20 @@ def _train_into(
         save_generator(copy.deepcopy(G).cpu(), tmp / GENERATOR, dtype=torch.float16)
         return stats
 
-    stages["gan"] = stage("gan", {"config": asdict(cfg.gan), "exclude": excluded}, [GENERATOR], gan_stage)
-    if cache:
-        cache.checkpoint("gan").unlink(missing_ok=True)  # the finished stage holds the generator now
+    if "gan" in reused:
+        _copy_stage("gan", reused, tmp, stages)
+    else:
+        stages["gan"] = stage("gan", {"config": asdict(cfg.gan), "exclude": excluded}, [GENERATOR], gan_stage)
+        if cache:
+            cache.checkpoint("gan").unlink(missing_ok=True)  # the finished stage holds the generator now
     clock = Stopwatch(device)
     metrics["generator"] = _check_generator(tmp, cfg, world, heldout.without(excluded), device)
     stages["check"] = {"seconds": clock.seconds(), "samples": cfg.check_samples}
-    return _manifest(cfg, seed, excluded, device, stages, metrics)
+    manifest = _manifest(cfg, seed, excluded, device, stages, metrics)
+    manifest["reused"] = [
+        key for stage in reused for key in REUSABLE[stage][1] if "reused_from" in stages.get(key, {})
+    ]
+    return manifest
 
 
 def _save_clip(clip, tokenizer, path: Path) -> None:
