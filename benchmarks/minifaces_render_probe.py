@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pixel-loss", default="l1", help="l1 or mse")
     p.add_argument("--attribute-weight", type=float, default=None, help="weight of the teacher classifier's loss")
     p.add_argument("--pair-weight", type=float, default=None, help="weight of the flipped-attribute pair loss")
+    p.add_argument("--precision", default="float32", help="float32, or bfloat16 (autocast of the generator passes)")
     p.add_argument("--seed", type=int, default=0, help="the recipe seed")
     p.add_argument("--eval-samples", type=int, default=1000, help="held-out latents measured")
     p.add_argument("--eval-every", type=int, default=0, help="also measure L1 and agreement every N steps")
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         pixel_loss=args.pixel_loss,
+        precision=args.precision,
     )
     if args.edge_weight is not None:
         cfg = replace(cfg, edge_weight=args.edge_weight)

@@ -246,6 +246,13 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
     trained, stats = train_gan(None, cfg, seed=0, device=torch.device("cpu"))
     assert stats["objective"] == "render" and stats["steps"] == 40 and "discriminator_params" not in stats
     assert loss_of(trained) < 0.7 * loss_of(untrained)
+    # under bfloat16 autocast the same steps learn as much (fp32 weights, losses and samples)
+    half, _ = train_gan(None, replace(cfg, precision="bfloat16"), seed=0, device=torch.device("cpu"))
+    assert half.synthesis.b4.const.dtype == torch.float32 and loss_of(half) < 0.7 * loss_of(untrained)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        GanTrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="for the render objective"):
+        GanTrainConfig(objective="adversarial", precision="bfloat16")
     # the attribute term trains a teacher classifier of its own on the faces it is given, then uses it
     with pytest.raises(ValueError, match="pass a bank"):
         train_gan(None, replace(cfg, attribute_weight=1.0), seed=0, device=torch.device("cpu"))
