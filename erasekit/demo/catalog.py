@@ -118,11 +118,16 @@ def _shipped_minicanvas_missing() -> str | None:
 
 
 def _minifaces_missing() -> str | None:
-    from ..models.specs import BUILTIN_SPECS
+    from ..worlds.minifaces import weights_dir
+    from ..worlds.minifaces.manifest import GENERATOR
 
-    if "minifaces" in BUILTIN_SPECS:
+    path = weights_dir() / GENERATOR
+    if path.is_file():
         return None
-    return "MiniFaces (the StyleGAN2 face world) is not part of this erasekit version yet."
+    return (
+        f"The shipped MiniFaces weights are not in this installation (no generator at {path}). Train a world with "
+        "`erasekit world train minifaces --out DIR` and use it from the CLI (`--model minifaces:DIR`)."
+    )
 
 
 def _world_suite(world: Path) -> Callable[[], Any] | None:

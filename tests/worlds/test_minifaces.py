@@ -497,6 +497,24 @@ def test_reuse_copies_matching_stages_and_retrains_the_rest(minifaces_world, tmp
     assert "--gan-steps is for minifaces" in capsys.readouterr().err
 
 
+def test_shipped_world_matches_its_manifest_and_the_issue_bars():
+    import erasekit
+    from erasekit.worlds.minifaces import weights_dir
+
+    root = weights_dir()
+    if not (root / "manifest.json").is_file():
+        pytest.skip(f"no shipped MiniFaces world at {root} (train it with `erasekit world train minifaces`)")
+    assert verify_manifest(root) == []
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["exclude"] == [] and manifest["quick"] is False
+    assert manifest["files"]["generator.safetensors"]["bytes"] <= 30e6  # fp16 generator within the issue's 30 MB
+    m = manifest["metrics"]
+    assert m["classifier"]["min_accuracy"] >= 0.97  # the judge: >= 97 % per attribute, held out
+    assert m["clip"]["min_binary_accuracy"] >= 0.90  # CLIP zero-shot >= 90 % per binary attribute, held out
+    handle = erasekit.load_model("minifaces")
+    assert handle.generate([0, 1]).shape == (2, 3, 64, 64)
+
+
 def test_world_verify_cli(minifaces_world, capsys):
     from erasekit.cli.main import main
 
