@@ -97,3 +97,23 @@ def verify_manifest(directory: str | os.PathLike, layout: tuple[str, ...] = LAYO
     problems += [f"not in manifest: {rel}" for rel in list_files(root) if rel not in listed]
     problems += [f"missing part of the layout: {part}" for part in layout if not (root / part).exists()]
     return problems
+
+
+def copy_stage(paths, entry: dict, tmp: Path, stages: dict) -> None:
+    """Copy a reused stage's files (``paths``, relative to the earlier world folder ``entry["dir"]``) into ``tmp``
+    and record its statistics in ``stages``, marked with where and when it was trained (a chain of reuses keeps the
+    first world's date)."""
+    import shutil
+
+    for rel in paths:
+        src, dst = entry["dir"] / rel, tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    for key, stats in entry["stats"].items():
+        trained = stats.get("trained_created") or stats.get("reused_created") or entry["created"]
+        stages[key] = {
+            **stats,
+            "reused_from": str(entry["dir"]),
+            "reused_created": entry["created"],
+            "trained_created": trained,
+        }

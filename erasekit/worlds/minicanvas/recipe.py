@@ -41,7 +41,7 @@ import torch
 from erasekit._io import atomic_dir, write_json
 
 from .data import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, parse_exclude
-from .manifest import MANIFEST, file_table, read_manifest, verify_manifest
+from .manifest import MANIFEST, copy_stage, file_table, read_manifest, verify_manifest
 from .train_classifiers import ClassifierTrainConfig, evaluate_classifiers, train_classifier
 from .train_clip import (
     ClipTrainConfig,
@@ -256,23 +256,7 @@ def _plain(value):
 
 
 def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
-    paths, _, _ = REUSABLE[stage]
-    for rel in paths:
-        src, dst = reused[stage]["dir"] / rel, tmp / rel
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-    for key, stats in reused[stage]["stats"].items():
-        # when the stage was trained: a chain of reuses keeps the first world's date
-        trained = stats.get("trained_created") or stats.get("reused_created") or reused[stage]["created"]
-        stages[key] = {
-            **stats,
-            "reused_from": str(reused[stage]["dir"]),
-            "reused_created": reused[stage]["created"],
-            "trained_created": trained,
-        }
+    copy_stage(REUSABLE[stage][0], reused[stage], tmp, stages)
 
 
 def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclusion, device, reused: dict) -> dict:

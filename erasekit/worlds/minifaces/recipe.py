@@ -38,7 +38,7 @@ import torch
 
 from erasekit._io import atomic_dir, write_json
 
-from ..minicanvas.manifest import MANIFEST, file_table, read_manifest
+from ..minicanvas.manifest import MANIFEST, copy_stage, file_table, read_manifest
 from ..minicanvas.training import Stopwatch, resolve_device
 from .classifier import (
     ClassifierTrainConfig,
@@ -259,19 +259,7 @@ def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excl
 
 
 def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
-    for rel in REUSABLE[stage][0]:
-        src, dst = reused[stage]["dir"] / rel, tmp / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-    for key, stats in reused[stage]["stats"].items():
-        # when the stage was trained: a chain of reuses keeps the first world's date
-        trained = stats.get("trained_created") or stats.get("reused_created") or reused[stage]["created"]
-        stages[key] = {
-            **stats,
-            "reused_from": str(reused[stage]["dir"]),
-            "reused_created": reused[stage]["created"],
-            "trained_created": trained,
-        }
+    copy_stage(REUSABLE[stage][0], reused[stage], tmp, stages)
     logger.info("%s: copied from %s", stage, reused[stage]["dir"])
 
 
