@@ -14,7 +14,8 @@ with it never reach CLIP or the GAN (attributes are independent, so the other at
 CLIP with its tune, the generator; see :func:`reusable_stages`), e.g. to retrain only the generator with more steps.
 
 Example:
-    >>> from erasekit.worlds.minifaces.recipe import train_world
+    >>> from dataclasses import replace
+    >>> from erasekit.worlds.minifaces.recipe import RecipeConfig, train_world
     >>> manifest = train_world("worlds/minifaces", seed=0)
     >>> cfg = RecipeConfig()
     >>> cfg.gan = replace(cfg.gan, steps=60_000)

@@ -91,7 +91,7 @@ class GanTrainConfig:
     ema_rampup: float = 0.05  # half-life at most this fraction of the images seen so far (early steps move faster)
     mbstd_group: int = 4  # minibatch-stddev group size
     precision: str = "float32"  # "render": the generator's passes in "float32" or under "bfloat16" autocast
-    # (weights, Adam and the losses stay fp32); bf16 halves a step's time on CPUs with AVX512-BF16/AMX and on GPUs
+    # (weights, Adam and the losses stay fp32); 15 % less time per step on this CPU (AVX512-BF16; docs/minifaces.md)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
