@@ -23,6 +23,9 @@ EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
   erasekit world train minifaces --out worlds/minifaces --seed 0 --work worlds/minifaces.work   # resumable
   erasekit world train minifaces --out worlds/faces_v2 --gan-steps 30000 --reuse erasekit/worlds/minifaces/weights \
       --work worlds/faces_v2.work        # keep the classifier and CLIP, retrain only the generator, longer
+  erasekit world train minifaces --out worlds/faces_v3 --reuse erasekit/worlds/minifaces/weights \
+      --gan-from erasekit/worlds/minifaces/weights --gan-steps 12000 --set gan.lr=0.003 --work worlds/faces_v3.work
+                                         # continue the shipped generator for 12,000 more steps
   erasekit world train minifaces --exclude glasses --out worlds/faces_no_glasses   # gold standard for faces
   erasekit world train minifaces --quick --out /tmp/faces_smoke
   erasekit world verify minifaces worlds/minifaces
@@ -80,6 +83,23 @@ def add_parser(sub) -> None:
         default=None,
         metavar="N",
         help="minifaces: the generator's optimiser steps (default 30000: about 3.3 h on 2 CPU cores)",
+    )
+    train.add_argument(
+        "--gan-from",
+        default=None,
+        metavar="DIR",
+        help="minifaces: start the generator from this world folder's generator instead of from scratch and train "
+        "--gan-steps more steps on a fresh schedule (same architecture and exclusions required); the manifest "
+        "records it and the steps behind it",
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="minifaces: change one recipe setting (repeatable), e.g. gan.lr=0.003, gan.pair_weight=1.0, "
+        "check_samples=500; see RecipeConfig and its sections classifier, clip, clip_tune, gan",
     )
     train.add_argument(
         "--work",
@@ -140,8 +160,10 @@ def _train(args) -> int:
 
     if args.work:
         raise ValueError("--work is for minifaces worlds; minicanvas reuses an earlier world's stages with --reuse")
-    if args.gan_steps is not None:
-        raise ValueError("--gan-steps is for minifaces worlds (minicanvas has no GAN)")
+    if args.gan_steps is not None or args.gan_from is not None:
+        raise ValueError("--gan-steps and --gan-from are for minifaces worlds (minicanvas has no GAN)")
+    if args.overrides:
+        raise ValueError("--set is for minifaces worlds; minicanvas's recipe settings are changed from Python")
     check_exclude(args.exclude)  # typos fail here, before anything is rendered
     check_exclude_from(args.exclude_from)
     if args.exclude_from and not args.exclude:
@@ -179,9 +201,9 @@ def _train(args) -> int:
 def _train_faces(args) -> int:
     from dataclasses import replace
 
-    from ..worlds.minifaces.recipe import RecipeConfig, quick_config, train_world
+    from ..worlds.minifaces.recipe import RecipeConfig, apply_overrides, quick_config, train_world
 
-    cfg = quick_config() if args.quick else RecipeConfig()
+    cfg = apply_overrides(quick_config() if args.quick else RecipeConfig(), args.overrides)
     if args.gan_steps is not None:
         cfg.gan = replace(cfg.gan, steps=args.gan_steps)
     manifest = train_world(
@@ -193,6 +215,7 @@ def _train_faces(args) -> int:
         exclude=args.exclude,
         work=args.work,
         reuse=args.reuse,
+        gan_from=args.gan_from,
     )
     m = manifest["metrics"]
     print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")
@@ -200,6 +223,12 @@ def _train_faces(args) -> int:
         print(
             f"copied from {args.reuse}: {', '.join(manifest['reused'])}; the whole recipe from scratch: "
             f"{manifest['full_recipe_seconds'] / 60:.1f} min"
+        )
+    continued = manifest["stages"]["gan"].get("continued_from")
+    if continued:
+        print(
+            f"generator continued from {continued['world']} ({continued['steps']} steps): "
+            f"{manifest['stages']['gan']['total_steps']} steps in all"
         )
     print(
         f"classifier min accuracy {m['classifier']['min_accuracy']:.3f}, CLIP zero-shot min "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 
 import numpy as np
@@ -339,7 +340,7 @@ def _resume_and_compare(bank, cfg, cpu, tmp_path):
         assert torch.equal(v, w), k
     with pytest.raises(ValueError, match=r"other settings \(config fields \['steps'\]"):
         train_gan(bank, replace(cfg, steps=6), seed=0, device=cpu, checkpoint=ckpt)
-    with pytest.raises(ValueError, match="seed or exclusions"):
+    with pytest.raises(ValueError, match=r"other settings \(seed differs\)"):
         train_gan(bank, cfg, seed=1, device=cpu, checkpoint=ckpt)
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable MiniFaces GAN checkpoint"):
@@ -494,7 +495,114 @@ def test_reuse_copies_matching_stages_and_retrains_the_rest(minifaces_world, tmp
     with pytest.raises(ValueError, match="not an intact MiniFaces world folder"):
         reusable_stages(tmp_path, cfg, 0, [])
     assert main(["world", "train", "minicanvas", "--quick", "--gan-steps", "3", "--out", str(tmp_path / "c")]) == 1
-    assert "--gan-steps is for minifaces" in capsys.readouterr().err
+    assert "--gan-steps and --gan-from are for minifaces" in capsys.readouterr().err
+    assert main(["world", "train", "minicanvas", "--quick", "--set", "gan.lr=1", "--out", str(tmp_path / "c")]) == 1
+    assert "--set is for minifaces worlds" in capsys.readouterr().err
+
+
+def test_warm_start_begins_at_the_given_weights_and_refuses_another_architecture(tmp_path):
+    from dataclasses import replace
+
+    from erasekit.worlds.minifaces.recipe import quick_config
+    from erasekit.worlds.minifaces.train_gan import train_gan, warm_start, weights_digest
+
+    cfg = replace(quick_config().gan, steps=1, batch_size=4, pair_weight=0.5, lr=1e-9)
+    bank, cpu = render_bank(16, 0, "train", "test"), torch.device("cpu")
+    first, _ = train_gan(bank, replace(cfg, lr=0.01, steps=2), seed=0, device=cpu)
+    scratch, _ = train_gan(bank, cfg, seed=1, device=cpu)
+    warm, stats = train_gan(bank, cfg, seed=1, device=cpu, init=first)
+    assert stats["init_sha256"] == weights_digest(first) != weights_digest(scratch)
+    # one step at a negligible lr: the warm start is the earlier generator, not the seed's random init (w_avg, a
+    # running average of the mapping's outputs, moves with every forward pass whatever the lr)
+    for (k, v), w in zip(first.named_parameters(), warm.parameters(), strict=True):
+        assert torch.allclose(v, w, atol=1e-5), k
+    pairs = zip(first.parameters(), scratch.parameters(), strict=True)
+    assert any(not torch.allclose(v, s, atol=1e-3) for v, s in pairs)
+    wider, _ = train_gan(bank, replace(cfg, w_dim=8), seed=0, device=cpu)
+    with pytest.raises(ValueError, match=r"another architecture: w_dim 8 \(this run: 16\)"):
+        warm_start(first, wider)
+    # a checkpoint of a warm-started run is not resumed from other weights
+    ckpt = tmp_path / "gan.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(
+            bank,
+            replace(cfg, steps=3),
+            seed=0,
+            device=cpu,
+            init=first,
+            checkpoint=ckpt,
+            checkpoint_every=1,
+            on_step=_interrupt_at(2),
+        )
+    with pytest.raises(ValueError, match=r"other settings \(warm-start generator differs\)"):
+        train_gan(bank, replace(cfg, steps=3), seed=0, device=cpu, init=scratch, checkpoint=ckpt)
+    _, stats = train_gan(bank, replace(cfg, steps=3), seed=0, device=cpu, init=first, checkpoint=ckpt)
+    assert stats["resumed_at_steps"] == 2
+
+
+def _interrupt_at(step: int):
+    def on_step(done, G):
+        if done == step:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+def test_gan_from_continues_a_world_generator(minifaces_world, tmp_path, capsys):
+    from erasekit.cli.main import main
+    from erasekit.worlds.minifaces.recipe import quick_config, reusable_stages
+
+    w = str(minifaces_world)
+    argv = ["world", "train", "minifaces", "--quick", "--device", "cpu", "--reuse", w, "--gan-from", w]
+    more = tmp_path / "more"
+    assert main([*argv, "--gan-steps", "3", "--set", "gan.lr=1e-3", "--out", str(more)]) == 0
+    assert "2 steps): 5 steps in all" in capsys.readouterr().out  # the quick recipe's 2 steps, then 3
+    old, new = (json.loads((d / "manifest.json").read_text()) for d in (minifaces_world, more))
+    gan = new["stages"]["gan"]
+    assert gan["continued_from"]["generator_sha256"] == old["files"]["generator.safetensors"]["sha256"]
+    assert gan["continued_from"]["world"] == w and gan["total_steps"] == 5 and gan["steps"] == 3
+    assert new["reused"] == ["classifier", "clip", "clip_tune"] and new["config"]["gan"]["lr"] == 1e-3
+    assert new["files"]["generator.safetensors"]["sha256"] != old["files"]["generator.safetensors"]["sha256"]
+    # a continued generator's config says only its last run's steps: a from-scratch run never copies it
+    cfg = quick_config()
+    cfg.gan.steps, cfg.gan.lr = 3, 1e-3
+    assert set(reusable_stages(more, cfg, 0, [])) == {"classifier", "clip"}
+    # continuing a continued world adds up every step behind its weights
+    again = tmp_path / "again"
+    assert main([*argv[:-1], str(more), "--gan-steps", "1", "--out", str(again)]) == 0
+    assert "5 steps): 6 steps in all" in capsys.readouterr().out
+    # bad continuations fail before any work, saying why
+    for extra, message in [
+        (["--exclude", "glasses"], "trained without \\[\\], this run excludes \\['glasses'\\]"),
+        (["--set", "gan.w_dim=8"], "another architecture \\(w_dim 16 \\(this run: 8\\)\\)"),
+    ]:
+        assert main([*argv, *extra, "--out", str(tmp_path / "bad")]) == 1
+        assert re.search(message, capsys.readouterr().err), message
+        assert not (tmp_path / "bad").exists()
+    assert main([*argv[:-1], str(tmp_path), "--out", str(tmp_path / "bad")]) == 1
+    assert "not an intact MiniFaces world folder" in capsys.readouterr().err
+
+
+def test_recipe_overrides_are_typed_and_name_what_exists():
+    from erasekit.worlds.minifaces.recipe import RecipeConfig, apply_overrides
+
+    base = RecipeConfig()
+    cfg = apply_overrides(base, ["gan.lr=3e-3", "gan.pair_weight=1", "gan.pixel_loss=mse", "check_samples=500"])
+    assert (cfg.gan.lr, cfg.gan.pair_weight, cfg.gan.pixel_loss, cfg.check_samples) == (0.003, 1.0, "mse", 500)
+    assert isinstance(cfg.gan.pair_weight, float) and base.gan.lr is None and base.check_samples == 2000
+    assert apply_overrides(cfg, ["gan.lr=null"]).gan.lr is None
+    for bad, message in [
+        ("gan.lrr=1", "gan has no setting 'lrr'; it has z_dim"),
+        ("gann.lr=1", "no section 'gann'; sections: classifier, clip, clip_tune, gan"),
+        ("gan.lr=fast", "gan.lr takes float or null, got 'fast'"),
+        ("gan.steps=true", "gan.steps takes int, got True"),
+        ("gan.steps=2.5", "gan.steps takes int, got 2.5"),
+        ("gan.pair_weight=-1", "pair_weight must be >= 0"),
+        ("gan", "expected NAME=VALUE"),
+        ("gan=1", "the recipe has no setting 'gan'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            apply_overrides(base, [bad])
 
 
 def test_shipped_world_matches_its_manifest_and_the_issue_bars():

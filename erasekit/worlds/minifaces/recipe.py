@@ -11,7 +11,9 @@ with it never reach CLIP or the GAN (attributes are independent, so the other at
 
 ``work=DIR`` keeps each finished stage (and the generator's checkpoints) so an interrupted run resumes;
 ``reuse=WORLD`` copies the stages of an earlier world folder whose settings match this run's (the classifier, the
-CLIP with its tune, the generator; see :func:`reusable_stages`), e.g. to retrain only the generator with more steps.
+CLIP with its tune, the generator; see :func:`reusable_stages`), e.g. to retrain only the generator with more steps;
+``gan_from=WORLD`` starts the generator from that world's generator instead of from scratch (a warm start: its
+``gan.steps`` are more steps on a fresh schedule, and the manifest adds them up in ``total_steps``).
 
 Example:
     >>> from dataclasses import replace
@@ -31,6 +33,8 @@ import os
 import platform
 import shutil
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,7 +54,7 @@ from .classifier import (
 from .data import HAIR_COLOURS, INDICATORS, FaceBank, render_bank, resolve_indicator
 from .manifest import CLASSIFIER, GENERATOR, verify_manifest
 from .train_clip import FaceClipTrainConfig, FaceClipTuneConfig, train_face_clip, tune_face_clip, zero_shot
-from .train_gan import GanTrainConfig, train_gan
+from .train_gan import GanTrainConfig, config_differences, train_gan
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +91,64 @@ def quick_config() -> RecipeConfig:
     return cfg
 
 
+def apply_overrides(cfg: RecipeConfig, overrides) -> RecipeConfig:
+    """A copy of ``cfg`` with ``["gan.lr=0.003", "check_samples=500"]``-style settings applied (values read as YAML
+    scalars: numbers, true/false, null, strings). Unknown names and values of the wrong type are errors that list
+    what may be set."""
+    import dataclasses
+
+    import yaml
+
+    out = copy.deepcopy(cfg)
+    for item in overrides or []:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. gan.lr=0.003")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: the value is not a YAML scalar ({e})") from e
+        head, _, name = key.rpartition(".")
+        target = getattr(out, head, None) if head else out
+        if head and not dataclasses.is_dataclass(target):
+            sections = [f.name for f in dataclasses.fields(out) if dataclasses.is_dataclass(getattr(out, f.name))]
+            raise ValueError(f"--set {item!r}: no section {head!r}; sections: {', '.join(sections)}")
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields or (not head and dataclasses.is_dataclass(getattr(out, name))):
+            names = [k for k in fields if not dataclasses.is_dataclass(getattr(target, k))]
+            raise ValueError(
+                f"--set {item!r}: {head or 'the recipe'} has no setting {name!r}; it has {', '.join(names)}"
+            )
+        value = _typed(item, key, value, typing.get_type_hints(type(target))[name])
+        if head:
+            setattr(out, head, replace(target, **{name: value}))  # the section's __post_init__ checks the value
+        else:
+            setattr(out, name, value)
+    return out
+
+
+def _typed(item: str, key: str, value, hint):
+    """``value`` checked against the field's annotation ``hint`` (an int is accepted, as a float, for a float)."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and int not in allowed and float in allowed:
+        return float(value)
+    if isinstance(value, str) and float in allowed and str not in allowed:
+        try:
+            return float(value)  # YAML 1.1 reads 3e-3 (no dot) as a string
+        except ValueError:
+            pass
+    # True is an int to Python, not to someone setting a step count
+    if any(t is not type(None) and isinstance(value, t) for t in allowed) and (
+        bool in allowed or not isinstance(value, bool)
+    ):
+        return value
+    names = " or ".join("null" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
+    raise ValueError(f"--set {item!r}: {key} takes {names}, got {value!r}")
+
+
 def check_exclude(exclude) -> list[str]:
     """Indicator names from ``["glasses", "hair:red"]``-style entries (phrases are resolved); errors name the
     valid ones. Excluding every hair colour is refused."""
@@ -113,6 +175,7 @@ def train_world(
     exclude=None,
     work: str | os.PathLike | None = None,
     reuse: str | os.PathLike | None = None,
+    gan_from: str | os.PathLike | None = None,
 ) -> dict:
     """Train every model of the MiniFaces world from scratch and write the world folder ``out`` atomically.
 
@@ -130,6 +193,9 @@ def train_world(
             rather than reused; delete the folder to start over.
         reuse: an earlier world folder; its stages whose settings match this run's are copied instead of trained
             (see :func:`reusable_stages`); the manifest lists them under ``"reused"``.
+        gan_from: an earlier world folder whose generator this run continues (see :func:`generator_to_continue`):
+            the generator stage starts from its weights and trains ``gan.steps`` more steps; never copied by
+            ``reuse``.
 
     Returns:
         The manifest (also written to ``out/manifest.json``).
@@ -140,10 +206,13 @@ def train_world(
     device = resolve_device(device)
     cfg = config or (quick_config() if quick else RecipeConfig())
     reused = reusable_stages(reuse, cfg, seed, excluded) if reuse is not None else {}
+    init = generator_to_continue(gan_from, cfg, excluded) if gan_from is not None else None
+    if init is not None:
+        reused.pop("gan", None)  # continued, not copied
     started = time.perf_counter()
     with atomic_dir(out, overwrite=overwrite) as tmp:
         cache = StageCache(work) if work else None
-        manifest = _train_into(Path(tmp), cfg, seed, excluded, device, cache, reused)
+        manifest = _train_into(Path(tmp), cfg, seed, excluded, device, cache, reused, init)
         manifest["total_seconds"] = round(time.perf_counter() - started, 1)
         copied = sum(manifest["stages"][name].get("seconds", 0.0) for name in manifest["reused"])
         manifest["full_recipe_seconds"] = round(manifest["total_seconds"] + copied, 1)
@@ -244,6 +313,8 @@ def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excl
         same_config = all(old_cfg.get(k) == _plain(asdict(getattr(cfg, k))) for k in sections)
         if not (same_data and same_exclusions and same_config):
             continue
+        if stage == "gan" and "continued_from" in old.get("stages", {}).get("gan", {}):
+            continue  # its config's steps are only the last of several runs: not what a from-scratch run trains
         entry = {"dir": root, "created": old.get("created"), "metrics": {}}
         if stage == "clip":
             old_tune, tuned = old_cfg.get("clip_tune"), bool(old_cfg.get("clip_tune", {}).get("steps"))
@@ -259,6 +330,53 @@ def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excl
     return found
 
 
+def generator_to_continue(world: str | os.PathLike, cfg: RecipeConfig, excluded: list[str]) -> dict:
+    """The generator of an earlier MiniFaces world folder, checked for a warm start of this run's generator stage.
+
+    It must be intact (files match the manifest), trained with the same exclusions (a generator that never drew
+    glasses does not become the with-glasses world's by training on) and have the architecture ``cfg.gan`` builds.
+    Returns ``{"generator": Generator, "entry": {"world", "created", "generator_sha256", "steps"}}`` where
+    ``steps`` counts every step behind those weights (earlier warm starts included).
+
+    Raises:
+        ValueError: any of the above does not hold; the message says which and how to fix it.
+    """
+    from erasekit.models.stylegan import load_generator
+
+    root = Path(world)
+    problems = verify_manifest(root)
+    if problems:
+        raise ValueError(
+            f"--gan-from {root}: not an intact MiniFaces world folder ({problems[0]}); pass a folder written by "
+            "`erasekit world train minifaces`"
+        )
+    old = read_manifest(root)
+    if old.get("world") != "minifaces":
+        raise ValueError(f"--gan-from {root}: a {old.get('world')!r} world folder, not a MiniFaces one")
+    if sorted(old.get("exclude", [])) != sorted(excluded):
+        raise ValueError(
+            f"--gan-from {root}: its generator was trained without {old.get('exclude', [])}, this run excludes "
+            f"{excluded}; continue a generator of the same exclusions, or train this one from scratch"
+        )
+    G = load_generator(root / GENERATOR)
+    detail = config_differences(cfg.gan.generator_config(), G.config)
+    if detail:
+        raise ValueError(
+            f"--gan-from {root}: its generator has another architecture ({detail}); continue it with the settings "
+            "it was trained with"
+        )
+    gan = old.get("stages", {}).get("gan", {})
+    return {
+        "generator": G,
+        "entry": {
+            "world": str(root),
+            "created": old.get("created"),
+            "generator_sha256": old["files"][GENERATOR]["sha256"],
+            "steps": int(gan.get("total_steps", gan.get("steps", 0))),
+        },
+    }
+
+
 def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
     copy_stage(REUSABLE[stage][0], reused[stage], tmp, stages)
     logger.info("%s: copied from %s", stage, reused[stage]["dir"])
@@ -272,6 +390,7 @@ def _train_into(
     device: torch.device,
     cache: StageCache | None,
     reused: dict | None = None,
+    init: dict | None = None,
 ) -> dict:
     from erasekit.models.stylegan import save_generator
     from erasekit.models.tokenizer import clip_tokenizer
@@ -334,14 +453,22 @@ def _train_into(
 
     def gan_stage() -> dict:
         checkpoint = cache.checkpoint("gan") if cache else None
-        G, stats = train_gan(world, cfg.gan, seed, device, excluded, checkpoint=checkpoint)
+        G, stats = train_gan(
+            world, cfg.gan, seed, device, excluded, checkpoint=checkpoint, init=init and init["generator"]
+        )
         save_generator(copy.deepcopy(G).cpu(), tmp / GENERATOR, dtype=torch.float16)
+        if init is not None:
+            stats["continued_from"] = init["entry"]
+            stats["total_steps"] = init["entry"]["steps"] + cfg.gan.steps
         return stats
 
     if "gan" in reused:
         _copy_stage("gan", reused, tmp, stages)
     else:
-        stages["gan"] = stage("gan", {"config": asdict(cfg.gan), "exclude": excluded}, [GENERATOR], gan_stage)
+        identity = {"config": asdict(cfg.gan), "exclude": excluded}
+        if init is not None:
+            identity["continued_from"] = init["entry"]["generator_sha256"]
+        stages["gan"] = stage("gan", identity, [GENERATOR], gan_stage)
         if cache:
             cache.checkpoint("gan").unlink(missing_ok=True)  # the finished stage holds the generator now
     clock = Stopwatch(device)

@@ -21,12 +21,15 @@ Two objectives train the same architecture; both ship an exponential moving aver
   shown (~30,000 steps at batch 32): a GPU's work.
 
 Both save their whole state to a checkpoint every ``checkpoint_every`` steps when given one (:func:`train_gan`), and
-resume from it with the same result as an uninterrupted run.
+resume from it with the same result as an uninterrupted run. Both can start from an earlier generator's weights
+instead of the seed's random ones (``init``: a warm start, so a long training can be split across sessions that each
+run a fresh schedule of ``steps``).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -301,8 +304,41 @@ def _render_step(G, opt, cfg: GanTrainConfig, excluded, gen, device, teacher) ->
 CHECKPOINT_KEY = "erasekit_minifaces_gan_checkpoint"
 
 
-def _checkpoint_identity(cfg: GanTrainConfig, seed: int, excluded) -> dict:
-    return {"config": asdict(cfg), "seed": seed, "excluded": sorted(excluded)}
+def _checkpoint_identity(cfg: GanTrainConfig, seed: int, excluded, init_digest: str | None = None) -> dict:
+    identity = {"config": asdict(cfg), "seed": seed, "excluded": sorted(excluded)}
+    if init_digest is not None:
+        identity["init"] = init_digest
+    return identity
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's state (names, dtypes, shapes and values, in name order): what a warm start started from."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        v = value.detach().cpu().contiguous()
+        h.update(f"{name}:{v.dtype}:{tuple(v.shape)}".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def config_differences(ours: StyleGAN2Config, theirs: StyleGAN2Config) -> str:
+    """``"field 'old' (this run: 'new'), ..."`` for the fields where two generator configs differ ('' when none)."""
+    a, b = asdict(ours), asdict(theirs)
+    return ", ".join(f"{k} {b.get(k)!r} (this run: {a[k]!r})" for k in sorted(a) if a[k] != b.get(k))
+
+
+def warm_start(G: Generator, init: Generator) -> None:
+    """Copy ``init``'s weights (and ``w_avg``) into the freshly built ``G``; a clear error when the architectures
+    differ (a warm start continues the same network, it does not convert one)."""
+    detail = config_differences(G.config, init.config)
+    if detail:
+        raise ValueError(
+            f"the generator to continue has another architecture: {detail}; continue it with the settings it was "
+            "trained with, or train from scratch"
+        )
+    with torch.no_grad():
+        for name, value in init.state_dict().items():
+            G.state_dict()[name].copy_(value)
 
 
 def save_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, steps_done: int, seconds: float, identity):
@@ -330,14 +366,17 @@ def load_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, identity
         raise ValueError(f"{path} is not a readable MiniFaces GAN checkpoint ({e}); delete it to start over") from e
     if not isinstance(meta, dict):
         raise ValueError(f"{path} is not a MiniFaces GAN checkpoint (no {CHECKPOINT_KEY!r} header); delete it")
-    theirs = {k: meta.get(k) for k in identity}
-    if json.loads(json.dumps(theirs)) != json.loads(json.dumps(identity)):
+    theirs = {k: meta.get(k) for k in {*identity, "init"}}
+    if json.loads(json.dumps(theirs)) != json.loads(json.dumps({"init": None, **identity})):
         changed = sorted(
             k for k in identity["config"] if theirs["config"] and theirs["config"].get(k) != identity["config"][k]
         )
-        detail = f"config fields {changed}" if changed else "seed or exclusions"
+        others = {"seed": "seed", "excluded": "exclusion list", "init": "warm-start generator"}
+        differ = [text for k, text in others.items() if theirs.get(k) != identity.get(k)]
+        differ = [f"config fields {changed}"] if changed else differ
+        detail = " and ".join(differ) + (" differ" if changed or len(differ) > 1 else " differs")
         raise ValueError(
-            f"{path} was written by a run with other settings ({detail} differ); resume with the same settings, "
+            f"{path} was written by a run with other settings ({detail}); resume with the same settings, "
             "or delete the checkpoint (or use another work folder) to train from scratch"
         )
     for name, net in nets.items():
@@ -364,6 +403,7 @@ def train_gan(
     on_step=None,
     checkpoint=None,
     checkpoint_every: int = 500,
+    init: Generator | None = None,
 ) -> tuple[Generator, dict]:
     """Train the StyleGAN2 with ``cfg.objective``; returns the EMA generator (eval mode, fp32) and its statistics.
 
@@ -372,7 +412,10 @@ def train_gan(
     given, is called after every step (probes measure the generator as it trains; it must not change it).
     ``checkpoint`` (a ``.safetensors`` path): the training state is saved there every ``checkpoint_every`` steps,
     and a run that finds it there resumes from it (same settings required), ending with the same weights as an
-    uninterrupted run.
+    uninterrupted run. ``init`` (a generator of the same architecture): start the generator and its EMA from its
+    weights instead of the seed's random ones, then train ``cfg.steps`` steps on a fresh learning-rate schedule
+    (the discriminator, for the adversarial objective, still starts from scratch); the statistics record its
+    weights' sha256 as ``"init_sha256"``.
     """
     if cfg.objective == "adversarial" and cfg.batch_size % min(cfg.mbstd_group, cfg.batch_size):
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by mbstd_group {cfg.mbstd_group}")
@@ -381,9 +424,15 @@ def train_gan(
     with seeded("minifaces-gan-init", seed):
         G = Generator(cfg.generator_config()).to(device)
         D = Discriminator(cfg.discriminator_config()).to(device) if cfg.objective == "adversarial" else None
+    init_digest = None
+    if init is not None:
+        warm_start(G, init)
+        init_digest = weights_digest(init)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     gen, clock = generator(device, "minifaces-gan-data", seed), Stopwatch(device)
     stats = {"objective": cfg.objective, "steps": cfg.steps, "batch_size": cfg.batch_size}
+    if init_digest is not None:
+        stats["init_sha256"] = init_digest
     lr, betas, _ = cfg.resolved()
     opts = {"opt_g": torch.optim.Adam(G.parameters(), lr=lr, betas=betas, eps=1e-8)}
     nets = {"G": G, "G_ema": G_ema}
@@ -401,7 +450,7 @@ def train_gan(
         opts["opt_d"] = torch.optim.Adam(D.parameters(), lr=lr, betas=betas, eps=1e-8)
         nets["D"] = D
 
-    identity = _checkpoint_identity(cfg, seed, excluded)
+    identity = _checkpoint_identity(cfg, seed, excluded, init_digest)
     start, earlier_seconds = 0, 0.0
     if checkpoint is not None and Path(checkpoint).exists():
         start, earlier_seconds = load_checkpoint(checkpoint, nets, opts, gen, identity)
