@@ -153,6 +153,35 @@ def test_multi_attribute_concepts(tiny_generator, tiny_clip_dir):
     assert any(not torch.equal(patch.deltas[k].to_dense(), d.to_dense()) for k, d in single.deltas.items())
 
 
+def test_retain_holds_the_clip_probability_of_other_concepts(tiny_generator, tiny_clip_dir):
+    """With ``retain``, the logged retention is the mean squared change of the kept concepts' CLIP probabilities:
+    0 at step 0 (the copies are equal), positive once the copy moves; with no weight it is not computed."""
+    runs = {}
+    for weight in (0.0, 1000.0):
+        history = LossHistory()
+        _erase(
+            tiny_generator,
+            tiny_clip_dir,
+            steps=15,
+            lr=0.01,
+            retain=["a smile", "hat"],
+            retain_weight=weight,
+            callbacks=[history],
+        )
+        runs[weight] = history.history
+    free, held = runs[0.0], runs[1000.0]
+    assert "retain" not in free[0]  # weightless: not computed
+    assert held[0]["retain"] == pytest.approx(0.0, abs=1e-10) and max(h["retain"] for h in held) > 0
+    patch = _erase(tiny_generator, tiny_clip_dir, retain=["a smile"])
+    assert patch.metadata["config"]["retain"] == ["a smile"]
+    with pytest.raises(ValueError, match="both erased and retained"):
+        _erase(tiny_generator, tiny_clip_dir, concept="glasses, hat", retain=["Hat"])
+    with pytest.raises(ValueError, match="retain must be"):
+        TextToUnlearnConfig(retain="smile")
+    with pytest.raises(ValueError, match="retain_weight"):
+        TextToUnlearnConfig(retain_weight=-1.0)
+
+
 def test_bad_input_fails_early(tiny_generator, tiny_clip_dir):
     with pytest.raises(ValueError, match="clip="):
         erasekit.erase(tiny_generator, "text_to_unlearn", "glasses", **FAST_CONFIGS["text_to_unlearn"])

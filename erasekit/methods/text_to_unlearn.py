@@ -8,6 +8,10 @@ templates. Retention losses keep everything else: the pixel MSE and the CLIP-fea
 G_t(w) and G_f(w). Each sample's direction term is weighted by the CLIP probability that its frozen image shows the
 attribute, and its retention terms by the probability that it shows none of the erased attributes, so retention is
 strongest where the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one direction each).
+``retain`` (optional, text too): concepts to keep; on every sample, with or without the attribute, the CLIP
+probability that the image shows each ("a face with a smile" against "a face without a smile") is held to the frozen
+image's. Pixel and feature distances barely see a small attribute such as a smile, and the samples that show the
+erased attribute have no other retention, so this guards what the erasure could take along.
 
 Trainable layers: the synthesis convolutions by default (mapping and toRGB frozen), any stylegan preset, or
 ``layers=adaptive``: the ``adaptive_k`` layers whose W+ codes move most when the codes themselves are optimised
@@ -69,6 +73,11 @@ class TextToUnlearnConfig(MethodConfig):
     presence_weighting: bool = option(True, "weight directions by P(attribute) and retention by P(no attribute)")
     presence_scale: float = option(0.0, "logit scale of that CLIP probability; 0 = the CLIP's own logit_scale")
     truncation_psi: float = option(1.0, "truncation of the training latents (1 = the full distribution)")
+    retain: list = option(
+        [],
+        "other concepts to keep, as text ('smile', 'a hat'): on every sample, the CLIP probability of each must not move",
+    )
+    retain_weight: float = option(10.0, "weight of that retention (squared change of each probability, averaged)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -85,6 +94,10 @@ class TextToUnlearnConfig(MethodConfig):
             raise ValueError("the loss weights and presence_scale must be >= 0, and direction_weight > 0.")
         if not 0 < self.truncation_psi <= 1 or not self.subject.strip():
             raise ValueError("truncation_psi must be in (0, 1] and subject non-empty.")
+        if not isinstance(self.retain, list) or not all(isinstance(r, str) and r.strip() for r in self.retain):
+            raise ValueError("retain must be a list of concepts as text, e.g. ['smile', 'a hat'].")
+        if self.retain_weight < 0:
+            raise ValueError("retain_weight must be >= 0.")
 
 
 # ---------------------------------------------------------------------------------------------------- text
@@ -253,6 +266,9 @@ class TextToUnlearn(TrainedMethod):
         if handle.kind not in self.kinds:
             raise ValueError(f"{self.name} works on StyleGAN2 generators, not {handle.kind} models.")
         parts = concept_parts(concept)
+        both = sorted({p.lower() for p in parts} & {r.strip().lower() for r in self.config.retain})
+        if both:
+            raise ValueError(f"{', '.join(both)} is both erased and retained; drop it from retain.")
         flags = [(p, p.requires_grad) for p in handle.generator.parameters()]
         handle.generator.requires_grad_(False)  # gradients flow only into the trainable copies, never the caller's
         try:
@@ -277,7 +293,18 @@ class TextToUnlearn(TrainedMethod):
             wo = encoder.texts([t.format(without_text) for t in cfg.templates])
             directions.append(text_direction(w, wo))
             protos.append(torch.stack([F.normalize(w.mean(0), dim=-1), F.normalize(wo.mean(0), dim=-1)]))
-        return {"encoder": encoder, "pairs": pairs, "directions": torch.stack(directions), "protos": protos}
+        retained = []
+        for with_text, without_text in (prompt_pair(r.strip(), cfg.subject) for r in cfg.retain):
+            w = encoder.texts([t.format(with_text) for t in cfg.templates])
+            wo = encoder.texts([t.format(without_text) for t in cfg.templates])
+            retained.append(torch.stack([F.normalize(w.mean(0), dim=-1), F.normalize(wo.mean(0), dim=-1)]))
+        return {
+            "encoder": encoder,
+            "pairs": pairs,
+            "directions": torch.stack(directions),
+            "protos": protos,
+            "retain_protos": torch.stack(retained) if retained else None,
+        }
 
     def _latents(self, handle, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
         G = handle.generator
@@ -324,6 +351,11 @@ class TextToUnlearn(TrainedMethod):
         logits = torch.stack([feats @ p.T for p in state.ctx["protos"]], dim=1) * state.ctx["presence_scale"]
         return logits.softmax(-1)[..., 0]
 
+    def _retained(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
+        """``[N, R]``: CLIP probability that each image shows each ``retain`` concept (with vs without)."""
+        logits = torch.einsum("nd,rkd->nrk", feats, state.ctx["retain_protos"]) * state.ctx["presence_scale"]
+        return logits.softmax(-1)[..., 0]
+
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle, enc = self.config, state.handle, state.ctx["encoder"]
         z, ws = self._latents(handle, state.sample_generators(cfg.batch_size))
@@ -349,4 +381,10 @@ class TextToUnlearn(TrainedMethod):
             "pixel": float(pixel.detach()),
             "feature": float(feature.detach()),
         }
+        if state.ctx["retain_protos"] is not None and cfg.retain_weight:
+            with torch.no_grad():
+                before = self._retained(state, f_frozen)
+            retain = (self._retained(state, f_trained) - before).square().mean()
+            loss = loss + cfg.retain_weight * retain
+            logs["retain"] = float(retain.detach())
         return loss, {**logs, "presence": float(presence.mean())}
