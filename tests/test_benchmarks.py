@@ -147,3 +147,13 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
         assert "other seeds or overrides" in str(e)
     else:
         raise AssertionError("a resume with other overrides must be refused")
+    # --retain-others: each target keeps every other attribute, as the captions say them
+    assert bench.other_attributes("glasses")[:2] == ["a smile", "a hat"] and "red hair" in bench.other_attributes(
+        "hat"
+    )
+    assert "red hair" not in bench.other_attributes("hair_red")
+    kept = tmp_path / "kept.json"
+    argv = [*common[:-4], "--threads", "1", "--out", str(kept), "--targets", "beard", *fast, "--retain-others"]
+    assert bench.main(argv) == 0
+    (row,) = json.loads(kept.read_text())["rows"]
+    assert "a beard" not in row["config"]["retain"] and "a smile" in row["config"]["retain"]
