@@ -277,6 +277,20 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
+def _earlier_world(root: Path, option: str, hint: str = "") -> dict:
+    """The manifest of an earlier MiniFaces world folder given to ``option``; ValueError unless it is intact."""
+    problems = verify_manifest(root)
+    if problems:
+        raise ValueError(
+            f"{option} {root}: not an intact MiniFaces world folder ({problems[0]}); pass a folder written by "
+            f"`erasekit world train minifaces`{hint}"
+        )
+    old = read_manifest(root)
+    if old.get("world") != "minifaces":
+        raise ValueError(f"{option} {root}: a {old.get('world')!r} world folder, not a MiniFaces one")
+    return old
+
+
 def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excluded: list[str]) -> dict:
     """The stages of an earlier MiniFaces world folder that this run may copy instead of training.
 
@@ -291,15 +305,7 @@ def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excl
         ValueError: the folder is not an intact MiniFaces world folder.
     """
     root = Path(world)
-    problems = verify_manifest(root)
-    if problems:
-        raise ValueError(
-            f"--reuse {root}: not an intact MiniFaces world folder ({problems[0]}); pass a folder written by "
-            "`erasekit world train minifaces`, or leave --reuse out"
-        )
-    old = read_manifest(root)
-    if old.get("world") != "minifaces":
-        raise ValueError(f"--reuse {root}: a {old.get('world')!r} world folder, not a MiniFaces one")
+    old = _earlier_world(root, "--reuse", ", or leave --reuse out")
     old_cfg = old.get("config", {})
     same_data = (
         old.get("recipe") == RECIPE
@@ -344,15 +350,7 @@ def generator_to_continue(world: str | os.PathLike, cfg: RecipeConfig, excluded:
     from erasekit.models.stylegan import load_generator
 
     root = Path(world)
-    problems = verify_manifest(root)
-    if problems:
-        raise ValueError(
-            f"--gan-from {root}: not an intact MiniFaces world folder ({problems[0]}); pass a folder written by "
-            "`erasekit world train minifaces`"
-        )
-    old = read_manifest(root)
-    if old.get("world") != "minifaces":
-        raise ValueError(f"--gan-from {root}: a {old.get('world')!r} world folder, not a MiniFaces one")
+    old = _earlier_world(root, "--gan-from")
     if sorted(old.get("exclude", [])) != sorted(excluded):
         raise ValueError(
             f"--gan-from {root}: its generator was trained without {old.get('exclude', [])}, this run excludes "
