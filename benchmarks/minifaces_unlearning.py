@@ -64,14 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    import yaml
+    from erasekit.methods.config import parse_override
 
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set takes KEY=VALUE (e.g. steps=200), got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            key, value = parse_override(item)
+        except ValueError as e:
+            raise SystemExit(f"--set takes KEY=VALUE (e.g. steps=200): {e}") from e
+        out[key] = value
     return out
 
 

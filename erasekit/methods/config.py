@@ -155,13 +155,18 @@ def _check_types(cfg) -> None:
     for f in dataclasses.fields(cfg):
         hint, value = hints.get(f.name), getattr(cfg, f.name)
         allowed = tuple(a for a in (typing.get_args(hint) or (hint,)) if isinstance(a, type))
-        if not allowed or hint is Any or isinstance(value, allowed):
+        if not allowed or hint is Any or (isinstance(value, allowed) and not _bool_for_number(value, allowed)):
             continue
         if float in allowed and isinstance(value, int) and not isinstance(value, bool):
             setattr(cfg, f.name, float(value))
             continue
         names = " or ".join("None" if a is type(None) else a.__name__ for a in allowed)
         raise ValueError(f"{f.name} must be {names}, got {value!r} ({type(value).__name__}).")
+
+
+def _bool_for_number(value, allowed: tuple) -> bool:
+    """True for ``True``/``False`` given to an int field (Python's bools are ints; a user's are not)."""
+    return isinstance(value, bool) and bool not in allowed
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

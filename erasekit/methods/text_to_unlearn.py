@@ -9,7 +9,7 @@ G_t(w) and G_f(w). Each sample's direction term is weighted by the CLIP probabil
 attribute, and its retention terms by the probability that it shows none of the erased attributes, so retention is
 strongest where the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one direction each).
 ``retain`` (optional, text too): concepts to keep; on every sample, with or without the attribute, the CLIP
-probability that the image shows each ("a face with a smile" against "a face without a smile") is held to the frozen
+log-odds that the image shows each ("a face with a smile" against "a face without a smile") are held to the frozen
 image's. Pixel and feature distances barely see a small attribute such as a smile, and the samples that show the
 erased attribute have no other retention, so this guards what the erasure could take along.
 
@@ -75,9 +75,9 @@ class TextToUnlearnConfig(MethodConfig):
     truncation_psi: float = option(1.0, "truncation of the training latents (1 = the full distribution)")
     retain: list = option(
         [],
-        "other concepts to keep, as text ('smile', 'a hat'): on every sample, the CLIP probability of each must not move",
+        "other concepts to keep, as text ('smile', 'a hat'): on every sample, the CLIP log-odds of each must not move",
     )
-    retain_weight: float = option(10.0, "weight of that retention (squared change of each probability, averaged)")
+    retain_weight: float = option(1.0, "weight of that retention (squared change of each log-odds, averaged)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -352,9 +352,10 @@ class TextToUnlearn(TrainedMethod):
         return logits.softmax(-1)[..., 0]
 
     def _retained(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
-        """``[N, R]``: CLIP probability that each image shows each ``retain`` concept (with vs without)."""
+        """``[N, R]``: CLIP log-odds that each image shows each ``retain`` concept (with vs without). Log-odds, not
+        probabilities: a probability near 0 or 1 has no gradient, so it would let a confident sample drift."""
         logits = torch.einsum("nd,rkd->nrk", feats, state.ctx["retain_protos"]) * state.ctx["presence_scale"]
-        return logits.softmax(-1)[..., 0]
+        return logits[..., 0] - logits[..., 1]
 
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle, enc = self.config, state.handle, state.ctx["encoder"]

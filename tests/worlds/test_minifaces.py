@@ -594,9 +594,9 @@ def test_recipe_overrides_are_typed_and_name_what_exists():
     for bad, message in [
         ("gan.lrr=1", "gan has no setting 'lrr'; it has z_dim"),
         ("gann.lr=1", "no section 'gann'; sections: classifier, clip, clip_tune, gan"),
-        ("gan.lr=fast", "gan.lr takes float or null, got 'fast'"),
-        ("gan.steps=true", "gan.steps takes int, got True"),
-        ("gan.steps=2.5", "gan.steps takes int, got 2.5"),
+        ("gan.lr=fast", "lr must be float or None, got 'fast' (str)"),
+        ("gan.steps=true", "steps must be int, got True (bool)"),
+        ("gan.steps=2.5", "steps must be int, got 2.5 (float)"),
         ("gan.pair_weight=-1", "pair_weight must be >= 0"),
         ("gan", "expected NAME=VALUE"),
         ("gan=1", "the recipe has no setting 'gan'"),

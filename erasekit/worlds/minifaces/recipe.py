@@ -33,8 +33,6 @@ import os
 import platform
 import shutil
 import time
-import types
-import typing
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,61 +90,38 @@ def quick_config() -> RecipeConfig:
 
 
 def apply_overrides(cfg: RecipeConfig, overrides) -> RecipeConfig:
-    """A copy of ``cfg`` with ``["gan.lr=0.003", "check_samples=500"]``-style settings applied (values read as YAML
-    scalars: numbers, true/false, null, strings). Unknown names and values of the wrong type are errors that list
-    what may be set."""
+    """A copy of ``cfg`` with ``["gan.lr=3e-3", "check_samples=500"]``-style settings applied (values read the way
+    ``erasekit erase --set`` reads them). Unknown names and values of the wrong type are errors that list what may
+    be set."""
     import dataclasses
 
-    import yaml
+    from erasekit.methods.config import _check_types, parse_override
 
     out = copy.deepcopy(cfg)
     for item in overrides or []:
-        key, sep, text = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key:
+        key, value = parse_override(str(item)) if "=" in str(item) else ("", None)
+        if not key:
             raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. gan.lr=0.003")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"--set {item!r}: the value is not a YAML scalar ({e})") from e
         head, _, name = key.rpartition(".")
         target = getattr(out, head, None) if head else out
         if head and not dataclasses.is_dataclass(target):
             sections = [f.name for f in dataclasses.fields(out) if dataclasses.is_dataclass(getattr(out, f.name))]
             raise ValueError(f"--set {item!r}: no section {head!r}; sections: {', '.join(sections)}")
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        if name not in fields or (not head and dataclasses.is_dataclass(getattr(out, name))):
-            names = [k for k in fields if not dataclasses.is_dataclass(getattr(target, k))]
+        names = [f.name for f in dataclasses.fields(target) if not dataclasses.is_dataclass(getattr(target, f.name))]
+        if name not in names:
             raise ValueError(
                 f"--set {item!r}: {head or 'the recipe'} has no setting {name!r}; it has {', '.join(names)}"
             )
-        value = _typed(item, key, value, typing.get_type_hints(type(target))[name])
-        if head:
-            setattr(out, head, replace(target, **{name: value}))  # the section's __post_init__ checks the value
-        else:
-            setattr(out, name, value)
-    return out
-
-
-def _typed(item: str, key: str, value, hint):
-    """``value`` checked against the field's annotation ``hint`` (an int is accepted, as a float, for a float)."""
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and int not in allowed and float in allowed:
-        return float(value)
-    if isinstance(value, str) and float in allowed and str not in allowed:
         try:
-            return float(value)  # YAML 1.1 reads 3e-3 (no dot) as a string
-        except ValueError:
-            pass
-    # True is an int to Python, not to someone setting a step count
-    if any(t is not type(None) and isinstance(value, t) for t in allowed) and (
-        bool in allowed or not isinstance(value, bool)
-    ):
-        return value
-    names = " or ".join("null" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
-    raise ValueError(f"--set {item!r}: {key} takes {names}, got {value!r}")
+            changed = replace(target, **{name: value})  # the section's __post_init__ checks the value
+            _check_types(changed)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--set {item!r}: {e}") from e
+        if head:
+            setattr(out, head, changed)
+        else:
+            out = changed
+    return out
 
 
 def check_exclude(exclude) -> list[str]:
