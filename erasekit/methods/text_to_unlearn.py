@@ -6,8 +6,8 @@ E_I(G_t(w)) − E_I(G_f(w)) is pushed along the text direction "a face with X" �
 directional loss of StyleGAN-NADA (Gal et al. 2021, arXiv 2108.00946): 1 − cos(ΔI, ΔT), ΔT averaged over prompt
 templates. Retention losses keep everything else: the pixel MSE and the CLIP-feature distance (1 − cos) between
 G_t(w) and G_f(w). Each sample's direction term is weighted by the CLIP probability that its frozen image shows the
-attribute, and its retention terms by the probability that it shows none of the erased attributes, so retention is
-strongest where the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one direction each).
+attribute (and averaged over the batch, so faces without it are not pushed), and its retention terms by the
+probability that it shows none of the erased attributes, so retention is strongest where the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one direction each).
 ``retain`` (optional, text too): concepts to keep; on every sample, with or without the attribute, the CLIP
 log-odds that the image shows each ("a face with a smile" against "a face without a smile") are held to the frozen
 image's. Pixel and feature distances barely see a small attribute such as a smile, and the samples that show the
@@ -372,7 +372,9 @@ class TextToUnlearn(TrainedMethod):
         trained = handle.synthesize(ws_t, params=state.ctx["synthesis_params"])
         f_trained = enc.images(trained)
         per_part = [directional_loss(f_trained, f_frozen, d) for d in state.ctx["directions"]]
-        direction = torch.stack([weighted_mean(v, presence[:, j]) for j, v in enumerate(per_part)]).mean()
+        # Σ presence·loss / N, not / Σ presence: a batch without the attribute must not push its faces along the
+        # direction (normalising by the weights would give those faces the whole batch's weight)
+        direction = torch.stack([(v * presence[:, j]).mean() for j, v in enumerate(per_part)]).mean()
         keep = 1 - presence.max(dim=1).values if cfg.presence_weighting else torch.ones_like(presence[:, 0])
         pixel = weighted_mean((trained - frozen).square().mean(dim=(1, 2, 3)), keep)
         feature = weighted_mean(1 - (f_trained * f_frozen).sum(-1), keep)
