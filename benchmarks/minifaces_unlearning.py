@@ -77,11 +77,14 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def other_attributes(target: str) -> list[str]:
-    """The world's attributes other than ``target`` (an indicator name), as the phrases its captions use."""
+    """The world's attributes other than ``target`` (an indicator name), as the phrases its captions use; the hair
+    colours as one group (``"black hair | brown hair | ..."``), since "without red hair" is never said."""
     from erasekit.worlds.minifaces.data import HAIR_COLOURS, PHRASES
 
     binary = [phrase for name, (phrase, _) in PHRASES.items() if name != target]
-    return binary + [f"{c} hair" for c in HAIR_COLOURS if f"hair_{c}" != target]
+    if target.startswith("hair_"):  # the erased colour's faces take another colour: keep none of the group
+        return binary
+    return [*binary, " | ".join(f"{c} hair" for c in HAIR_COLOURS)]  # one group: the colour's distribution
 
 
 def check(row: dict) -> dict:

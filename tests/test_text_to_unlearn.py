@@ -167,7 +167,7 @@ def test_retain_holds_the_clip_probability_of_other_concepts(tiny_generator, tin
             tiny_clip_dir,
             steps=15,
             lr=0.01,
-            retain=["a smile", "hat"],
+            retain=["a smile", "red hair | blond hair"],
             retain_weight=weight,
             callbacks=[history],
         )
@@ -178,11 +178,23 @@ def test_retain_holds_the_clip_probability_of_other_concepts(tiny_generator, tin
     patch = _erase(tiny_generator, tiny_clip_dir, retain=["a smile"])
     assert patch.metadata["config"]["retain"] == ["a smile"]
     with pytest.raises(ValueError, match="both erased and retained"):
-        _erase(tiny_generator, tiny_clip_dir, concept="glasses, hat", retain=["Hat"])
+        _erase(tiny_generator, tiny_clip_dir, concept="glasses, hat", retain=["a beard | Hat"])
     with pytest.raises(ValueError, match="retain must be"):
         TextToUnlearnConfig(retain="smile")
     with pytest.raises(ValueError, match="retain_weight"):
         TextToUnlearnConfig(retain_weight=-1.0)
+
+
+def test_removal_term_is_logged_and_changes_the_patch(tiny_generator, tiny_clip_dir):
+    """removal_weight adds softplus(CLIP log-odds of the attribute) on the trained samples, presence-weighted: logged
+    (positive: softplus never reaches 0) and steering training elsewhere than the directional term alone."""
+    history = LossHistory()
+    plain = _erase(tiny_generator, tiny_clip_dir, steps=6, lr=0.01)
+    pushed = _erase(tiny_generator, tiny_clip_dir, steps=6, lr=0.01, removal_weight=50.0, callbacks=[history])
+    assert "removal" in history.history[0] and all(h["removal"] > 0 for h in history.history)
+    assert any(not torch.allclose(plain.deltas[k].to_dense(), d.to_dense()) for k, d in pushed.deltas.items())
+    with pytest.raises(ValueError, match="removal_weight"):
+        TextToUnlearnConfig(removal_weight=-1.0)
 
 
 def test_bad_input_fails_early(tiny_generator, tiny_clip_dir):

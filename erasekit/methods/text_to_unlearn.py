@@ -75,7 +75,12 @@ class TextToUnlearnConfig(MethodConfig):
     truncation_psi: float = option(1.0, "truncation of the training latents (1 = the full distribution)")
     retain: list = option(
         [],
-        "other concepts to keep, as text ('smile', 'a hat'): on every sample, the CLIP log-odds of each must not move",
+        "concepts to keep, as text ('a smile'; a group 'black hair | red hair' keeps its distribution): on every "
+        "sample, their CLIP log-odds must not move",
+    )
+    removal_weight: float = option(
+        0.0,
+        "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute",
     )
     retain_weight: float = option(1.0, "weight of that retention (squared change of each log-odds, averaged)")
 
@@ -96,8 +101,8 @@ class TextToUnlearnConfig(MethodConfig):
             raise ValueError("truncation_psi must be in (0, 1] and subject non-empty.")
         if not isinstance(self.retain, list) or not all(isinstance(r, str) and r.strip() for r in self.retain):
             raise ValueError("retain must be a list of concepts as text, e.g. ['smile', 'a hat'].")
-        if self.retain_weight < 0:
-            raise ValueError("retain_weight must be >= 0.")
+        if self.retain_weight < 0 or self.removal_weight < 0:
+            raise ValueError("retain_weight and removal_weight must be >= 0.")
 
 
 # ---------------------------------------------------------------------------------------------------- text
@@ -266,7 +271,9 @@ class TextToUnlearn(TrainedMethod):
         if handle.kind not in self.kinds:
             raise ValueError(f"{self.name} works on StyleGAN2 generators, not {handle.kind} models.")
         parts = concept_parts(concept)
-        both = sorted({p.lower() for p in parts} & {r.strip().lower() for r in self.config.retain})
+        both = sorted(
+            {p.lower() for p in parts} & {o.strip().lower() for r in self.config.retain for o in r.split("|")}
+        )
         if both:
             raise ValueError(f"{', '.join(both)} is both erased and retained; drop it from retain.")
         flags = [(p, p.requires_grad) for p in handle.generator.parameters()]
@@ -293,17 +300,19 @@ class TextToUnlearn(TrainedMethod):
             wo = encoder.texts([t.format(without_text) for t in cfg.templates])
             directions.append(text_direction(w, wo))
             protos.append(torch.stack([F.normalize(w.mean(0), dim=-1), F.normalize(wo.mean(0), dim=-1)]))
-        retained = []
-        for with_text, without_text in (prompt_pair(r.strip(), cfg.subject) for r in cfg.retain):
-            w = encoder.texts([t.format(with_text) for t in cfg.templates])
-            wo = encoder.texts([t.format(without_text) for t in cfg.templates])
-            retained.append(torch.stack([F.normalize(w.mean(0), dim=-1), F.normalize(wo.mean(0), dim=-1)]))
+        retained = []  # per retain entry, its prototypes [K, D]: (with, without), or one per option of a group
+        for entry in cfg.retain:
+            options = [o.strip() for o in entry.split("|")]
+            texts = [prompt_pair(o, cfg.subject)[0] for o in options] if len(options) > 1 else None
+            texts = texts or list(prompt_pair(options[0], cfg.subject))
+            embeds = [encoder.texts([t.format(text) for t in cfg.templates]) for text in texts]
+            retained.append(torch.stack([F.normalize(e.mean(0), dim=-1) for e in embeds]))
         return {
             "encoder": encoder,
             "pairs": pairs,
             "directions": torch.stack(directions),
             "protos": protos,
-            "retain_protos": torch.stack(retained) if retained else None,
+            "retain_protos": retained or None,
         }
 
     def _latents(self, handle, generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,11 +360,16 @@ class TextToUnlearn(TrainedMethod):
         logits = torch.stack([feats @ p.T for p in state.ctx["protos"]], dim=1) * state.ctx["presence_scale"]
         return logits.softmax(-1)[..., 0]
 
-    def _retained(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
-        """``[N, R]``: CLIP log-odds that each image shows each ``retain`` concept (with vs without). Log-odds, not
-        probabilities: a probability near 0 or 1 has no gradient, so it would let a confident sample drift."""
-        logits = torch.einsum("nd,rkd->nrk", feats, state.ctx["retain_protos"]) * state.ctx["presence_scale"]
-        return logits[..., 0] - logits[..., 1]
+    def _retained(self, state: TrainState, feats: torch.Tensor) -> list[torch.Tensor]:
+        """Per ``retain`` entry, ``[N, K]`` centred CLIP logits of its prototypes: for a concept (with, without),
+        ± half its log-odds; for a group ``"black hair | red hair | ..."``, its log-probabilities up to a constant.
+        Logits, not probabilities: a probability near 0 or 1 has no gradient, so it would let a confident sample
+        drift."""
+        out = []
+        for protos in state.ctx["retain_protos"]:
+            logits = feats @ protos.T * state.ctx["presence_scale"]
+            out.append(logits - logits.mean(dim=-1, keepdim=True))
+        return out
 
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle, enc = self.config, state.handle, state.ctx["encoder"]
@@ -384,10 +398,20 @@ class TextToUnlearn(TrainedMethod):
             "pixel": float(pixel.detach()),
             "feature": float(feature.detach()),
         }
+        if cfg.removal_weight:
+            # the directional term only aligns the change; this one asks CLIP to read the trained face as without
+            odds = torch.stack([(f_trained @ p.T) * state.ctx["presence_scale"] for p in state.ctx["protos"]], dim=1)
+            removal = (F.softplus(odds[..., 0] - odds[..., 1]) * presence).mean()
+            loss = loss + cfg.removal_weight * removal
+            logs["removal"] = float(removal.detach())
         if state.ctx["retain_protos"] is not None and cfg.retain_weight:
             with torch.no_grad():
                 before = self._retained(state, f_frozen)
-            retain = (self._retained(state, f_trained) - before).square().mean()
+            # twice the summed squared change of the centred logits: for a concept, its log-odds' squared change
+            moved = [
+                2 * (a - b).square().sum(-1) for a, b in zip(self._retained(state, f_trained), before, strict=True)
+            ]
+            retain = torch.stack(moved).mean()
             loss = loss + cfg.retain_weight * retain
             logs["retain"] = float(retain.detach())
         return loss, {**logs, "presence": float(presence.mean())}
