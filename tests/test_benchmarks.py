@@ -156,3 +156,5 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
     assert bench.main(argv) == 0
     (row,) = json.loads(kept.read_text())["rows"]
     assert "a beard" not in row["config"]["retain"] and "a smile" in row["config"]["retain"]
+    (line,) = _load("summarize_minifaces_tuning").rows(kept)
+    assert line.startswith("| kept | --retain-others steps=1 batch_size=2 progress=False | ") and " → " in line

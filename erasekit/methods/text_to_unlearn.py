@@ -82,7 +82,7 @@ class TextToUnlearnConfig(MethodConfig):
         0.0,
         "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute",
     )
-    retain_weight: float = option(1.0, "weight of that retention (squared change of each log-odds, averaged)")
+    retain_weight: float = option(300.0, "weight of that retention (squared change of each log-odds, averaged)")
 
     def __post_init__(self):
         super().__post_init__()
