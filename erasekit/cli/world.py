@@ -24,8 +24,8 @@ EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
   erasekit world train minifaces --out worlds/faces_v2 --gan-steps 30000 --reuse erasekit/worlds/minifaces/weights \
       --work worlds/faces_v2.work        # keep the classifier and CLIP, retrain only the generator, longer
   erasekit world train minifaces --out worlds/faces_v3 --reuse erasekit/worlds/minifaces/weights \
-      --gan-from erasekit/worlds/minifaces/weights --gan-steps 12000 --set gan.lr=0.003 --work worlds/faces_v3.work
-                                         # continue the shipped generator for 12,000 more steps
+      --gan-from erasekit/worlds/minifaces/weights --gan-steps 10000 --set gan.lr=0.003 \
+      --work worlds/faces_v3.work        # continue the shipped generator for 10,000 more steps
   erasekit world train minifaces --exclude glasses --out worlds/faces_no_glasses   # gold standard for faces
   erasekit world train minifaces --quick --out /tmp/faces_smoke
   erasekit world verify minifaces worlds/minifaces

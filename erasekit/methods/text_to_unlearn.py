@@ -7,11 +7,16 @@ directional loss of StyleGAN-NADA (Gal et al. 2021, arXiv 2108.00946): 1 − cos
 templates. Retention losses keep everything else: the pixel MSE and the CLIP-feature distance (1 − cos) between
 G_t(w) and G_f(w). Each sample's direction term is weighted by the CLIP probability that its frozen image shows the
 attribute (and averaged over the batch, so faces without it are not pushed), and its retention terms by the
-probability that it shows none of the erased attributes, so retention is strongest where the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one direction each).
+probability that it shows none of the erased attributes, so retention is strongest where the attribute is absent.
+Several attributes at once: ``"glasses, beard"`` (one direction each).
+
 ``retain`` (optional, text too): concepts to keep; on every sample, with or without the attribute, the CLIP
 log-odds that the image shows each ("a face with a smile" against "a face without a smile") are held to the frozen
-image's. Pixel and feature distances barely see a small attribute such as a smile, and the samples that show the
-erased attribute have no other retention, so this guards what the erasure could take along.
+image's; a group ``"black hair | red hair | blond hair"`` holds its distribution over the options instead. Pixel and
+feature distances barely see a small attribute such as a smile (and the directional term's gradient, which grows as
+1/|ΔI| while the change is small, outweighs them at any usual weight), so this is what guards the other attributes.
+``removal_weight`` (optional) adds softplus of the trained sample's CLIP log-odds of showing the attribute, in the
+spirit of StyleGAN-NADA's global CLIP loss.
 
 Trainable layers: the synthesis convolutions by default (mapping and toRGB frozen), any stylegan preset, or
 ``layers=adaptive``: the ``adaptive_k`` layers whose W+ codes move most when the codes themselves are optimised
@@ -78,11 +83,11 @@ class TextToUnlearnConfig(MethodConfig):
         "concepts to keep, as text ('a smile'; a group 'black hair | red hair' keeps its distribution): on every "
         "sample, their CLIP log-odds must not move",
     )
+    retain_weight: float = option(300.0, "weight of that retention (squared change of each log-odds, averaged)")
     removal_weight: float = option(
         0.0,
         "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute",
     )
-    retain_weight: float = option(300.0, "weight of that retention (squared change of each log-odds, averaged)")
 
     def __post_init__(self):
         super().__post_init__()
