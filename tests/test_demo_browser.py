@@ -91,11 +91,14 @@ def browser(tmp_path):
 
 
 def _wait(driver, condition, what: str):
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # Gradio re-renders lists (the dropdown's options while it filters): an element found a moment ago can go
+    # stale before it is read; the condition is then simply evaluated again on the next poll
+    wait = WebDriverWait(driver, TIMEOUT, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
     try:
-        return WebDriverWait(driver, TIMEOUT, poll_frequency=0.5).until(lambda d: condition(d))
+        return wait.until(lambda d: condition(d))
     except TimeoutException:
         raise AssertionError(f"Timed out waiting for {what}.") from None
 

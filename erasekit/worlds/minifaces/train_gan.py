@@ -15,7 +15,7 @@ Two objectives train the same architecture; both ship an exponential moving aver
   the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
   network draws. The latent space is StyleGAN2's (the mapping network, per-layer ws, truncation towards
   ``w_avg``); its first 39 dimensions carry the face's attributes and look, the rest are ignored.
-- ``"adversarial"`` (the default): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length
+- ``"adversarial"`` (for a GPU): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length
   regulariser: the non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
   mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
   shown (~30,000 steps at batch 32): a GPU's work.
