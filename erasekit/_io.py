@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -13,8 +14,10 @@ from typing import Any
 import torch
 
 
+@functools.cache
 def _umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
+    """The process's umask, read once (reading it means setting it and putting it back, which another thread
+    creating a file at that moment would see)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
