@@ -336,9 +336,7 @@ def warm_start(G: Generator, init: Generator) -> None:
             f"the generator to continue has another architecture: {detail}; continue it with the settings it was "
             "trained with, or train from scratch"
         )
-    with torch.no_grad():
-        for name, value in init.state_dict().items():
-            G.state_dict()[name].copy_(value)
+    G.load_state_dict(init.state_dict())
 
 
 def save_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, steps_done: int, seconds: float, identity):
