@@ -38,7 +38,7 @@ from erasekit.worlds.minifaces.classifier import (
     train_attribute_classifier,
 )
 from erasekit.worlds.minifaces.data import indicators, render_bank
-from erasekit.worlds.minifaces.train_gan import GanTrainConfig, render_latents, train_gan
+from erasekit.worlds.minifaces.train_gan import GanTrainConfig, checkpoint_generator, render_latents, train_gan
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,23 +98,6 @@ def measure(G, z, real, read_real, classifier) -> tuple[dict, torch.Tensor, dict
     return {"l1": round(float((fake - real).abs().mean()), 4), "agreement": agreement}, fake, drawn
 
 
-def read_checkpoint(path: str, device: torch.device):
-    """The EMA generator of a training checkpoint and the checkpoint's record (config, steps done, seconds)."""
-    import json
-
-    from safetensors import safe_open
-
-    from erasekit.models.stylegan import Generator
-    from erasekit.worlds.minifaces.train_gan import CHECKPOINT_KEY
-
-    with safe_open(path, framework="pt", device="cpu") as f:
-        record = json.loads(f.metadata()[CHECKPOINT_KEY])
-        state = {k[len("G_ema.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("G_ema.")}
-    G = Generator(GanTrainConfig(**record["config"]).generator_config())
-    G.load_state_dict(state)
-    return G.to(device).eval(), record
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -154,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pair_weight is not None:
         cfg = replace(cfg, pair_weight=args.pair_weight)
     if args.checkpoint:
-        G, stats = read_checkpoint(args.checkpoint, device)
+        G, stats = checkpoint_generator(args.checkpoint, device)
         cfg = GanTrainConfig(**stats.pop("config"))
     gen = torch.Generator().manual_seed(10_000 + args.seed)  # latents of their own, never trained on
     z = torch.randn(args.eval_samples, cfg.z_dim, generator=gen)

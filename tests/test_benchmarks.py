@@ -158,3 +158,26 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
     assert "a beard" not in row["config"]["retain"] and "a smile" in row["config"]["retain"]
     (line,) = _load("summarize_minifaces_tuning").rows(kept)
     assert line.startswith("| kept | --retain-others steps=1 batch_size=2 progress=False | ") and " → " in line
+
+
+def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoints(minifaces_world, tmp_path):
+    from erasekit.worlds.minifaces.data import BINARY_ATTRIBUTES
+
+    probe = _load("minifaces_pair_probe")
+    out, saved = tmp_path / "p.json", tmp_path / "g.safetensors"
+    common = ["--world", str(minifaces_world), "--pairs", "3", "--samples", "6", "--threads", "1"]
+    argv = [*common, "--steps", "2", "--set", "batch_size=4", "--set", "flip_weights={earrings: 3}"]
+    assert probe.main([*argv, "--set", "pair_distance=mse", "--out", str(out), "--save-generator", str(saved)]) == 0
+    result = json.loads(out.read_text())
+    for when in ("before", "after"):
+        assert set(result[when]["pair_response"]) == set(BINARY_ATTRIBUTES)
+        assert set(result[when]["mapping_norms"]["attributes"]) == set(BINARY_ATTRIBUTES)
+        assert 0 <= result[when]["max_frequency_difference_points"] <= 100
+    assert result["config"]["flip_weights"] == {"earrings": 3.0} and result["config"]["pair_distance"] == "mse"
+    assert result["config"]["steps"] == 2 and saved.stat().st_size > 0 and result["environment"]["versions"]
+    try:
+        probe.main([*common, "--steps", "1", "--set", "flip_weights={earings: 3}"])
+    except ValueError as e:
+        assert "unknown attribute" in str(e)
+    else:
+        raise AssertionError("a misspelt attribute must be refused")

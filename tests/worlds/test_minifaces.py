@@ -299,6 +299,46 @@ def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_reg
         GanTrainConfig(objective="render", pair_weight=1.0, batch_size=7)
 
 
+def test_flip_weights_choose_which_attribute_a_pair_flips_and_the_pair_distance_may_be_squared():
+    from erasekit.models.stylegan import _normalize_2nd_moment
+    from erasekit.worlds.minifaces.recipe import apply_overrides, quick_config
+    from erasekit.worlds.minifaces.train_gan import GanTrainConfig, flipped_latents, latent_uniforms, pair_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x = _normalize_2nd_moment(torch.randn(2000, 64, generator=gen))
+
+    def flipped_share(weights):
+        moved = (latent_uniforms(x) - latent_uniforms(flipped_latents(x, gen, (), weights))).abs() > 1e-6
+        return moved[:, : len(BINARY_ATTRIBUTES)].float().mean(dim=0)
+
+    share = flipped_share({"earrings": 5})  # 5 of 10 parts, the other five attributes 1 each
+    earrings = BINARY_ATTRIBUTES.index("earrings")
+    assert abs(float(share[earrings]) - 0.5) < 0.05
+    assert all(abs(float(s) - 0.1) < 0.03 for i, s in enumerate(share) if i != earrings)
+    only = flipped_share({a: 0 for a in BINARY_ATTRIBUTES if a != "hat"})
+    assert float(only[BINARY_ATTRIBUTES.index("hat")]) == 1.0
+    with pytest.raises(ValueError, match="leave no attribute to flip"):
+        flipped_latents(x, gen, (), {a: 0 for a in BINARY_ATTRIBUTES})
+    with pytest.raises(ValueError, match="unknown attribute"):
+        GanTrainConfig(flip_weights={"earings": 2})
+    with pytest.raises(ValueError, match="numbers >= 0"):
+        GanTrainConfig(flip_weights={"earrings": -1})
+    with pytest.raises(ValueError, match="pair_distance must be one of"):
+        GanTrainConfig(pair_distance="l2")
+    # as the CLI's --set reads them (YAML), checked by the config
+    cfg = apply_overrides(quick_config(), ["gan.flip_weights={earrings: 4, hat: 2}", "gan.pair_distance=mse"])
+    assert cfg.gan.flip_weights == {"earrings": 4.0, "hat": 2.0} and cfg.gan.pair_distance == "mse"
+    with pytest.raises(ValueError, match="maps attribute names to weights"):
+        apply_overrides(quick_config(), ["gan.flip_weights=4"])
+    # squared: a difference off by 0.5 everywhere in the region costs 0.25 (L1: 0.5)
+    real = torch.cat([torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)])
+    fake = torch.cat([torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.5)])
+    assert float(pair_loss(fake, real, "mse")) == pytest.approx(0.25)
+    assert float(pair_loss(fake, real, "l1")) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        pair_loss(fake, real, "huber")
+
+
 @pytest.mark.parametrize("objective", ["render", "adversarial"])
 def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective, tmp_path):
     from dataclasses import replace
@@ -319,21 +359,29 @@ def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective,
 def _resume_and_compare(bank, cfg, cpu, tmp_path):
     from dataclasses import replace
 
-    from erasekit.worlds.minifaces.train_gan import train_gan
+    from erasekit.worlds.minifaces.train_gan import checkpoint_generator, train_gan
 
     straight, _ = train_gan(bank, cfg, seed=0, device=cpu)
 
     class Stop(Exception):
         pass
 
+    at_crash = {}
+
     def crash(done, G):
         if done == 4:
+            at_crash.update({k: v.clone() for k, v in G.state_dict().items()})
             raise Stop
 
     ckpt = tmp_path / "gan.safetensors"
     with pytest.raises(Stop):
         train_gan(bank, cfg, seed=0, device=cpu, on_step=crash, checkpoint=ckpt, checkpoint_every=2)
     assert ckpt.exists()
+    # probes read the EMA generator a checkpoint holds, and its record
+    saved, record = checkpoint_generator(ckpt)
+    assert record["steps_done"] == 4 and record["config"]["steps"] == cfg.steps and not saved.training
+    for k, v in saved.state_dict().items():
+        assert torch.equal(v, at_crash[k]), k
     resumed, stats = train_gan(bank, cfg, seed=0, device=cpu, checkpoint=ckpt, checkpoint_every=2)
     assert stats["resumed_at_steps"] == 4
     for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
@@ -345,6 +393,8 @@ def _resume_and_compare(bank, cfg, cpu, tmp_path):
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable MiniFaces GAN checkpoint"):
         train_gan(bank, cfg, seed=0, device=cpu, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="not a readable MiniFaces GAN checkpoint"):
+        checkpoint_generator(ckpt)
 
 
 def test_clip_tune_scores_statements_freezes_the_text_side_on_request_and_skips_excluded_attributes():

@@ -87,6 +87,12 @@ class GanTrainConfig:
     # flipped, and this weighs the L1 between the generator's and the renderer's difference images of each pair,
     # averaged over the region the flip changes (supervises what each attribute's latent dimension draws; small
     # shapes get as much weight as large ones)
+    pair_distance: str = "l1"  # "render": "l1" or "mse" between the pairs' difference images. L1 pulls towards the
+    # median difference, which is "nothing" while the network cannot yet tell an attribute's colour (earrings come
+    # in 4 colours: per channel the median change is about 0), so it never starts drawing it; MSE pulls towards
+    # the mean change, which is not 0 (docs/minifaces.md, session 15)
+    flip_weights: dict | None = None  # "render": relative chance of each binary attribute being the
+    # one a pair flips, e.g. {"earrings": 4} (unnamed ones weigh 1); None: each equally (the default's draws)
     r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
     r1_every: int = 16  # lazy regularisation interval (the paper's)
     style_mixing: float = 0.9  # share of batches whose ws switch to a second latent at a random layer
@@ -107,6 +113,27 @@ class GanTrainConfig:
             raise ValueError(f"lr_final is a fraction of lr in (0, 1], got {self.lr_final}")
         if self.pair_weight < 0:
             raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight}")
+        if self.pair_distance not in PIXEL_LOSSES:
+            raise ValueError(f"pair_distance must be one of {', '.join(PIXEL_LOSSES)}, got {self.pair_distance!r}")
+        if self.flip_weights is not None:
+            if not isinstance(self.flip_weights, dict):
+                raise ValueError(
+                    f"flip_weights maps attribute names to weights, e.g. {{earrings: 4}}; got {self.flip_weights!r}"
+                )
+            unknown = sorted(set(self.flip_weights) - set(BINARY_ATTRIBUTES))
+            if unknown:
+                raise ValueError(
+                    f"flip_weights: unknown attribute(s) {', '.join(map(str, unknown))}; the binary "
+                    f"attributes are {', '.join(BINARY_ATTRIBUTES)}"
+                )
+            bad = {
+                k: v
+                for k, v in self.flip_weights.items()
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0
+            }
+            if bad:
+                raise ValueError(f"flip_weights must be numbers >= 0, got {bad}")
+            self.flip_weights = {k: float(v) for k, v in self.flip_weights.items()}
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.precision != "float32" and self.objective != "render":
@@ -218,9 +245,10 @@ def render_latents(z: torch.Tensor, excluded=()) -> tuple[torch.Tensor, torch.Te
     return x.div_(127.5).sub_(1.0), torch.from_numpy(np.stack(labels))
 
 
-def flipped_latents(x: torch.Tensor, gen: torch.Generator, excluded=()) -> torch.Tensor:
+def flipped_latents(x: torch.Tensor, gen: torch.Generator, excluded=(), weights: dict | None = None) -> torch.Tensor:
     """Partners of the normalised latents ``x`` ``[N, z_dim]`` (rms 1 per row): each with one binary attribute (drawn
-    uniformly among those not ``excluded``) on the other side of its threshold, its uniform drawn uniformly there,
+    among those not ``excluded``: uniformly, or in proportion to ``weights``, a name -> weight mapping where
+    unnamed attributes weigh 1) on the other side of its threshold, its uniform drawn uniformly there,
     and everything else the renderer reads unchanged. The latent dimensions the renderer ignores absorb the change
     of squared norm, so the partner's rms stays 1 and its other uniforms stay exactly the same; where they hold too
     little for that (rare unless ``z_dim`` is close to 39), the partner is renormalised and its other uniforms move
@@ -231,7 +259,13 @@ def flipped_latents(x: torch.Tensor, gen: torch.Generator, excluded=()) -> torch
     n, z_dim = x.shape
     slots = torch.tensor([BINARY_ATTRIBUTES.index(a) for a in names], device=x.device)
     probs = torch.tensor([PROBABILITIES[a] for a in names], dtype=x.dtype, device=x.device)
-    pick = torch.randint(len(names), (n,), generator=gen, device=x.device)
+    if weights is None:
+        pick = torch.randint(len(names), (n,), generator=gen, device=x.device)
+    else:
+        chances = torch.tensor([float(weights.get(a, 1.0)) for a in names], dtype=torch.float64)
+        if not chances.sum() > 0:
+            raise ValueError(f"flip weights {weights} leave no attribute to flip among {', '.join(names)}")
+        pick = torch.multinomial(chances.to(x.device), n, replacement=True, generator=gen)
     dim, p = slots[pick], probs[pick]
     rows = torch.arange(n, device=x.device)
     old = x[rows, dim]
@@ -252,16 +286,20 @@ def flipped_latents(x: torch.Tensor, gen: torch.Generator, excluded=()) -> torch
     return _normalize_2nd_moment(out)
 
 
-def pair_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """L1 between the generator's and the renderer's difference images of the pairs ``(i, i + N/2)``, averaged over
+def pair_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """``kind`` (L1, or MSE: squared error) between the generator's and the renderer's difference images of the pairs
+    ``(i, i + N/2)``, averaged over
     the pixels where the renderer's pair differs (and their 8 neighbours): the flip's region gets the same weight
     whatever its size, and pixels it leaves alone are the pixel loss's business (weighting them here would reward a
     generator that ignores its latent)."""
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"kind must be one of {', '.join(PIXEL_LOSSES)}, got {kind!r}")
     half = len(fake) // 2
     d_fake, d_real = fake[:half] - fake[half:], real[:half] - real[half:]
     changed = (d_real.abs().amax(dim=1, keepdim=True) > 1 / 64).to(fake.dtype)
     region = F.max_pool2d(changed, 3, stride=1, padding=1)
-    error = ((d_fake - d_real).abs().mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
+    gap = (d_fake - d_real).abs() if kind == "l1" else (d_fake - d_real).square()
+    error = (gap.mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
     return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
 
 
@@ -279,7 +317,7 @@ def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float, kind
 def _render_step(G, opt, cfg: GanTrainConfig, excluded, gen, device, teacher) -> torch.Tensor:
     if cfg.pair_weight:
         z = _normalize_2nd_moment(torch.randn(cfg.batch_size // 2, G.z_dim, generator=gen, device=device))
-        z = torch.cat([z, flipped_latents(z, gen, excluded)])
+        z = torch.cat([z, flipped_latents(z, gen, excluded, cfg.flip_weights)])
     else:
         z = torch.randn(cfg.batch_size, G.z_dim, generator=gen, device=device)
     real, labels = render_latents(z, excluded)
@@ -289,7 +327,7 @@ def _render_step(G, opt, cfg: GanTrainConfig, excluded, gen, device, teacher) ->
     fake = fake.float()  # the losses in fp32
     loss = render_loss(fake, real, cfg.edge_weight, cfg.pixel_loss)
     if cfg.pair_weight:
-        loss = loss + cfg.pair_weight * pair_loss(fake, real)
+        loss = loss + cfg.pair_weight * pair_loss(fake, real, cfg.pair_distance)
     if teacher is not None:
         logits = teacher((fake.clamp(-1, 1) + 1) / 2)
         loss = loss + cfg.attribute_weight * attribute_loss(logits, labels.to(device))
@@ -349,6 +387,24 @@ def save_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, steps_do
     tensors["rng"] = gen.get_state()
     meta = {"steps_done": steps_done, "seconds": seconds, **identity}
     save_safetensors(tensors, path, {CHECKPOINT_KEY: json.dumps(meta)})
+
+
+def checkpoint_generator(path, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
+    """The EMA generator (eval mode, fp32) saved in a training checkpoint, and the checkpoint's record (its
+    ``config``, ``seed``, ``steps_done``, ``seconds``...): probes measure a run as it trains."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            record = json.loads((f.metadata() or {}).get(CHECKPOINT_KEY, "null"))
+            state = {k[len("G_ema.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("G_ema.")}
+    except (SafetensorError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable MiniFaces GAN checkpoint ({e})") from e
+    if not isinstance(record, dict) or not state:
+        raise ValueError(f"{path} is not a MiniFaces GAN checkpoint (no {CHECKPOINT_KEY!r} header or no G_ema)")
+    G = Generator(GanTrainConfig(**record["config"]).generator_config())
+    G.load_state_dict(state)
+    return G.to(device).eval(), record
 
 
 def load_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, identity) -> tuple[int, float]:
