@@ -59,6 +59,13 @@ def test_directional_loss_known_answers():
     frozen = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     trained = torch.tensor([[1.0, 0.5], [1.0, -2.0], [3.0, 0.0]])  # along, against, orthogonal
     torch.testing.assert_close(directional_loss(trained, frozen, direction), torch.tensor([0.0, 2.0, 1.0]))
+    # a floor changes nothing for changes at least that large, and is a bounded linear push below it
+    torch.testing.assert_close(directional_loss(trained, frozen, direction, 0.5), torch.tensor([0.0, 2.0, 1.0]))
+    small = torch.tensor([[1.0, 0.1], [1.0, 0.0]])
+    torch.testing.assert_close(directional_loss(small, frozen[:2], direction, 0.5), torch.tensor([0.8, 1.0]))
+    at_start = frozen[:1].clone().requires_grad_(True)  # trained == frozen: the first step
+    directional_loss(at_start, frozen[:1], direction, 0.5).sum().backward()
+    torch.testing.assert_close(at_start.grad, torch.tensor([[0.0, -2.0]]))  # along the direction, finite
     assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 0.0]))) == 1.0
     assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]))) == 2.0
 
@@ -195,6 +202,33 @@ def test_removal_term_is_logged_and_changes_the_patch(tiny_generator, tiny_clip_
     assert any(not torch.allclose(plain.deltas[k].to_dense(), d.to_dense()) for k, d in pushed.deltas.items())
     with pytest.raises(ValueError, match="removal_weight"):
         TextToUnlearnConfig(removal_weight=-1.0)
+
+
+def test_colour_term_holds_the_coarse_colour_layout_of_every_sample(tiny_generator, tiny_clip_dir):
+    """colour_weight adds the squared change of the samples' cell-mean colours: 0 at the first step (the copies are
+    equal), then logged and steering training; a heavy weight keeps the cell means closer than no weight does."""
+    import torch.nn.functional as F
+
+    runs, patches = {}, {}
+    for weight in (0.0, 1e5):
+        history = LossHistory()
+        patches[weight] = _erase(
+            tiny_generator, tiny_clip_dir, steps=8, lr=0.02, colour_weight=weight, colour_grid=2, callbacks=[history]
+        )
+        runs[weight] = history.history
+    assert "colour" not in runs[0.0][0] and runs[1e5][0]["colour"] == pytest.approx(0.0, abs=1e-12)
+    handle = StyleGANHandle(tiny_generator)
+    ws = handle.sample_ws(list(range(8)))
+    before = F.adaptive_avg_pool2d(handle.synthesize(ws), 2)
+    moved = {}
+    for weight, patch in patches.items():
+        with patch.applied(handle):
+            moved[weight] = float((F.adaptive_avg_pool2d(handle.synthesize(ws), 2) - before).square().mean())
+    assert moved[1e5] < moved[0.0]
+    with pytest.raises(ValueError, match="colour_weight"):
+        TextToUnlearnConfig(colour_weight=-1.0)
+    with pytest.raises(ValueError, match="colour_grid must be >= 1"):
+        TextToUnlearnConfig(colour_grid=0)
 
 
 def test_bad_input_fails_early(tiny_generator, tiny_clip_dir):

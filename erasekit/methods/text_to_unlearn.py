@@ -5,7 +5,9 @@ generator functionally: its weights are never written). For latents w, the CLIP 
 E_I(G_t(w)) − E_I(G_f(w)) is pushed along the text direction "a face with X" → "a face without X" with the
 directional loss of StyleGAN-NADA (Gal et al. 2021, arXiv 2108.00946): 1 − cos(ΔI, ΔT), ΔT averaged over prompt
 templates. Retention losses keep everything else: the pixel MSE and the CLIP-feature distance (1 − cos) between
-G_t(w) and G_f(w). Each sample's direction term is weighted by the CLIP probability that its frozen image shows the
+G_t(w) and G_f(w). The change's norm in the directional loss is floored (``direction_floor``): at the first step
+G_t = G_f, where the plain cosine's gradient is unbounded, and that one gradient would fill Adam's second moment so
+that no later step, and no other term, counts. Each sample's direction term is weighted by the CLIP probability that its frozen image shows the
 attribute (and averaged over the batch, so faces without it are not pushed), and its retention terms by the
 probability that it shows none of the erased attributes, so retention is strongest where the attribute is absent.
 Several attributes at once: ``"glasses, beard"`` (one direction each).
@@ -15,7 +17,9 @@ log-odds that the image shows each ("a face with a smile" against "a face withou
 image's; a group ``"black hair | red hair | blond hair"`` holds its distribution over the options instead. Pixel and
 feature distances barely see a small attribute such as a smile (and the directional term's gradient, which grows as
 1/|ΔI| while the change is small, outweighs them at any usual weight), so this is what guards the other attributes.
-``removal_weight`` (optional) adds softplus of the trained sample's CLIP log-odds of showing the attribute, in the
+``colour_weight`` (optional) holds the colour layout of every sample, with or without the attribute: the mean colour
+of each cell of a coarse grid (hair colour is what erasing an attribute tends to move on the faces that show it,
+which the pixel term, weighted towards faces without it, does not guard). ``removal_weight`` (optional) adds softplus of the trained sample's CLIP log-odds of showing the attribute, in the
 spirit of StyleGAN-NADA's global CLIP loss.
 
 Trainable layers: the synthesis convolutions by default (mapping and toRGB frozen), any stylegan preset, or
@@ -73,8 +77,15 @@ class TextToUnlearnConfig(MethodConfig):
         list(DEFAULT_TEMPLATES), "prompt templates ('{}' = the description); directions are averaged over them"
     )
     direction_weight: float = option(1.0, "weight of the directional CLIP loss")
+    direction_floor: float = option(
+        0.05,
+        "the directional loss takes the CLIP image change's norm as at least this (a linear push while the change "
+        "is smaller; 0: the plain cosine, whose first-step gradient is unbounded and stalls Adam)",
+    )
     pixel_weight: float = option(10.0, "weight of the pixel MSE retention loss (images in [0, 1])")
-    feature_weight: float = option(1.0, "weight of the CLIP-feature retention loss (1 - cos)")
+    feature_weight: float = option(
+        10.0, "weight of the CLIP-feature retention loss (1 - cos); 10 measured best on MiniFaces (docs/minifaces.md)"
+    )
     presence_weighting: bool = option(True, "weight directions by P(attribute) and retention by P(no attribute)")
     presence_scale: float = option(0.0, "logit scale of that CLIP probability; 0 = the CLIP's own logit_scale")
     truncation_psi: float = option(1.0, "truncation of the training latents (1 = the full distribution)")
@@ -83,11 +94,21 @@ class TextToUnlearnConfig(MethodConfig):
         "concepts to keep, as text ('a smile'; a group 'black hair | red hair' keeps its distribution): on every "
         "sample, their CLIP log-odds must not move",
     )
-    retain_weight: float = option(300.0, "weight of that retention (squared change of each log-odds, averaged)")
+    retain_weight: float = option(
+        1.0,
+        "weight of that retention (squared change of each log-odds, averaged); it competes with the erasure: on "
+        "MiniFaces 1 already slows it (docs/minifaces.md, session 15)",
+    )
     removal_weight: float = option(
         0.0,
         "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute",
     )
+    colour_weight: float = option(
+        0.0,
+        "weight of a colour-layout retention on every sample, with or without the attribute: the squared change "
+        "of the image's mean colour in each cell of a colour_grid x colour_grid grid (images in [0, 1])",
+    )
+    colour_grid: int = option(4, "cells per side of that grid (4: 16 x 16 px cells at 64 px)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -99,15 +120,25 @@ class TextToUnlearnConfig(MethodConfig):
         for t in self.templates:
             if not isinstance(t, str) or t.count("{}") != 1:
                 raise ValueError(f"template {t!r} must be a string with exactly one '{{}}'.")
-        weights = (self.direction_weight, self.pixel_weight, self.feature_weight, self.presence_scale)
+        weights = (
+            self.direction_weight,
+            self.pixel_weight,
+            self.feature_weight,
+            self.presence_scale,
+            self.direction_floor,
+        )
         if min(weights) < 0 or self.direction_weight == 0:
-            raise ValueError("the loss weights and presence_scale must be >= 0, and direction_weight > 0.")
+            raise ValueError(
+                "the loss weights, presence_scale and direction_floor must be >= 0, and direction_weight > 0."
+            )
         if not 0 < self.truncation_psi <= 1 or not self.subject.strip():
             raise ValueError("truncation_psi must be in (0, 1] and subject non-empty.")
         if not isinstance(self.retain, list) or not all(isinstance(r, str) and r.strip() for r in self.retain):
             raise ValueError("retain must be a list of concepts as text, e.g. ['smile', 'a hat'].")
-        if self.retain_weight < 0 or self.removal_weight < 0:
-            raise ValueError("retain_weight and removal_weight must be >= 0.")
+        if self.retain_weight < 0 or self.removal_weight < 0 or self.colour_weight < 0:
+            raise ValueError("retain_weight, removal_weight and colour_weight must be >= 0.")
+        if self.colour_grid < 1:
+            raise ValueError(f"colour_grid must be >= 1 (cells per side), got {self.colour_grid}.")
 
 
 # ---------------------------------------------------------------------------------------------------- text
@@ -141,9 +172,22 @@ def text_direction(with_embeds: torch.Tensor, without_embeds: torch.Tensor) -> t
     return F.normalize(dst - src, dim=-1)
 
 
-def directional_loss(trained: torch.Tensor, frozen: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``1 − cos(trained − frozen, direction)`` on normalised CLIP image embeddings ``[N, D]``."""
-    return 1 - F.cosine_similarity(trained - frozen, direction.to(trained.dtype)[None], dim=-1, eps=1e-8)
+def directional_loss(
+    trained: torch.Tensor, frozen: torch.Tensor, direction: torch.Tensor, floor: float = 0.0
+) -> torch.Tensor:
+    """Per-sample ``1 − cos(trained − frozen, direction)`` on normalised CLIP image embeddings ``[N, D]``.
+
+    With ``floor`` > 0, the change's norm is taken as at least ``floor``: ``1 − Δ·d / max(|Δ|, floor)``, the same
+    loss once the change is that large, and a linear push along the direction before. Without it the gradient
+    grows as ``1/|Δ|`` while the change is small, and is unbounded at the first step (the trained and frozen
+    generators are equal): that one gradient, ~10⁷ times the later ones, fills Adam's second moment so that every
+    later step barely moves and no other loss term counts.
+    """
+    direction = F.normalize(direction.to(trained.dtype), dim=-1)[None]
+    change = trained - frozen
+    if floor > 0:
+        return 1 - (change * direction).sum(-1) / change.norm(dim=-1).clamp_min(floor)
+    return 1 - F.cosine_similarity(change, direction, dim=-1, eps=1e-8)
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -390,7 +434,7 @@ class TextToUnlearn(TrainedMethod):
             ws_t = torch.func.functional_call(mapping, state.ctx["mapping_params"], (z,), kwargs, strict=False)
         trained = handle.synthesize(ws_t, params=state.ctx["synthesis_params"])
         f_trained = enc.images(trained)
-        per_part = [directional_loss(f_trained, f_frozen, d) for d in state.ctx["directions"]]
+        per_part = [directional_loss(f_trained, f_frozen, d, cfg.direction_floor) for d in state.ctx["directions"]]
         # Σ presence·loss / N, not / Σ presence: a batch without the attribute must not push its faces along the
         # direction (normalising by the weights would give those faces the whole batch's weight)
         direction = torch.stack([(v * presence[:, j]).mean() for j, v in enumerate(per_part)]).mean()
@@ -409,6 +453,14 @@ class TextToUnlearn(TrainedMethod):
             removal = (F.softplus(odds[..., 0] - odds[..., 1]) * presence).mean()
             loss = loss + cfg.removal_weight * removal
             logs["removal"] = float(removal.detach())
+        if cfg.colour_weight:
+            # the samples' colour layout (hair, skin, background) on every sample: the pixel term above spares the
+            # faces that show the attribute, and erasing it there may recolour the hair; cell means barely see the
+            # attribute's own thin shapes
+            cells = F.adaptive_avg_pool2d(trained, cfg.colour_grid) - F.adaptive_avg_pool2d(frozen, cfg.colour_grid)
+            colour = cells.square().mean()
+            loss = loss + cfg.colour_weight * colour
+            logs["colour"] = float(colour.detach())
         if state.ctx["retain_protos"] is not None and cfg.retain_weight:
             with torch.no_grad():
                 before = self._retained(state, f_frozen)
