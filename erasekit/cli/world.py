@@ -26,6 +26,9 @@ EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
   erasekit world train minifaces --out worlds/faces_v3 --reuse erasekit/worlds/minifaces/weights \
       --gan-from erasekit/worlds/minifaces/weights --gan-steps 10000 --set gan.lr=0.003 \
       --work worlds/faces_v3.work        # continue the shipped generator for 10,000 more steps
+  erasekit world train minifaces --out worlds/faces_v4 --reuse erasekit/worlds/minifaces/weights \
+      --gan-from erasekit/worlds/minifaces/weights --gan-steps 8000 --set gan.pair_distance=mse \
+      --set 'gan.flip_weights={earrings: 4, glasses: 2, hat: 2}'   # teach the attributes it draws least
   erasekit world train minifaces --exclude glasses --out worlds/faces_no_glasses   # gold standard for faces
   erasekit world train minifaces --quick --out /tmp/faces_smoke
   erasekit world verify minifaces worlds/minifaces
@@ -98,8 +101,8 @@ def add_parser(sub) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="minifaces: change one recipe setting (repeatable), e.g. gan.lr=0.003, gan.pair_weight=1.0, "
-        "check_samples=500; see RecipeConfig and its sections classifier, clip, clip_tune, gan",
+        help="minifaces: change one recipe setting (repeatable; values read as YAML), e.g. gan.lr=0.003, "
+        "gan.pair_weight=1.0, 'gan.flip_weights={earrings: 4}', check_samples=500; see RecipeConfig and its sections classifier, clip, clip_tune, gan",
     )
     train.add_argument(
         "--work",
