@@ -102,7 +102,8 @@ def add_parser(sub) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="minifaces: change one recipe setting (repeatable; values read as YAML), e.g. gan.lr=0.003, "
-        "gan.pair_weight=1.0, 'gan.flip_weights={earrings: 4}', check_samples=500; see RecipeConfig and its sections classifier, clip, clip_tune, gan",
+        "gan.pair_weight=1.0, 'gan.flip_weights={earrings: 4}', check_samples=500; see RecipeConfig and its "
+        "sections classifier, clip, clip_tune, gan",
     )
     train.add_argument(
         "--work",

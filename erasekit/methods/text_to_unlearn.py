@@ -7,20 +7,19 @@ directional loss of StyleGAN-NADA (Gal et al. 2021, arXiv 2108.00946): 1 − cos
 templates. Retention losses keep everything else: the pixel MSE and the CLIP-feature distance (1 − cos) between
 G_t(w) and G_f(w). The change's norm in the directional loss is floored (``direction_floor``): at the first step
 G_t = G_f, where the plain cosine's gradient is unbounded, and that one gradient would fill Adam's second moment so
-that no later step, and no other term, counts. Each sample's direction term is weighted by the CLIP probability that its frozen image shows the
-attribute (and averaged over the batch, so faces without it are not pushed), and its retention terms by the
-probability that it shows none of the erased attributes, so retention is strongest where the attribute is absent.
-Several attributes at once: ``"glasses, beard"`` (one direction each).
+that no later step, and no other term, counts. Each sample's direction term is weighted by the CLIP probability
+that its frozen image shows the attribute (and averaged over the batch, so faces without it are not pushed), and
+its retention terms by the probability that it shows none of the erased attributes, so retention is strongest where
+the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one direction each).
 
 ``retain`` (optional, text too): concepts to keep; on every sample, with or without the attribute, the CLIP
 log-odds that the image shows each ("a face with a smile" against "a face without a smile") are held to the frozen
-image's; a group ``"black hair | red hair | blond hair"`` holds its distribution over the options instead. Pixel and
-feature distances barely see a small attribute such as a smile (and the directional term's gradient, which grows as
-1/|ΔI| while the change is small, outweighs them at any usual weight), so this is what guards the other attributes.
+image's; a group ``"black hair | red hair | blond hair"`` holds its distribution over the options instead. It
+competes with the erasure itself (on MiniFaces even a small weight slows it), so it is off unless asked for.
 ``colour_weight`` (optional) holds the colour layout of every sample, with or without the attribute: the mean colour
-of each cell of a coarse grid (hair colour is what erasing an attribute tends to move on the faces that show it,
-which the pixel term, weighted towards faces without it, does not guard). ``removal_weight`` (optional) adds softplus of the trained sample's CLIP log-odds of showing the attribute, in the
-spirit of StyleGAN-NADA's global CLIP loss.
+of each cell of a coarse grid (erasing an attribute may recolour the hair of the faces that show it, which the pixel
+term, weighted towards faces without it, does not guard). ``removal_weight`` (optional) adds softplus of the trained
+sample's CLIP log-odds of showing the attribute, in the spirit of StyleGAN-NADA's global CLIP loss.
 
 Trainable layers: the synthesis convolutions by default (mapping and toRGB frozen), any stylegan preset, or
 ``layers=adaptive``: the ``adaptive_k`` layers whose W+ codes move most when the codes themselves are optimised

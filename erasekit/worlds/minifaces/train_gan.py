@@ -10,14 +10,15 @@ Two objectives train the same architecture; both ship an exponential moving aver
   (``pixel_loss``, L1 or MSE, on pixels and on their horizontal and vertical differences). With ``pair_weight``,
   half of each batch is the other half with one binary attribute flipped (:func:`flipped_latents`), and the
   generator's difference image of each pair is pulled towards the renderer's over the region the flip changes
-  (:func:`pair_loss`): small shapes (earrings, a smile) get as much weight as a hat. Optionally a teacher
+  (:func:`pair_loss`, L1 or squared error: ``pair_distance``): small shapes (earrings, a smile) get as much weight
+  as a hat, and ``flip_weights`` chooses which attributes the pairs flip most. Optionally a teacher
   classifier's loss on the samples. One generator pass per face and no discriminator; the sample distribution is
   the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
   network draws. The latent space is StyleGAN2's (the mapping network, per-layer ws, truncation towards
   ``w_avg``); its first 39 dimensions carry the face's attributes and look, the rest are ignored.
 - ``"adversarial"`` (for a GPU): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length
-  regulariser: the non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that interval), style
-  mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
+  regulariser: the non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that
+  interval), style mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
   shown (~30,000 steps at batch 32): a GPU's work.
 
 Both save their whole state to a checkpoint every ``checkpoint_every`` steps when given one (:func:`train_gan`), and
@@ -91,8 +92,8 @@ class GanTrainConfig:
     # median difference, which is "nothing" while the network cannot yet tell an attribute's colour (earrings come
     # in 4 colours: per channel the median change is about 0), so it never starts drawing it; MSE pulls towards
     # the mean change, which is not 0 (docs/minifaces.md, session 15)
-    flip_weights: dict | None = None  # "render": relative chance of each binary attribute being the
-    # one a pair flips, e.g. {"earrings": 4} (unnamed ones weigh 1); None: each equally (the default's draws)
+    flip_weights: dict | None = None  # "render": relative chance of each binary attribute being the one a pair
+    # flips, e.g. {"earrings": 4} (unnamed ones weigh 1); None: each equally
     r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
     r1_every: int = 16  # lazy regularisation interval (the paper's)
     style_mixing: float = 0.9  # share of batches whose ws switch to a second latent at a random layer
@@ -287,11 +288,10 @@ def flipped_latents(x: torch.Tensor, gen: torch.Generator, excluded=(), weights:
 
 
 def pair_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch.Tensor:
-    """``kind`` (L1, or MSE: squared error) between the generator's and the renderer's difference images of the pairs
-    ``(i, i + N/2)``, averaged over
-    the pixels where the renderer's pair differs (and their 8 neighbours): the flip's region gets the same weight
-    whatever its size, and pixels it leaves alone are the pixel loss's business (weighting them here would reward a
-    generator that ignores its latent)."""
+    """``kind`` (L1, or MSE: squared error) between the generator's and the renderer's difference images of the
+    pairs ``(i, i + N/2)``, averaged over the pixels where the renderer's pair differs (and their 8 neighbours): the
+    flip's region gets the same weight whatever its size, and pixels it leaves alone are the pixel loss's business
+    (weighting them here would reward a generator that ignores its latent)."""
     if kind not in PIXEL_LOSSES:
         raise ValueError(f"kind must be one of {', '.join(PIXEL_LOSSES)}, got {kind!r}")
     half = len(fake) // 2
