@@ -18,8 +18,8 @@ Two objectives train the same architecture; both ship an exponential moving aver
   ``w_avg``); its first 39 dimensions carry the face's attributes and look, the rest are ignored.
 - ``"adversarial"`` (for a GPU): StyleGAN2 (Karras et al. 2020, arXiv 1912.04958) without its path-length
   regulariser: the non-saturating logistic loss, lazy R1 on real images every ``r1_every`` steps (scaled by that
-  interval), style mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It needs about 1M faces
-  shown (~30,000 steps at batch 32): a GPU's work.
+  interval), style mixing, Adam with betas (0, 0.99), per-pixel noise and left-right flips of the real faces. It
+  needs about 1M faces shown (~30,000 steps at batch 32): a GPU's work.
 
 Both save their whole state to a checkpoint every ``checkpoint_every`` steps when given one (:func:`train_gan`), and
 resume from it with the same result as an uninterrupted run. Both can start from an earlier generator's weights
