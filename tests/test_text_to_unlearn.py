@@ -66,6 +66,9 @@ def test_directional_loss_known_answers():
     at_start = frozen[:1].clone().requires_grad_(True)  # trained == frozen: the first step
     directional_loss(at_start, frozen[:1], direction, 0.5).sum().backward()
     torch.testing.assert_close(at_start.grad, torch.tensor([[0.0, -2.0]]))  # along the direction, finite
+    plain = frozen[:1].clone().requires_grad_(True)  # the plain cosine at the first step: ~1/eps
+    directional_loss(plain, frozen[:1], direction).sum().backward()
+    assert float(plain.grad.norm()) > 1e6
     assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 0.0]))) == 1.0
     assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]))) == 2.0
 

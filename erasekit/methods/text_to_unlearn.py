@@ -179,7 +179,7 @@ def directional_loss(
     With ``floor`` > 0, the change's norm is taken as at least ``floor``: ``1 − Δ·d / max(|Δ|, floor)``, the same
     loss once the change is that large, and a linear push along the direction before. Without it the gradient
     grows as ``1/|Δ|`` while the change is small, and is unbounded at the first step (the trained and frozen
-    generators are equal): that one gradient, ~10⁷ times the later ones, fills Adam's second moment so that every
+    generators are equal): that one gradient, of the order of 1/eps, fills Adam's second moment so that every
     later step barely moves and no other loss term counts.
     """
     direction = F.normalize(direction.to(trained.dtype), dim=-1)[None]
