@@ -34,7 +34,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from erasekit._env import environment
 from erasekit._io import write_json
@@ -49,6 +48,7 @@ from erasekit.worlds.minifaces.manifest import CLASSIFIER, GENERATOR
 from erasekit.worlds.minifaces.train_gan import (
     GanTrainConfig,
     checkpoint_generator,
+    flip_region,
     flipped_latents,
     render_latents,
     train_gan,
@@ -89,7 +89,7 @@ def pair_response(G, pairs: int) -> dict:
         real, _ = render_latents(z)
         fake = torch.cat([G(z[j : j + 128], noise_mode="const") for j in range(0, len(z), 128)]).clamp(-1, 1)
         d_real, d_fake = real[:pairs] - real[pairs:], fake[:pairs] - fake[pairs:]
-        region = F.max_pool2d((d_real.abs().amax(dim=1, keepdim=True) > 1 / 64).float(), 3, stride=1, padding=1)
+        region = flip_region(d_real)
         area = region.flatten(1).sum(dim=1).clamp_min(1.0)
         response = (d_fake * d_real * region).flatten(1).sum(1) / (d_real.square() * region).flatten(1).sum(1)
         error = ((d_fake - d_real).abs().mean(dim=1, keepdim=True) * region).flatten(1).sum(1) / area
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     world = Path(args.world) if args.world else weights_dir()
     manifest = json.loads((world / "manifest.json").read_text())
     data = manifest["metrics"]["generator"]["data_frequencies"]
+    record = None
     if args.checkpoint:
         G, record = checkpoint_generator(args.checkpoint)
         result_checkpoint = {k: record[k] for k in ("steps_done", "seconds", "config") if k in record}
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print_row("before", result["before"])
     if args.steps:
         overrides = dict(parse_override(s) for s in args.set)
-        base = GanTrainConfig(**manifest["config"]["gan"])
+        base = GanTrainConfig(**(record["config"] if args.checkpoint else manifest["config"]["gan"]))
         cfg = replace(base, steps=args.steps, **overrides)
         _check_types(cfg)
         result["config"] = asdict(cfg)

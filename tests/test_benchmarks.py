@@ -175,6 +175,20 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
         assert 0 <= result[when]["max_frequency_difference_points"] <= 100
     assert result["config"]["flip_weights"] == {"earrings": 3.0} and result["config"]["pair_distance"] == "mse"
     assert result["config"]["steps"] == 2 and saved.stat().st_size > 0 and result["environment"]["versions"]
+    # --checkpoint measures a training checkpoint's EMA generator against the world's judge
+    import torch
+
+    from erasekit.worlds.minifaces.train_gan import GanTrainConfig, train_gan
+
+    manifest = json.loads((minifaces_world / "manifest.json").read_text())
+    cfg = GanTrainConfig(**{**manifest["config"]["gan"], "steps": 3, "batch_size": 4})
+    ckpt = tmp_path / "gan.checkpoint.safetensors"
+    train_gan(None, cfg, 0, torch.device("cpu"), checkpoint=ckpt, checkpoint_every=2)
+    assert probe.main([*common, "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    measured = json.loads(out.read_text())
+    assert measured["checkpoint"]["steps_done"] == 2 and set(measured["before"]["pair_response"]) == set(
+        BINARY_ATTRIBUTES
+    )
     try:
         probe.main([*common, "--steps", "1", "--set", "flip_weights={earings: 3}"])
     except ValueError as e:

@@ -287,6 +287,13 @@ def flipped_latents(x: torch.Tensor, gen: torch.Generator, excluded=(), weights:
     return _normalize_2nd_moment(out)
 
 
+def flip_region(d_real: torch.Tensor) -> torch.Tensor:
+    """``[N, 1, H, W]`` mask of the pixels where the renderer's difference images ``d_real`` ``[N, 3, H, W]`` change
+    (by more than 1/64 in some channel), and their 8 neighbours."""
+    changed = (d_real.abs().amax(dim=1, keepdim=True) > 1 / 64).float()
+    return F.max_pool2d(changed, 3, stride=1, padding=1)
+
+
 def pair_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """``kind`` (L1, or MSE: squared error) between the generator's and the renderer's difference images of the
     pairs ``(i, i + N/2)``, averaged over the pixels where the renderer's pair differs (and their 8 neighbours): the
@@ -296,8 +303,7 @@ def pair_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch
         raise ValueError(f"kind must be one of {', '.join(PIXEL_LOSSES)}, got {kind!r}")
     half = len(fake) // 2
     d_fake, d_real = fake[:half] - fake[half:], real[:half] - real[half:]
-    changed = (d_real.abs().amax(dim=1, keepdim=True) > 1 / 64).to(fake.dtype)
-    region = F.max_pool2d(changed, 3, stride=1, padding=1)
+    region = flip_region(d_real).to(fake.dtype)
     gap = (d_fake - d_real).abs() if kind == "l1" else (d_fake - d_real).square()
     error = (gap.mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
     return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
