@@ -18,6 +18,10 @@ Usage:
         --seeds 0-999 --out benchmarks/results/minifaces_unlearning.json
     python benchmarks/minifaces_unlearning.py --world worlds/minifaces --targets glasses --set steps=200 --resume
     python benchmarks/minifaces_unlearning.py --targets glasses hat --retain-others   # guard the other attributes
+    python benchmarks/minifaces_unlearning.py --targets glasses smile --set steps=450 --set-for smile lr=0.003
+
+``--set`` applies to every target; ``--set-for TARGET KEY=VALUE ...`` (repeatable) to one target only, on top of
+``--set``. Each row records the options it ran with, and the Markdown table names each row's own overrides.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0-999", help="evaluation seeds, a list or range (default 0-999)")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], help="KEY=VALUE text_to_unlearn overrides")
     p.add_argument(
+        "--set-for",
+        dest="target_overrides",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="TARGET KEY=VALUE",
+        help="overrides for one target on top of --set, e.g. --set-for smile lr=0.003 (repeatable)",
+    )
+    p.add_argument(
         "--retain-others",
         action="store_true",
         help="set text_to_unlearn's retain to every other attribute of the world, as text ('a smile', 'red hair')",
@@ -73,6 +86,18 @@ def parse_overrides(items: list[str]) -> dict:
         except ValueError as e:
             raise SystemExit(f"--set takes KEY=VALUE (e.g. steps=200): {e}") from e
         out[key] = value
+    return out
+
+
+def parse_target_overrides(groups: list[list[str]], suite) -> dict[str, dict]:
+    """``--set-for`` groups (``[TARGET, KEY=VALUE, ...]``) as ``{indicator: overrides}``, the target named as
+    ``--targets`` names it ("a smiling face" or "smile")."""
+    out: dict[str, dict] = {}
+    for group in groups:
+        if len(group) < 2 or "=" in group[0]:
+            raise SystemExit(f"--set-for takes a target then KEY=VALUE items (e.g. --set-for smile lr=0.003): {group}")
+        target = suite.parse_targets(group[0])[0]
+        out.setdefault(target, {}).update(parse_overrides(group[1:]))
     return out
 
 
@@ -102,10 +127,11 @@ def run_target(spec: str, suite, target: str, seeds: list[int], overrides: dict,
     import erasekit
     from erasekit.eval.gan import evaluate_gan
 
+    options = dict(overrides)
     if args.retain_others:
-        overrides = {**overrides, "retain": other_attributes(suite.parse_targets(target)[0])}
+        options["retain"] = other_attributes(suite.parse_targets(target)[0])
     started = time.perf_counter()
-    patch = erasekit.erase(spec, "text_to_unlearn", target, **overrides)
+    patch = erasekit.erase(spec, "text_to_unlearn", target, **options)
     erase_seconds = time.perf_counter() - started
     stats = patch.metadata.get("stats", {})
     size = None
@@ -118,6 +144,7 @@ def run_target(spec: str, suite, target: str, seeds: list[int], overrides: dict,
     row = {
         "target": report.targets[0],
         "concept": target,
+        "overrides": overrides,
         "erase_seconds": round(erase_seconds, 2),
         "steps_run": stats.get("steps_run"),
         "peak_process_rss_bytes": stats.get("peak_process_rss_bytes"),
@@ -157,6 +184,10 @@ def markdown(result: dict) -> str:
         f"{run['environment']['torch_threads']} threads, {run['environment']['cpu_matmul_gflops']} GFLOP/s. "
         "Bars: rate before ≥ 10 %, rate after ≤ 2 %, other attributes within 3 points, erasure ≤ 5 min.",
     ]
+    per_target = run.get("target_overrides") or {}
+    if per_target:
+        each = "; ".join(f"{t}: {o}" for t, o in per_target.items())
+        lines.append(f"Per-target overrides, on top of those (`--set-for`): {each}.")
     return "\n".join(lines) + "\n"
 
 
@@ -174,13 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     suite = minifaces_gan_suite(world)  # fails early, naming the recipe, when the folder holds no world
     targets = [suite.parse_targets(t)[0] for t in args.targets]
     seeds, overrides = parse_seeds(args.seeds), parse_overrides(args.overrides)
+    per_target = parse_target_overrides(args.target_overrides, suite)
+    stray = sorted(set(per_target) - set(targets))
+    if stray:
+        raise SystemExit(f"--set-for names {', '.join(stray)}, which --targets does not erase")
     out, md = Path(args.out), Path(args.md) if args.md else Path(args.out).with_suffix(".md")
     run = {"world": str(world), "seeds": seeds, "overrides": overrides, "environment": environment("cpu")}
-    run["retain_others"] = args.retain_others
+    run["target_overrides"], run["retain_others"] = per_target, args.retain_others
     result = {"run": run, "bars": BARS, "rows": []}
     if args.resume and out.exists():
         earlier = json.loads(out.read_text(encoding="utf-8"))
-        same = [earlier["run"].get(k) == run[k] for k in ("seeds", "overrides", "retain_others")]
+        keys = ("seeds", "overrides", "retain_others")
+        same = [earlier["run"].get(k) == run[k] for k in keys]
+        # rows already measured must have run with the overrides this call would give them
+        same += [
+            row.get("overrides", overrides) == {**overrides, **per_target.get(row["target"], {})}
+            for row in earlier["rows"]
+        ]
         if not all(same):
             raise SystemExit(f"{out} was measured with other seeds or overrides; drop --resume or use another --out")
         result["rows"] = earlier["rows"]
@@ -191,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s: already in %s", target, out)
             continue
         logger.info("erasing %s", target)
-        row = run_target(spec, suite, target, seeds, overrides, args)
+        row = run_target(spec, suite, target, seeds, {**overrides, **per_target.get(target, {})}, args)
         result["rows"].append(row)
         logger.info("%s: %s", target, row["meets"])
         write_json(out, result)

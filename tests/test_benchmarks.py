@@ -147,6 +147,21 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
         assert "other seeds or overrides" in str(e)
     else:
         raise AssertionError("a resume with other overrides must be refused")
+    # --set-for: one target's own options on top of --set, recorded on its row and in the table
+    per = tmp_path / "per.json"
+    argv = [*common[:-4], "--threads", "1", "--out", str(per), "--targets", "glasses", "smile", *fast]
+    assert bench.main([*argv, "--set-for", "a smiling face", "steps=2", "lr=0.003"]) == 0
+    rows = json.loads(per.read_text())["rows"]
+    assert [r["steps_run"] for r in rows] == [1, 2] and rows[1]["config"]["lr"] == 0.003
+    assert rows[0]["overrides"] == {"steps": 1, "batch_size": 2, "progress": False}
+    assert "smile: {'steps': 2, 'lr': 0.003}" in per.with_suffix(".md").read_text()
+    for bad, message in [(["smile", "lr=1"], "--targets does not erase"), (["lr=1"], "a target then KEY=VALUE")]:
+        try:
+            bench.main([*common[:-4], "--out", str(per), "--targets", "glasses", *fast, "--set-for", *bad])
+        except SystemExit as e:
+            assert message in str(e)
+        else:
+            raise AssertionError(f"--set-for {bad} must be refused")
     # --retain-others: each target keeps every other attribute, as the captions say them
     assert bench.other_attributes("glasses")[:2] == ["a smile", "a hat"]
     assert bench.other_attributes("hat")[-1] == "black hair | brown hair | blond hair | red hair"
