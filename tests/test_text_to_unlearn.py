@@ -234,6 +234,51 @@ def test_colour_term_holds_the_coarse_colour_layout_of_every_sample(tiny_generat
         TextToUnlearnConfig(colour_grid=0)
 
 
+def test_early_stop_waits_for_a_full_window_then_compares_sums():
+    from erasekit.methods.text_to_unlearn import TextToUnlearn
+
+    method = TextToUnlearn(TextToUnlearnConfig(stop_ratio=0.25, stop_window=3))
+    state = SimpleNamespace(step=0, total_steps=100, should_stop=False, ctx={})
+
+    def step(frozen, trained):
+        logs = method._early_stop(state, torch.tensor(frozen), torch.tensor(trained))
+        state.step += 1
+        return logs["presence_ratio"]
+
+    assert step([[1.0], [1.0]], [[0.0], [0.0]]) == 0.0 and not state.should_stop  # the window is not full yet
+    assert step([[1.0], [0.0]], [[0.5], [0.0]]) == pytest.approx(0.5 / 3) and not state.should_stop
+    assert step([[1.0], [1.0]], [[0.5], [0.5]]) == pytest.approx(1.5 / 5)  # 0.3 > 0.25: go on
+    assert not state.should_stop
+    assert step([[0.0], [0.0]], [[0.0], [0.0]]) == pytest.approx(1.5 / 3)  # the first step left the window
+    assert step([[1.0], [1.0]], [[0.0], [0.0]]) == pytest.approx(1.0 / 4) and state.should_stop
+    assert method._stopped == {"step": 5, "ratio": pytest.approx(0.25)}
+    # samples that never show the attribute (a frozen sum of 0) are no reason to stop
+    never = SimpleNamespace(step=0, total_steps=100, should_stop=False, ctx={})
+    for _ in range(5):
+        method._early_stop(never, torch.zeros(2, 1), torch.zeros(2, 1))
+    assert not never.should_stop
+
+
+def test_early_stop_ends_the_erasure_and_the_patch_says_so(tiny_generator, tiny_clip_dir, monkeypatch):
+    from erasekit.methods.text_to_unlearn import TextToUnlearn
+
+    history = LossHistory()
+    patch = _erase(tiny_generator, tiny_clip_dir, steps=6, stop_ratio=0.5, stop_window=2, callbacks=[history])
+    assert all("presence_ratio" in h for h in history.history)  # logged on every step while early stop is on
+    measured = patch.metadata["stats"]["steps_run"]
+    early = TextToUnlearn._early_stop
+
+    def gone(self, state, frozen, trained):  # as if the trained samples no longer showed the attribute
+        return early(self, state, torch.ones_like(frozen), torch.zeros_like(trained))
+
+    monkeypatch.setattr(TextToUnlearn, "_early_stop", gone)
+    stopped = _erase(tiny_generator, tiny_clip_dir, steps=6, stop_ratio=0.5, stop_window=2)
+    assert stopped.metadata["stats"]["steps_run"] == 2 and measured in range(2, 7)
+    assert stopped.metadata["text_to_unlearn"]["stopped_early"] == {"step": 2, "ratio": 0.0}
+    assert patch.metadata["text_to_unlearn"]["stopped_early"] is None or measured < 6
+    assert stopped.deltas and stopped.metadata["config"]["stop_ratio"] == 0.5
+
+
 def test_bad_input_fails_early(tiny_generator, tiny_clip_dir):
     with pytest.raises(ValueError, match="clip="):
         erasekit.erase(tiny_generator, "text_to_unlearn", "glasses", **FAST_CONFIGS["text_to_unlearn"])
@@ -247,6 +292,9 @@ def test_bad_input_fails_early(tiny_generator, tiny_clip_dir):
         TextToUnlearnConfig(templates=["a photo"])
     with pytest.raises(ValueError, match="direction_weight"):
         TextToUnlearnConfig(direction_weight=0.0)
+    for bad in ({"stop_ratio": 1.0}, {"stop_ratio": -0.1}, {"stop_window": 0}):
+        with pytest.raises(ValueError, match="stop_ratio must be in"):
+            TextToUnlearnConfig(**bad)
 
 
 def test_handle_from_a_world_folder_finds_its_clip(tiny_generator, tiny_clip_dir):

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from .base import register_method
 from .config import MethodConfig, check_choice, option
 from .loop import TrainedMethod, TrainState, _mix
@@ -108,6 +109,12 @@ class TextToUnlearnConfig(MethodConfig):
         "of the image's mean colour in each cell of a colour_grid x colour_grid grid (images in [0, 1])",
     )
     colour_grid: int = option(4, "cells per side of that grid (4: 16 x 16 px cells at 64 px)")
+    stop_ratio: float = option(
+        0.0,
+        "stop before `steps` once the trained samples' CLIP probability of showing the attribute, summed over the "
+        "last stop_window steps, is at most this fraction of the frozen samples' (e.g. 0.03; 0: run every step)",
+    )
+    stop_window: int = option(50, "steps that early stop sums over (50 x batch 4: 200 samples)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -138,6 +145,11 @@ class TextToUnlearnConfig(MethodConfig):
             raise ValueError("retain_weight, removal_weight and colour_weight must be >= 0.")
         if self.colour_grid < 1:
             raise ValueError(f"colour_grid must be >= 1 (cells per side), got {self.colour_grid}.")
+        if not 0 <= self.stop_ratio < 1 or self.stop_window < 1:
+            raise ValueError(
+                f"stop_ratio must be in [0, 1) (0 disables early stop) and stop_window >= 1; got {self.stop_ratio} "
+                f"and {self.stop_window}."
+            )
 
 
 # ---------------------------------------------------------------------------------------------------- text
@@ -306,6 +318,7 @@ class TextToUnlearn(TrainedMethod):
         super().__init__(config)
         self._selected: list[str] | None = None
         self._text: dict | None = None
+        self._stopped: dict | None = None  # {"step", "ratio"} of the erasure's early stop, if it stopped early
 
     def default_target(self) -> Any:
         if self._selected:
@@ -326,12 +339,17 @@ class TextToUnlearn(TrainedMethod):
             raise ValueError(f"{', '.join(both)} is both erased and retained; drop it from retain.")
         flags = [(p, p.requires_grad) for p in handle.generator.parameters()]
         handle.generator.requires_grad_(False)  # gradients flow only into the trainable copies, never the caller's
+        self._stopped = None
         try:
             self._text = self._encode_text(handle, parts, anchor)
             if self.config.layers == "adaptive":
                 self._selected = self._select_layers(handle)
             patch = super().erase(handle, ", ".join(parts), anchor, callbacks)
-            patch.metadata["text_to_unlearn"] = {"prompts": self._text["pairs"], "layers": sorted(patch.deltas)}
+            patch.metadata["text_to_unlearn"] = {
+                "prompts": self._text["pairs"],
+                "layers": sorted(patch.deltas),
+                "stopped_early": self._stopped,
+            }
             return patch
         finally:
             self._text, self._selected = None, None
@@ -401,12 +419,43 @@ class TextToUnlearn(TrainedMethod):
         scale = self.config.presence_scale or state.ctx["encoder"].logit_scale
         state.ctx["presence_scale"] = scale
 
-    def _presence(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
-        """``[N, parts]``: CLIP probability that each frozen image shows each erased attribute."""
-        if not self.config.presence_weighting:
-            return torch.ones(len(feats), len(state.ctx["protos"]), device=feats.device)
+    def _probability(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
+        """``[N, parts]``: CLIP probability that each image (its features) shows each erased attribute."""
         logits = torch.stack([feats @ p.T for p in state.ctx["protos"]], dim=1) * state.ctx["presence_scale"]
         return logits.softmax(-1)[..., 0]
+
+    def _presence(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
+        """``[N, parts]``: the weights of the frozen images' direction terms (their :meth:`_probability`, or 1s
+        without presence weighting)."""
+        if not self.config.presence_weighting:
+            return torch.ones(len(feats), len(state.ctx["protos"]), device=feats.device)
+        return self._probability(state, feats)
+
+    def _early_stop(self, state: TrainState, frozen: torch.Tensor, trained: torch.Tensor) -> dict[str, float]:
+        """Record this step's summed attribute probabilities of the frozen and the trained samples (``[N, parts]``
+        each); once ``stop_window`` steps are recorded and the trained sum over them is at most ``stop_ratio`` times
+        the frozen sum, ask the loop to stop after this step. The window restarts on resume (it is not
+        checkpointed)."""
+        sums = torch.stack([frozen.sum(), trained.sum()]).detach().float()
+        distributed.all_reduce_mean_([sums])  # every process sees the same sums, so all stop at the same step
+        window = state.ctx.setdefault("stop_sums", [])
+        window.append(sums.cpu())
+        del window[: -self.config.stop_window]
+        frozen, trained = torch.stack(window).sum(0).tolist()
+        ratio = trained / frozen if frozen > 0 else 1.0
+        if len(window) == self.config.stop_window and frozen > 0 and ratio <= self.config.stop_ratio:
+            state.should_stop = True
+            self._stopped = {"step": state.step + 1, "ratio": round(ratio, 6)}
+            logger.info(
+                "text_to_unlearn: stopping after step %d of %d: over the last %d steps the trained samples' CLIP "
+                "probability of the attribute is %.3f of the frozen samples' (stop_ratio %g)",
+                state.step + 1,
+                state.total_steps,
+                self.config.stop_window,
+                ratio,
+                self.config.stop_ratio,
+            )
+        return {"presence_ratio": ratio}
 
     def _retained(self, state: TrainState, feats: torch.Tensor) -> list[torch.Tensor]:
         """Per ``retain`` entry, ``[N, K]`` centred CLIP logits of its prototypes: for a concept (with, without),
@@ -470,4 +519,8 @@ class TextToUnlearn(TrainedMethod):
             retain = torch.stack(moved).mean()
             loss = loss + cfg.retain_weight * retain
             logs["retain"] = float(retain.detach())
+        if cfg.stop_ratio:
+            with torch.no_grad():
+                frozen_p, trained_p = self._probability(state, f_frozen), self._probability(state, f_trained)
+            logs.update(self._early_stop(state, frozen_p, trained_p))
         return loss, {**logs, "presence": float(presence.mean())}
