@@ -161,8 +161,8 @@ def run_target(spec: str, suite, target: str, seeds: list[int], overrides: dict,
 def markdown(result: dict) -> str:
     lines = [
         "| target | rate before | rate after | max other change (pts) | pixel drift | feature drift | γ | FID before → "
-        "after | erase (s) | bars met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "after | steps | erase (s) | bars met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         m, t = row["metrics"], row["target"]
@@ -172,7 +172,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {t} | {100 * m[f'{t}_rate_before']:.1f}% | {100 * m[f'{t}_rate_after']:.1f}% | "
             f"{m['max_other_change_points']:.1f} | {m['pixel_drift']:.4f} | {m['feature_drift']:.4f} | {gamma} | "
-            f"{fid} | {row['erase_seconds']:.0f} | {met}/{len(row['meets'])} |"
+            f"{fid} | {row['steps_run']} | {row['erase_seconds']:.0f} | {met}/{len(row['meets'])} |"
         )
     run = result["run"]
     seeds = run["seeds"]

@@ -16,16 +16,18 @@ from pathlib import Path
 def rows(path: Path) -> list[str]:
     result = json.loads(path.read_text(encoding="utf-8"))
     run, out = result["run"], []
-    changed = [f"{k}={v}" for k, v in run["overrides"].items()]
-    if run.get("retain_others"):
-        changed.insert(0, "--retain-others")
     for row in result["rows"]:
         m, t = row["metrics"], row["target"]
+        # a row's own overrides (--set-for included); files written before rows recorded them: the run's
+        changed = [f"{k}={v}" for k, v in row.get("overrides", run["overrides"]).items()]
+        if run.get("retain_others"):
+            changed.insert(0, "--retain-others")
+        settings = " ".join(changed).replace("|", chr(92) + "|") or "defaults"
         moves = ", ".join(f"{k} {v:+.1f}" for k, v in m["other_changes_points"].items() if abs(v) > 3)
         out.append(
-            f"| {path.stem} | {' '.join(changed).replace('|', chr(92) + '|') or 'defaults'} | {100 * m[f'{t}_rate_before']:.1f} → "
+            f"| {path.stem} | {t} | {settings} | {100 * m[f'{t}_rate_before']:.1f} → "
             f"{100 * m[f'{t}_rate_after']:.1f} % | {m['max_other_change_points']:.1f} | {moves or '-'} | "
-            f"{m['pixel_drift']:.4f} | {row['erase_seconds']:.0f} |"
+            f"{m['pixel_drift']:.4f} | {row.get('steps_run')} | {row['erase_seconds']:.0f} |"
         )
     return out
 
@@ -35,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="+", type=Path, help="minifaces_unlearning.py JSON files")
     args = p.parse_args(argv)
     print(
-        "| run | settings | rate before → after | max other change (pts) | moved > 3 pts | pixel drift | erase (s) |"
+        "| run | target | settings | rate before → after | max other change (pts) | moved > 3 pts | pixel drift | "
+        "steps | erase (s) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for path in args.results:
         print("\n".join(rows(path)))
     return 0

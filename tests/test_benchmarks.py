@@ -172,7 +172,9 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
     (row,) = json.loads(kept.read_text())["rows"]
     assert "a beard" not in row["config"]["retain"] and "a smile" in row["config"]["retain"]
     (line,) = _load("summarize_minifaces_tuning").rows(kept)
-    assert line.startswith("| kept | --retain-others steps=1 batch_size=2 progress=False | ") and " → " in line
+    assert line.startswith("| kept | beard | --retain-others steps=1 batch_size=2 progress=False | ") and " → " in line
+    (glasses, smile) = _load("summarize_minifaces_tuning").rows(per)  # each row with its own overrides
+    assert "| smile | steps=2 batch_size=2 progress=False lr=0.003 |" in smile and glasses.split(" | ")[-2] == "1"
 
 
 def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoints(minifaces_world, tmp_path):
