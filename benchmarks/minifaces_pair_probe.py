@@ -7,7 +7,10 @@ image of each pair is compared with the renderer's over the region the flip chan
 
 - ``response``: the projection of the generator's difference onto the renderer's (1: it draws the change; 0: the
   attribute's latent dimension does nothing);
-- ``error``: the mean absolute gap between the two differences over that region (what the L1 pair loss sees).
+- ``error``: the mean absolute gap between the two differences over that region (what the L1 pair loss sees);
+- ``agreement``: over those ``2 * pairs`` latents, how often the judge reads the attribute on the generator's sample
+  as it reads it on the renderer's face (1: the sample draws what its latent says; an attribute drawn as a ramp
+  along its latent rather than a step has the right differences but reads at random near the threshold and beyond).
 
 It also reports the norm of the mapping network's first-layer weights per latent dimension (a dimension the network
 has learnt to ignore sinks to the norm of the dimensions the renderer never reads), and the judge's attribute rates
@@ -79,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def pair_response(G, pairs: int) -> dict:
+def pair_response(G, pairs: int, classifier) -> dict:
     """Per binary attribute: the generator's response to flipping it (see the module docstring)."""
     out = {}
     for i, name in enumerate(BINARY_ATTRIBUTES):
@@ -93,7 +96,12 @@ def pair_response(G, pairs: int) -> dict:
         area = region.flatten(1).sum(dim=1).clamp_min(1.0)
         response = (d_fake * d_real * region).flatten(1).sum(1) / (d_real.square() * region).flatten(1).sum(1)
         error = ((d_fake - d_real).abs().mean(dim=1, keepdim=True) * region).flatten(1).sum(1) / area
-        out[name] = {"response": round(float(response.mean()), 4), "error": round(float(error.mean()), 4)}
+        drawn, meant = classifier.indicators((fake + 1) / 2)[name], classifier.indicators((real + 1) / 2)[name]
+        out[name] = {
+            "response": round(float(response.mean()), 4),
+            "error": round(float(error.mean()), 4),
+            "agreement": round(float((drawn == meant).float().mean()), 4),
+        }
     return out
 
 
@@ -123,7 +131,7 @@ def measure(G, classifier, args, data: dict) -> dict:
     sample = rates(G, classifier, args.samples)
     gaps = {k: round(100 * abs(sample[k] - data[k]), 2) for k in data}
     return {
-        "pair_response": pair_response(G, args.pairs),
+        "pair_response": pair_response(G, args.pairs, classifier),
         "mapping_norms": mapping_norms(G),
         "sample_frequencies": sample,
         "frequency_difference_points": gaps,
@@ -132,8 +140,8 @@ def measure(G, classifier, args, data: dict) -> dict:
 
 
 def print_row(label: str, m: dict) -> None:
-    resp = " ".join(f"{a} {v['response']:.2f}" for a, v in m["pair_response"].items())
-    print(f"{label}: response {resp} | max gap {m['max_frequency_difference_points']}", flush=True)
+    resp = " ".join(f"{a} {v['response']:.2f}/{v['agreement']:.2f}" for a, v in m["pair_response"].items())
+    print(f"{label}: response/agreement {resp} | max gap {m['max_frequency_difference_points']}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

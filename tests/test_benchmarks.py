@@ -184,13 +184,16 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
     out, saved = tmp_path / "p.json", tmp_path / "g.safetensors"
     common = ["--world", str(minifaces_world), "--pairs", "3", "--samples", "6", "--threads", "1"]
     argv = [*common, "--steps", "2", "--set", "batch_size=4", "--set", "flip_weights={earrings: 3}"]
+    argv += ["--set", "region_weight=1"]
     assert probe.main([*argv, "--set", "pair_distance=mse", "--out", str(out), "--save-generator", str(saved)]) == 0
     result = json.loads(out.read_text())
     for when in ("before", "after"):
         assert set(result[when]["pair_response"]) == set(BINARY_ATTRIBUTES)
+        assert all(0 <= r["agreement"] <= 1 for r in result[when]["pair_response"].values())
         assert set(result[when]["mapping_norms"]["attributes"]) == set(BINARY_ATTRIBUTES)
         assert 0 <= result[when]["max_frequency_difference_points"] <= 100
     assert result["config"]["flip_weights"] == {"earrings": 3.0} and result["config"]["pair_distance"] == "mse"
+    assert result["config"]["region_weight"] == 1.0
     assert result["config"]["steps"] == 2 and saved.stat().st_size > 0 and result["environment"]["versions"]
     # --checkpoint measures a training checkpoint's EMA generator against the world's judge
     import torch

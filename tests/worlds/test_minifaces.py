@@ -339,13 +339,44 @@ def test_flip_weights_choose_which_attribute_a_pair_flips_and_the_pair_distance_
         pair_loss(fake, real, "huber")
 
 
+def test_the_region_loss_sees_the_level_of_a_flip_that_the_pair_loss_leaves_free():
+    from erasekit.models.stylegan import _normalize_2nd_moment
+    from erasekit.worlds.minifaces.train_gan import (
+        GanTrainConfig,
+        flip_region,
+        flipped_latents,
+        pair_loss,
+        region_loss,
+        render_latents,
+    )
+
+    gen = torch.Generator().manual_seed(1)
+    x = _normalize_2nd_moment(torch.randn(8, 64, generator=gen))
+    real = torch.cat([render_latents(x)[0], render_latents(flipped_latents(x, gen))[0]])
+    region = flip_region(real[:8] - real[8:]).repeat(2, 1, 1, 1)
+    # both faces of each pair 0.5 off over the flip's region (a half-drawn earring on both): the right difference
+    both = real + 0.5 * region
+    assert float(pair_loss(both, real, "mse")) == pytest.approx(0.0, abs=1e-6)
+    assert float(region_loss(both, real, "mse")) == pytest.approx(0.25)
+    assert float(region_loss(both, real, "l1")) == pytest.approx(0.5)
+    # wrong only outside the region: not its business
+    assert float(region_loss(real + 0.5 * (1 - region), real, "l1")) == 0
+    assert float(region_loss(real, real)) == 0
+    with pytest.raises(ValueError, match="kind must be one of"):
+        region_loss(both, real, "huber")
+    with pytest.raises(ValueError, match="region_weight must be >= 0"):
+        GanTrainConfig(region_weight=-1)
+    with pytest.raises(ValueError, match="needs pair_weight > 0"):
+        GanTrainConfig(region_weight=1, pair_weight=0)
+
+
 @pytest.mark.parametrize("objective", ["render", "adversarial"])
 def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective, tmp_path):
     from dataclasses import replace
 
     from erasekit.worlds.minifaces.recipe import quick_config
 
-    cfg = replace(quick_config().gan, objective=objective, steps=5, batch_size=4, pair_weight=0.5)
+    cfg = replace(quick_config().gan, objective=objective, steps=5, batch_size=4, pair_weight=0.5, region_weight=0.5)
     bank = render_bank(16, 0, "train", "test")
     cpu = torch.device("cpu")
     threads = torch.get_num_threads()

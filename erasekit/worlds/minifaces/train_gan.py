@@ -11,7 +11,8 @@ Two objectives train the same architecture; both ship an exponential moving aver
   half of each batch is the other half with one binary attribute flipped (:func:`flipped_latents`), and the
   generator's difference image of each pair is pulled towards the renderer's over the region the flip changes
   (:func:`pair_loss`, L1 or squared error: ``pair_distance``): small shapes (earrings, a smile) get as much weight
-  as a hat, and ``flip_weights`` chooses which attributes the pairs flip most. Optionally a teacher
+  as a hat, and ``flip_weights`` chooses which attributes the pairs flip most; ``region_weight`` also pulls each
+  face of a pair towards the renderer's over that region (:func:`region_loss`). Optionally a teacher
   classifier's loss on the samples. One generator pass per face and no discriminator; the sample distribution is
   the data's by construction (``z``'s uniforms are uniform), so its quality is only a matter of how well the
   network draws. The latent space is StyleGAN2's (the mapping network, per-layer ws, truncation towards
@@ -92,6 +93,10 @@ class GanTrainConfig:
     # median difference, which is "nothing" while the network cannot yet tell an attribute's colour (earrings come
     # in 4 colours: per channel the median change is about 0), so it never starts drawing it; MSE pulls towards
     # the mean change, which is not 0 (docs/minifaces.md, session 15)
+    region_weight: float = 0.0  # "render": weight of the ``pair_distance`` between each face of a pair and the
+    # renderer's, averaged over the pair's flip region (:func:`region_loss`). The pair term only sees differences:
+    # a half-drawn earring on both faces has the right difference, and the whole-image pixel loss hardly sees a
+    # few pixels, so an attribute can stay a ramp along its latent instead of a step (docs/minifaces.md, session 18)
     flip_weights: dict | None = None  # "render": relative chance of each binary attribute being the one a pair
     # flips, e.g. {"earrings": 4} (unnamed ones weigh 1); None: each equally
     r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
@@ -114,6 +119,10 @@ class GanTrainConfig:
             raise ValueError(f"lr_final is a fraction of lr in (0, 1], got {self.lr_final}")
         if self.pair_weight < 0:
             raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight}")
+        if self.region_weight < 0:
+            raise ValueError(f"region_weight must be >= 0, got {self.region_weight}")
+        if self.region_weight and not self.pair_weight:
+            raise ValueError("region_weight weighs the flip region of pairs of faces: it needs pair_weight > 0")
         if self.pair_distance not in PIXEL_LOSSES:
             raise ValueError(f"pair_distance must be one of {', '.join(PIXEL_LOSSES)}, got {self.pair_distance!r}")
         if self.flip_weights is not None:
@@ -309,6 +318,19 @@ def pair_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch
     return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
 
 
+def region_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """``kind`` (L1 or MSE) between the generator's faces and the renderer's, averaged over each pair's flip region
+    (:func:`flip_region` of the pair ``(i, i + N/2)``, on both of its faces): the absolute level of what the flip
+    draws there (present on one face, absent on the other), which :func:`pair_loss` leaves free."""
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"kind must be one of {', '.join(PIXEL_LOSSES)}, got {kind!r}")
+    half = len(fake) // 2
+    region = flip_region(real[:half] - real[half:]).to(fake.dtype).repeat(2, 1, 1, 1)
+    gap = (fake - real).abs() if kind == "l1" else (fake - real).square()
+    error = (gap.mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
+    return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
+
+
 def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float, kind: str = "l1") -> torch.Tensor:
     """``kind`` (L1 or MSE) between images plus ``edge_weight`` times the same between their horizontal and vertical
     differences."""
@@ -334,6 +356,8 @@ def _render_step(G, opt, cfg: GanTrainConfig, excluded, gen, device, teacher) ->
     loss = render_loss(fake, real, cfg.edge_weight, cfg.pixel_loss)
     if cfg.pair_weight:
         loss = loss + cfg.pair_weight * pair_loss(fake, real, cfg.pair_distance)
+    if cfg.region_weight:
+        loss = loss + cfg.region_weight * region_loss(fake, real, cfg.pair_distance)
     if teacher is not None:
         logits = teacher((fake.clamp(-1, 1) + 1) / 2)
         loss = loss + cfg.attribute_weight * attribute_loss(logits, labels.to(device))
