@@ -303,32 +303,33 @@ def flip_region(d_real: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(changed, 3, stride=1, padding=1)
 
 
+def _region_mean(fake: torch.Tensor, real: torch.Tensor, region: torch.Tensor, kind: str) -> torch.Tensor:
+    """``kind`` (L1 or MSE) between ``fake`` and ``real`` ``[N, C, H, W]``, averaged over the channels and over each
+    image's ``region`` ``[N, 1, H, W]`` (an empty region counts as one pixel), then over the batch."""
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"kind must be one of {', '.join(PIXEL_LOSSES)}, got {kind!r}")
+    region = region.to(fake.dtype)
+    gap = (fake - real).abs() if kind == "l1" else (fake - real).square()
+    error = (gap.mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
+    return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
+
+
 def pair_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """``kind`` (L1, or MSE: squared error) between the generator's and the renderer's difference images of the
     pairs ``(i, i + N/2)``, averaged over the pixels where the renderer's pair differs (and their 8 neighbours): the
     flip's region gets the same weight whatever its size, and pixels it leaves alone are the pixel loss's business
     (weighting them here would reward a generator that ignores its latent)."""
-    if kind not in PIXEL_LOSSES:
-        raise ValueError(f"kind must be one of {', '.join(PIXEL_LOSSES)}, got {kind!r}")
     half = len(fake) // 2
     d_fake, d_real = fake[:half] - fake[half:], real[:half] - real[half:]
-    region = flip_region(d_real).to(fake.dtype)
-    gap = (d_fake - d_real).abs() if kind == "l1" else (d_fake - d_real).square()
-    error = (gap.mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
-    return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
+    return _region_mean(d_fake, d_real, flip_region(d_real), kind)
 
 
 def region_loss(fake: torch.Tensor, real: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """``kind`` (L1 or MSE) between the generator's faces and the renderer's, averaged over each pair's flip region
     (:func:`flip_region` of the pair ``(i, i + N/2)``, on both of its faces): the absolute level of what the flip
     draws there (present on one face, absent on the other), which :func:`pair_loss` leaves free."""
-    if kind not in PIXEL_LOSSES:
-        raise ValueError(f"kind must be one of {', '.join(PIXEL_LOSSES)}, got {kind!r}")
     half = len(fake) // 2
-    region = flip_region(real[:half] - real[half:]).to(fake.dtype).repeat(2, 1, 1, 1)
-    gap = (fake - real).abs() if kind == "l1" else (fake - real).square()
-    error = (gap.mean(dim=1, keepdim=True) * region).flatten(1).sum(dim=1)
-    return (error / region.flatten(1).sum(dim=1).clamp_min(1.0)).mean()
+    return _region_mean(fake, real, flip_region(real[:half] - real[half:]).repeat(2, 1, 1, 1), kind)
 
 
 def render_loss(fake: torch.Tensor, real: torch.Tensor, edge_weight: float, kind: str = "l1") -> torch.Tensor:
