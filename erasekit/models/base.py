@@ -1,10 +1,13 @@
-"""What every model handle shares: named components, parameter addressing and the base-model fingerprint."""
+"""What every model handle shares: named components, parameter addressing, the base-model fingerprint, and the
+run-time switches the shared training loop turns (no-ops unless a handle has something to switch)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -53,13 +56,40 @@ def _spread(n: int, k: int) -> list[int]:
 
 
 class ModelHandle:
-    """Base class of handles: a kind (``"diffusion"`` or ``"stylegan"``) and named components."""
+    """Base class of handles: a kind (``"diffusion"`` or ``"stylegan"``) and named components.
+
+    A method talks to its handle only, never to the wrapped model's internals, so a new architecture is a new
+    handle. Besides the kind's own operations (:class:`~erasekit.models.DiffusionHandle`,
+    :class:`~erasekit.models.StyleGANHandle`), every handle answers the loop's run-time switches below; the
+    defaults do nothing.
+    """
 
     kind: str = ""
 
     @property
     def components(self) -> dict[str, nn.Module]:
         raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    def check_concept(self, concept: str) -> None:
+        """Raise a clear ``ValueError`` before any work when ``concept`` cannot be erased from this model."""
+
+    def gradient_checkpointing(self, enable: bool) -> bool:
+        """Switch activation checkpointing of the trained network; returns the previous setting (to restore it)."""
+        return False
+
+    @contextlib.contextmanager
+    def memory_format(self, channels_last: bool) -> Iterator[None]:
+        """Run in the given memory layout inside the block (values never change)."""
+        yield
+
+    @contextlib.contextmanager
+    def compiled(self, enable: bool = True) -> Iterator[None]:
+        """Inside the block, forward passes may go through ``torch.compile``."""
+        yield
 
     def named_parameters(self) -> dict[str, torch.nn.Parameter]:
         return named_parameters(self.components)

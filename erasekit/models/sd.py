@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from ..ops.diffusion import x0_from_prediction
 from .base import ModelHandle
 
 logger = logging.getLogger(__name__)
@@ -123,16 +124,33 @@ class DiffusionHandle(ModelHandle):
         """Token ids of ``concept`` without special tokens; a clear error if it is empty or too long."""
         if not isinstance(concept, str) or not concept.strip():
             raise ValueError("The concept is empty: pass the words to erase, e.g. --concept 'Van Gogh style'.")
-        tok = self.pipe.tokenizer
-        ids = tok(concept, add_special_tokens=False).input_ids
+        ids = self.token_ids(concept)
         if not ids:
             raise ValueError(f"The concept {concept!r} matches no token of the tokenizer; rephrase it in words.")
-        if len(ids) > tok.model_max_length - 2:
+        if len(ids) > self.max_prompt_tokens - 2:
             raise ValueError(
                 f"The concept {concept!r} is {len(ids)} tokens; the text encoder reads at most "
-                f"{tok.model_max_length - 2}. Shorten it."
+                f"{self.max_prompt_tokens - 2}. Shorten it."
             )
         return ids
+
+    def token_ids(self, text: str) -> list[int]:
+        """The tokenizer's ids of ``text`` without special tokens (BOS/EOS), unchecked."""
+        return self.pipe.tokenizer(text, add_special_tokens=False).input_ids
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """Tokens the text encoder reads per prompt, BOS and EOS included."""
+        return int(self.pipe.tokenizer.model_max_length)
+
+    @property
+    def text_embedding_dim(self) -> int:
+        """Width of the text encoder's hidden states (what cross-attention keys and values read)."""
+        return int(self.pipe.text_encoder.config.hidden_size)
+
+    def vocabulary_words(self) -> list[str]:
+        """The whole words of the tokenizer's vocabulary, sorted (CLIP BPE marks a word's end with ``</w>``)."""
+        return sorted(t[:-4] for t in self.pipe.tokenizer.get_vocab() if t.endswith("</w>"))
 
     def encode_prompts(self, prompts: Sequence[str], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Text-encoder hidden states ``[N, max_length, D]`` for ``prompts`` (gradients flow only through params)."""
@@ -175,6 +193,22 @@ class DiffusionHandle(ModelHandle):
         finally:
             self.pipe.unet.to(memory_format=torch.contiguous_format)
 
+    def gradient_checkpointing(self, enable: bool) -> bool:
+        """Switch the UNet's activation checkpointing; returns the previous setting so it can be restored.
+
+        Checkpointed blocks recompute under the trained tensors swapped in (:func:`checkpoint_swapped`).
+        """
+        unet = self.pipe.unet
+        if not getattr(unet, "_supports_gradient_checkpointing", False):
+            return False
+        was = bool(unet.is_gradient_checkpointing)
+        if enable != was:
+            if enable:
+                unet.enable_gradient_checkpointing(checkpoint_swapped)
+            else:
+                unet.disable_gradient_checkpointing()
+        return was
+
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The regression target of the standard diffusion loss for this scheduler (ε, or v for v-prediction)."""
         if self.prediction_type == "v_prediction":
@@ -184,14 +218,28 @@ class DiffusionHandle(ModelHandle):
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.pipe.scheduler.add_noise(x0, noise, t)
 
+    def predicted_x0(self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """x̂₀ (fp32) from the UNet's ``output`` at ``x_t`` and timesteps ``t``, with the scheduler's ᾱ_t and
+        prediction type (:func:`erasekit.ops.x0_from_prediction`)."""
+        alphas = getattr(self.pipe.scheduler, "alphas_cumprod", None)
+        if alphas is None:
+            raise ValueError(
+                f"x̂₀ needs a scheduler with alphas_cumprod; {type(self.pipe.scheduler).__name__} lacks it."
+            )
+        return x0_from_prediction(x_t, output, alphas.to(x_t.device)[t], self.prediction_type)
+
     @property
     def num_train_timesteps(self) -> int:
         return int(self.pipe.scheduler.config.num_train_timesteps)
 
+    def latent_shape(self, size: int | None = None) -> tuple[int, int, int]:
+        """``(channels, side, side)`` of one latent for ``size``-pixel images (default: :attr:`image_size`)."""
+        side = (size or self.image_size) // int(self.pipe.vae_scale_factor)
+        return int(self.pipe.unet.config.in_channels), side, side
+
     def initial_latents(self, n: int, generator: torch.Generator, size: int | None = None) -> torch.Tensor:
         """Standard-normal starting latents drawn from a (CPU) generator, so results do not depend on the device."""
-        side = (size or self.image_size) // int(self.pipe.vae_scale_factor)
-        shape = (n, int(self.pipe.unet.config.in_channels), side, side)
+        shape = (n, *self.latent_shape(size))
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
         return (noise * self.pipe.scheduler.init_noise_sigma).to(self.device, self.dtype)
 
