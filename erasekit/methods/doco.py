@@ -40,11 +40,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed
-from ..ops import SURGERY_MODES, combine_gradients
+from ..ops import SURGERY_MODES, combine_gradients, discriminator_loss, generator_loss, surrogate_loss
 from .base import register_method
 from .config import MethodConfig, check_choice, option
+from .diffusion_data import (
+    batched_predict,
+    generated_latents,
+    in_turn,
+    noisy,
+    pick,
+    require_unet_targets,
+    timestep_bounds,
+)
 from .loop import TrainedMethod, TrainState
-from .salun import batched_predict, generated_latents, noisy, pick, require_unet_targets, timestep_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -229,29 +237,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(latents)
 
 
-def predicted_x0(handle, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """x̂₀ from the UNet output with the scheduler's ᾱ_t: (x_t − √(1−ᾱ)·ε)/√ᾱ, or √ᾱ·x_t − √(1−ᾱ)·v."""
-    alphas = getattr(handle.pipe.scheduler, "alphas_cumprod", None)
-    if alphas is None:
-        raise ValueError(
-            f"DoCo needs a scheduler with alphas_cumprod; {type(handle.pipe.scheduler).__name__} lacks it."
-        )
-    a = alphas.to(x_t.device)[t].float().view(-1, 1, 1, 1)
-    x_t, output = x_t.float(), output.float()
-    if handle.prediction_type == "v_prediction":
-        return a.sqrt() * x_t - (1 - a).sqrt() * output
-    return (x_t - (1 - a).sqrt() * output) / a.sqrt()
-
-
-def surrogate_loss(params: dict[str, torch.Tensor], grads: dict, value: torch.Tensor) -> torch.Tensor:
-    """A scalar whose value is ``value`` and whose gradient w.r.t. each ``params[k]`` is exactly ``grads[k]``."""
-    terms = [(p * grads[k]).sum() for k, p in params.items() if grads.get(k) is not None]
-    if not terms:  # nothing to update: a leaf, so the loop's backward() leaves every p.grad None
-        return value.detach().clone().requires_grad_(True)
-    s = torch.stack(terms).sum()
-    return s - s.detach() + value.detach()
-
-
 @register_method("doco")
 class DoCo(TrainedMethod):
     """Adversarial concept-domain correction with gradient surgery; produces a dense patch (default: cross-attn)."""
@@ -266,8 +251,7 @@ class DoCo(TrainedMethod):
     def prepare(self, state: TrainState) -> None:
         cfg, handle, ctx, gen = self.config, state.handle, state.ctx, state.generator
         require_unet_targets(state)
-        channels = int(handle.pipe.unet.config.in_channels)
-        side = handle.image_size // int(handle.pipe.vae_scale_factor)
+        channels, side, _ = handle.latent_shape()
         if side < 2**cfg.disc_layers:
             raise ValueError(f"disc_layers={cfg.disc_layers} halves {side}x{side} latents to nothing; use fewer.")
         anchors, concepts = self.paired_prompts(state.anchor, state.concept)
@@ -280,7 +264,7 @@ class DoCo(TrainedMethod):
             )
         if cfg.retain_prompts:  # drawn last: the paths without retain prompts keep their draws
             n = cfg.num_retain or len(cfg.retain_prompts)
-            retain = [cfg.retain_prompts[i % len(cfg.retain_prompts)] for i in range(n)]
+            retain = in_turn(cfg.retain_prompts, n)
             ctx["retain"] = generated_latents(
                 handle, retain, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
@@ -307,18 +291,12 @@ class DoCo(TrainedMethod):
 
     def paired_prompts(self, anchor: str, concept: str) -> tuple[list[str], list[str]]:
         """The anchor prompt of each anchor sample and the concept prompt paired with it."""
-        cfg = self.config
-        anchors, concepts = cfg.anchor_prompts or [anchor], cfg.concept_prompts or [concept]
-        n = cfg.num_anchor
-        return [anchors[i % len(anchors)] for i in range(n)], [concepts[i % len(concepts)] for i in range(n)]
+        cfg, n = self.config, self.config.num_anchor
+        return in_turn(cfg.anchor_prompts or [anchor], n), in_turn(cfg.concept_prompts or [concept], n)
 
     def _disc_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """One discriminator update (anchor = real, concept = fake); skipped when its loss is not finite."""
-        real_logits, fake_logits = self.disc(real), self.disc(fake)
-        loss = 0.5 * (
-            F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        )
+        loss = discriminator_loss(self.disc(real), self.disc(fake))
         self.disc_opt.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.disc.parameters() if p.grad is not None]
@@ -349,19 +327,18 @@ class DoCo(TrainedMethod):
             frozen, *seek_target = batched_predict(
                 handle, [(x_t, t, anchor_emb)] + ([(x_fake, t, anchor_emb)] if seek else [])
             )
-            real = predicted_x0(handle, x_t, t, frozen)
+            real = handle.predicted_x0(x_t, t, frozen)
         seek_target = seek_target[0] if seek else frozen
         if cfg.prior_target == "frozen":
             target = frozen
         with torch.no_grad() if warmup else torch.enable_grad():
             fake_out = handle.predict_noise(x_fake, t, concept_emb, params=state.params)
-            fake = predicted_x0(handle, x_fake, t, fake_out)
+            fake = handle.predicted_x0(x_fake, t, fake_out)
         disc_loss = self._disc_step(real, fake.detach())
         logs = {"disc": float(disc_loss)}
         if warmup:  # only the discriminator learns; 0·disc_loss carries a NaN to the loop's guard
             return surrogate_loss(state.params, {}, 0.0 * disc_loss), logs
-        logits = self.disc(fake)
-        adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        adv = generator_loss(self.disc(fake))
         unlearn = cfg.adv_weight * adv
         if anchor_weight:
             anchor_loss = F.mse_loss(fake_out.float(), seek_target)
