@@ -1,9 +1,9 @@
-"""Text-to-Unlearn on a tiny random StyleGAN2 with a tiny random CLIP: its math, layer selection, prompts, errors.
+"""Text-to-Unlearn on a tiny random StyleGAN2 with a tiny random CLIP: layer selection, prompts, terms, errors.
 
-The shared invariants (caller unchanged, bit-exact remove, save/load, seeds, YAML) run in test_methods_suite.py.
+The shared invariants (caller unchanged, bit-exact remove, save/load, seeds, YAML) run in test_methods_suite.py; the
+pure math (directional loss, retention terms, layer ranking) in tests/ops/.
 """
 
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -12,18 +12,9 @@ from conftest import FAST_CONFIGS
 
 import erasekit
 from erasekit.methods import LossHistory
-from erasekit.methods.text_to_unlearn import (
-    TextToUnlearnConfig,
-    _pixel_spec,
-    concept_parts,
-    directional_loss,
-    layer_w_index,
-    prompt_pair,
-    rank_layers,
-    text_direction,
-    weighted_mean,
-)
+from erasekit.methods.text_to_unlearn import TextToUnlearnConfig, concept_parts, prompt_pair
 from erasekit.models import StyleGANHandle
+from erasekit.models.clip import pixel_spec
 
 
 def _erase(generator, clip_dir, concept="glasses", callbacks=(), **extra):
@@ -47,66 +38,11 @@ def test_prompt_pairs_and_concept_parts():
         concept_parts(" , ")
 
 
-def test_text_direction_averages_normalised_templates():
-    with_ = torch.tensor([[2.0, 0.0], [0.0, 0.0001]])  # a long and a tiny embedding count the same once normalised
-    without = torch.tensor([[0.0, 3.0]])
-    expected = torch.nn.functional.normalize(torch.tensor([0.0, 1.0]) - torch.tensor([1.0, 1.0]) / math.sqrt(2), dim=0)
-    torch.testing.assert_close(text_direction(with_, without), expected)
-
-
-def test_directional_loss_known_answers():
-    direction = torch.tensor([0.0, 1.0])
-    frozen = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
-    trained = torch.tensor([[1.0, 0.5], [1.0, -2.0], [3.0, 0.0]])  # along, against, orthogonal
-    torch.testing.assert_close(directional_loss(trained, frozen, direction), torch.tensor([0.0, 2.0, 1.0]))
-    # a floor changes nothing for changes at least that large, and is a bounded linear push below it
-    torch.testing.assert_close(directional_loss(trained, frozen, direction, 0.5), torch.tensor([0.0, 2.0, 1.0]))
-    small = torch.tensor([[1.0, 0.1], [1.0, 0.0]])
-    torch.testing.assert_close(directional_loss(small, frozen[:2], direction, 0.5), torch.tensor([0.8, 1.0]))
-    at_start = frozen[:1].clone().requires_grad_(True)  # trained == frozen: the first step
-    directional_loss(at_start, frozen[:1], direction, 0.5).sum().backward()
-    torch.testing.assert_close(at_start.grad, torch.tensor([[0.0, -2.0]]))  # along the direction, finite
-    plain = frozen[:1].clone().requires_grad_(True)  # the plain cosine at the first step: ~1/eps
-    directional_loss(plain, frozen[:1], direction).sum().backward()
-    assert float(plain.grad.norm()) > 1e6
-    assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 0.0]))) == 1.0
-    assert float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0]))) == 2.0
-
-
-def test_layer_w_index_is_what_the_synthesis_network_reads(tiny_generator):
-    """Every layer's affine gets exactly the W+ code the table names (checked with hooks, distinct codes)."""
-    synthesis = tiny_generator.synthesis
-    table = layer_w_index(synthesis.block_resolutions)
-    assert table[(4, "conv1")] == 0 and table[(8, "conv0")] == 1 and table[(16, "torgb")] == synthesis.num_ws - 1
-    ws = torch.arange(synthesis.num_ws, dtype=torch.float32)[None, :, None].expand(1, -1, synthesis.w_dim).clone()
-    seen = {}
-    for (res, layer), _ in table.items():
-        module = getattr(getattr(synthesis, f"b{res}"), layer).affine
-        module.register_forward_pre_hook(lambda m, args, key=(res, layer): seen.__setitem__(key, args[0][0, 0].item()))
-    synthesis(ws)
-    assert seen == {key: float(i) for key, i in table.items()}
-
-
-def test_rank_layers_keeps_the_layers_whose_codes_moved_most():
-    names = [
-        "generator.synthesis.b4.conv1.weight",
-        "generator.synthesis.b8.conv0.weight",
-        "generator.synthesis.b8.conv1.weight",
-        "generator.synthesis.b8.conv1.bias",
-        "generator.synthesis.b16.conv0.weight",
-    ]
-    movement = torch.tensor([0.1, 0.5, 0.9, 0.2, 0.0, 0.0])  # w2 (b8.conv1) most, then w1 (b8.conv0)
-    assert rank_layers(movement, names, [4, 8, 16], 1) == names[2:4]
-    assert rank_layers(movement, names, [4, 8, 16], 2) == names[1:4]
-    with pytest.raises(ValueError, match="synthesis-layer"):
-        rank_layers(movement, ["generator.mapping.fc0.weight"], [4, 8, 16], 1)
-
-
 def test_pixel_spec_of_transformers_and_open_clip_processors(tiny_clip_dir):
     from torchvision import transforms
     from transformers import CLIPProcessor
 
-    size, mean, _ = _pixel_spec(CLIPProcessor.from_pretrained(tiny_clip_dir))
+    size, mean, _ = pixel_spec(CLIPProcessor.from_pretrained(tiny_clip_dir))
     assert size == 32 and len(mean) == 3
     preprocess = transforms.Compose(
         [
@@ -116,7 +52,7 @@ def test_pixel_spec_of_transformers_and_open_clip_processors(tiny_clip_dir):
             transforms.Normalize([0.1] * 3, [0.2] * 3),
         ]
     )
-    assert _pixel_spec(SimpleNamespace(preprocess=preprocess)) == (224, [0.1] * 3, [0.2] * 3)
+    assert pixel_spec(SimpleNamespace(preprocess=preprocess)) == (224, [0.1] * 3, [0.2] * 3)
 
 
 # ---------------------------------------------------------------------------------------------------- the method

@@ -62,7 +62,7 @@ class TrainState:
 
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A generator for draws shared by the whole step (the same on every process), e.g. a timestep."""
-        return torch.Generator().manual_seed(_mix(self.config.seed, self.step, -1 - stream))
+        return torch.Generator().manual_seed(mix_seeds(self.config.seed, self.step, -1 - stream))
 
     def sample_generators(self, batch_size: int) -> list[torch.Generator]:
         """One generator per sample of this process's share of a ``batch_size`` global batch.
@@ -71,7 +71,8 @@ class TrainState:
         B/N each see exactly the same samples (data parallelism changes nothing but speed).
         """
         return [
-            torch.Generator().manual_seed(_mix(self.config.seed, self.step, i)) for i in distributed.shard(batch_size)
+            torch.Generator().manual_seed(mix_seeds(self.config.seed, self.step, i))
+            for i in distributed.shard(batch_size)
         ]
 
     @property
@@ -131,8 +132,7 @@ class TrainedMethod(EraseMethod):
         distributed.init()
         if handle.kind not in self.kinds:
             raise ValueError(f"{self.name} works on {self.kinds} models, not {handle.kind}.")
-        if hasattr(handle, "check_concept"):
-            handle.check_concept(concept)
+        handle.check_concept(concept)
         with frozen(handle):
             state = self._init_state(handle, concept, anchor)
             self.prepare(state)
@@ -148,14 +148,12 @@ class TrainedMethod(EraseMethod):
     def _run_context(self, handle):
         """Gradient checkpointing, memory format and compilation for the run; the caller's settings come back."""
         cfg = self.config
-        was = self._gradient_checkpointing(handle, cfg.gradient_checkpointing)
-        fmt = handle.memory_format(cfg.channels_last) if hasattr(handle, "memory_format") else contextlib.nullcontext()
-        comp = handle.compiled(cfg.compile) if hasattr(handle, "compiled") else contextlib.nullcontext()
+        was = handle.gradient_checkpointing(cfg.gradient_checkpointing)
         try:
-            with fmt, comp:
+            with handle.memory_format(cfg.channels_last), handle.compiled(cfg.compile):
                 yield
         finally:
-            self._gradient_checkpointing(handle, was)
+            handle.gradient_checkpointing(was)
 
     def _init_state(self, handle, concept: str, anchor: str | None) -> TrainState:
         cfg = self.config
@@ -188,22 +186,6 @@ class TrainedMethod(EraseMethod):
             if main:  # every process holds the same state; one writes it
                 out.append(Checkpointer(ckpt_dir, cfg.checkpoint_every))
         return out + extra
-
-    @staticmethod
-    def _gradient_checkpointing(handle, enable: bool) -> bool:
-        """Switch the UNet's activation checkpointing; returns the previous setting so it can be restored."""
-        unet = getattr(getattr(handle, "pipe", None), "unet", None)
-        if unet is None or not getattr(unet, "_supports_gradient_checkpointing", False):
-            return False
-        was = bool(unet.is_gradient_checkpointing)
-        if enable != was:
-            if enable:
-                from ..models.sd import checkpoint_swapped
-
-                unet.enable_gradient_checkpointing(checkpoint_swapped)  # recomputes with the trained tensors
-            else:
-                unet.disable_gradient_checkpointing()
-        return was
 
     def _run(self, state: TrainState, callbacks: list[Callback]) -> None:
         for cb in callbacks:
@@ -300,7 +282,7 @@ def _reference_states(cfg: MethodConfig, base: dict[str, torch.Tensor], names: l
     ]
 
 
-def _mix(*values: int) -> int:
+def mix_seeds(*values: int) -> int:
     """A 63-bit seed from integers (stable across processes and runs)."""
     digest = hashlib.blake2b(repr(values).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)

@@ -41,18 +41,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .. import distributed
+from ..models.clip import ClipEncoder
+from ..ops import (
+    attribute_probability,
+    centred_logits,
+    code_movement,
+    colour_layout_loss,
+    feature_retention,
+    logit_drift,
+    pixel_retention,
+    prototype,
+    rank_layers,
+    removal_loss,
+    text_direction,
+    weighted_directional_loss,
+)
 from .base import register_method
 from .config import MethodConfig, check_choice, option
-from .loop import TrainedMethod, TrainState, _mix
+from .loop import TrainedMethod, TrainState, mix_seeds
 
 logger = logging.getLogger(__name__)
 
 SUBJECT_WORDS = frozenset({"face", "faces", "person", "people", "man", "woman", "portrait", "someone", "head"})
 DEFAULT_TEMPLATES = ["{}.", "a photo of {}.", "a picture of {}.", "an image of {}.", "a portrait of {}."]
-_LAYER = re.compile(r"generator\.synthesis\.b(\d+)\.(conv0|conv1|torgb)\..*")
 
 
 @dataclass
@@ -97,7 +110,7 @@ class TextToUnlearnConfig(MethodConfig):
     retain_weight: float = option(
         1.0,
         "weight of that retention (squared change of each log-odds, averaged); it competes with the erasure: on "
-        "MiniFaces 1 already slows it (docs/minifaces.md, session 15)",
+        "MiniFaces 1 already slows it (docs/minifaces.md)",
     )
     removal_weight: float = option(
         0.0,
@@ -152,9 +165,6 @@ class TextToUnlearnConfig(MethodConfig):
             )
 
 
-# ---------------------------------------------------------------------------------------------------- text
-
-
 def concept_parts(concept: str | Sequence[str]) -> list[str]:
     """``"glasses, beard"`` or ``["glasses", "beard"]`` -> ``["glasses", "beard"]``; empty -> ValueError."""
     items = concept.split(",") if isinstance(concept, str) else list(concept)
@@ -173,95 +183,6 @@ def prompt_pair(part: str, subject: str, anchor: str | None = None) -> tuple[str
     return f"{subject} with {part}", anchor or f"{subject} without {part}"
 
 
-def text_direction(with_embeds: torch.Tensor, without_embeds: torch.Tensor) -> torch.Tensor:
-    """Unit direction from the mean "with" embedding to the mean "without" embedding (rows: one per template).
-
-    Each side is the normalised mean of its normalised template embeddings, as in StyleGAN-NADA.
-    """
-    src = F.normalize(F.normalize(with_embeds.float(), dim=-1).mean(0), dim=-1)
-    dst = F.normalize(F.normalize(without_embeds.float(), dim=-1).mean(0), dim=-1)
-    return F.normalize(dst - src, dim=-1)
-
-
-def directional_loss(
-    trained: torch.Tensor, frozen: torch.Tensor, direction: torch.Tensor, floor: float = 0.0
-) -> torch.Tensor:
-    """Per-sample ``1 − cos(trained − frozen, direction)`` on normalised CLIP image embeddings ``[N, D]``.
-
-    With ``floor`` > 0, the change's norm is taken as at least ``floor``: ``1 − Δ·d / max(|Δ|, floor)``, the same
-    loss once the change is that large, and a linear push along the direction before. Without it the gradient
-    grows as ``1/|Δ|`` while the change is small, and is unbounded at the first step (the trained and frozen
-    generators are equal): that one gradient, of the order of 1/eps, fills Adam's second moment so that every
-    later step barely moves and no other loss term counts.
-    """
-    direction = F.normalize(direction.to(trained.dtype), dim=-1)[None]
-    change = trained - frozen
-    if floor > 0:
-        return 1 - (change * direction).sum(-1) / change.norm(dim=-1).clamp_min(floor)
-    return 1 - F.cosine_similarity(change, direction, dim=-1, eps=1e-8)
-
-
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``Σ w v / Σ w`` (plain mean when every weight is 0)."""
-    total = weights.sum()
-    return (values * weights).sum() / total if total > 0 else values.mean()
-
-
-# ---------------------------------------------------------------------------------------------------- CLIP
-
-
-class ClipEncoder:
-    """A frozen CLIP with differentiable image encoding of ``[N, 3, H, W]`` images in ``[0, 1]`` (resized and
-    normalised in torch the way its processor does on uint8 images) and text encoding."""
-
-    def __init__(self, model, processor, device: torch.device):
-        from ..eval.features import _as_tensor
-
-        self.model = model.to(device).eval().requires_grad_(False)
-        self.processor, self._as_tensor, self.device = processor, _as_tensor, device
-        self.size, mean, std = _pixel_spec(processor)
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
-        scale = getattr(model, "logit_scale", None)
-        self.logit_scale = float(scale.exp()) if torch.is_tensor(scale) else 100.0
-
-    def images(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float()
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False)
-        feats = self._as_tensor(self.model.get_image_features(pixel_values=(x - self.mean) / self.std))
-        return F.normalize(feats.float(), dim=-1)
-
-    @torch.no_grad()
-    def texts(self, texts: list[str]) -> torch.Tensor:
-        from ..eval.features import clip_text_features
-
-        return clip_text_features(self.model, self.processor, texts).to(self.device)
-
-
-def _field(obj, name: str):
-    if obj is None or isinstance(obj, int):
-        return obj
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-
-def _pixel_spec(processor) -> tuple[int, list[float], list[float]]:
-    """(input side, mean, std) of a transformers CLIPProcessor or erasekit's open_clip processor."""
-    ip = getattr(processor, "image_processor", None)
-    if ip is not None:  # crop_size / size are dicts in transformers 4, SizeDicts in 5
-        size = _field(getattr(ip, "crop_size", None), "height") or _field(ip.size, "shortest_edge")
-        if not size:
-            raise ValueError(f"Cannot read the input size of {type(ip).__name__} (crop_size / size).")
-        return int(size), list(ip.image_mean), list(ip.image_std)
-    transforms = getattr(getattr(processor, "preprocess", None), "transforms", [])
-    norm = next((t for t in transforms if hasattr(t, "mean") and hasattr(t, "std")), None)
-    sized = [t for t in transforms if hasattr(t, "size")]
-    if norm is None or not sized:
-        raise ValueError(f"Cannot read the image size and normalisation of {type(processor).__name__}.")
-    size = sized[-1].size
-    return int(size[0] if isinstance(size, list | tuple) else size), list(norm.mean), list(norm.std)
-
-
 def resolve_clip(spec: str, handle) -> tuple[Any, Any]:
     """``(model, processor)`` for the ``clip`` option; ``"auto"`` means the generator's world folder's ``clip/``."""
     from ..eval.clip import clip_loader
@@ -275,35 +196,6 @@ def resolve_clip(spec: str, handle) -> tuple[Any, Any]:
             )
         spec = str(Path(world) / "clip")
     return clip_loader(spec)()
-
-
-# ---------------------------------------------------------------------------------------------------- layers
-
-
-def layer_w_index(resolutions: Sequence[int]) -> dict[tuple[int, str], int]:
-    """Which W+ code each synthesis layer reads: b4.conv1 -> 0, b4.torgb -> 1, b8.conv0 -> 1, b8.conv1 -> 2, ..."""
-    table, i = {(resolutions[0], "conv1"): 0, (resolutions[0], "torgb"): 1}, 1
-    for res in resolutions[1:]:
-        table.update({(res, "conv0"): i, (res, "conv1"): i + 1, (res, "torgb"): i + 2})
-        i += 2
-    return table
-
-
-def rank_layers(movement: torch.Tensor, names: Sequence[str], resolutions: Sequence[int], k: int) -> list[str]:
-    """The ``names`` that belong to the ``k`` synthesis layers whose W+ codes moved most (``movement [num_ws]``)."""
-    index, layer_of = layer_w_index(resolutions), {}
-    for n in names:
-        m = _LAYER.fullmatch(n)
-        if m:
-            layer_of[n] = (int(m.group(1)), m.group(2))
-    if not layer_of:
-        raise ValueError("layers=adaptive needs synthesis-layer targets (e.g. synthesis_conv); none matched.")
-    ranked = sorted(set(layer_of.values()), key=lambda key: (-float(movement[index[key]]), key))
-    keep = set(ranked[:k])
-    return [n for n in names if layer_of.get(n) in keep]
-
-
-# ---------------------------------------------------------------------------------------------------- method
 
 
 @register_method("text_to_unlearn")
@@ -365,14 +257,14 @@ class TextToUnlearn(TrainedMethod):
             w = encoder.texts([t.format(with_text) for t in cfg.templates])
             wo = encoder.texts([t.format(without_text) for t in cfg.templates])
             directions.append(text_direction(w, wo))
-            protos.append(torch.stack([F.normalize(w.mean(0), dim=-1), F.normalize(wo.mean(0), dim=-1)]))
+            protos.append(torch.stack([prototype(w), prototype(wo)]))
         retained = []  # per retain entry, its prototypes [K, D]: (with, without), or one per option of a group
         for entry in cfg.retain:
             options = [o.strip() for o in entry.split("|")]
             texts = [prompt_pair(o, cfg.subject)[0] for o in options] if len(options) > 1 else None
             texts = texts or list(prompt_pair(options[0], cfg.subject))
             embeds = [encoder.texts([t.format(text) for t in cfg.templates]) for text in texts]
-            retained.append(torch.stack([F.normalize(e.mean(0), dim=-1) for e in embeds]))
+            retained.append(torch.stack([prototype(e) for e in embeds]))
         return {
             "encoder": encoder,
             "pairs": pairs,
@@ -394,7 +286,7 @@ class TextToUnlearn(TrainedMethod):
 
         cfg, text = self.config, self._text
         names = resolve_targets(cfg.target, handle.named_parameters(), handle.kind)
-        gens = [torch.Generator().manual_seed(_mix(cfg.seed, -7, i)) for i in range(cfg.batch_size)]
+        gens = [torch.Generator().manual_seed(mix_seeds(cfg.seed, -7, i)) for i in range(cfg.batch_size)]
         _, ws = self._latents(handle, gens)
         with torch.no_grad():
             base = text["encoder"].images(handle.synthesize(ws))
@@ -406,7 +298,7 @@ class TextToUnlearn(TrainedMethod):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        movement = (codes.detach() - ws).abs().mean(dim=(0, 2))
+        movement = code_movement(ws, codes)
         chosen = rank_layers(movement, names, handle.generator.synthesis.block_resolutions, cfg.adaptive_k)
         logger.info("text_to_unlearn: adaptive selection kept %s", chosen)
         return chosen
@@ -421,8 +313,7 @@ class TextToUnlearn(TrainedMethod):
 
     def _probability(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
         """``[N, parts]``: CLIP probability that each image (its features) shows each erased attribute."""
-        logits = torch.stack([feats @ p.T for p in state.ctx["protos"]], dim=1) * state.ctx["presence_scale"]
-        return logits.softmax(-1)[..., 0]
+        return attribute_probability(feats, state.ctx["protos"], state.ctx["presence_scale"])
 
     def _presence(self, state: TrainState, feats: torch.Tensor) -> torch.Tensor:
         """``[N, parts]``: the weights of the frozen images' direction terms (their :meth:`_probability`, or 1s
@@ -458,15 +349,8 @@ class TextToUnlearn(TrainedMethod):
         return {"presence_ratio": ratio}
 
     def _retained(self, state: TrainState, feats: torch.Tensor) -> list[torch.Tensor]:
-        """Per ``retain`` entry, ``[N, K]`` centred CLIP logits of its prototypes: for a concept (with, without),
-        ± half its log-odds; for a group ``"black hair | red hair | ..."``, its log-probabilities up to a constant.
-        Logits, not probabilities: a probability near 0 or 1 has no gradient, so it would let a confident sample
-        drift."""
-        out = []
-        for protos in state.ctx["retain_protos"]:
-            logits = feats @ protos.T * state.ctx["presence_scale"]
-            out.append(logits - logits.mean(dim=-1, keepdim=True))
-        return out
+        """Per ``retain`` entry, ``[N, K]`` :func:`~erasekit.ops.centred_logits` of its prototypes."""
+        return [centred_logits(feats, protos, state.ctx["presence_scale"]) for protos in state.ctx["retain_protos"]]
 
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle, enc = self.config, state.handle, state.ctx["encoder"]
@@ -482,41 +366,31 @@ class TextToUnlearn(TrainedMethod):
             ws_t = torch.func.functional_call(mapping, state.ctx["mapping_params"], (z,), kwargs, strict=False)
         trained = handle.synthesize(ws_t, params=state.ctx["synthesis_params"])
         f_trained = enc.images(trained)
-        per_part = [directional_loss(f_trained, f_frozen, d, cfg.direction_floor) for d in state.ctx["directions"]]
-        # Σ presence·loss / N, not / Σ presence: a batch without the attribute must not push its faces along the
-        # direction (normalising by the weights would give those faces the whole batch's weight)
-        direction = torch.stack([(v * presence[:, j]).mean() for j, v in enumerate(per_part)]).mean()
+        direction = weighted_directional_loss(
+            f_trained, f_frozen, state.ctx["directions"], presence, cfg.direction_floor
+        )
         keep = 1 - presence.max(dim=1).values if cfg.presence_weighting else torch.ones_like(presence[:, 0])
-        pixel = weighted_mean((trained - frozen).square().mean(dim=(1, 2, 3)), keep)
-        feature = weighted_mean(1 - (f_trained * f_frozen).sum(-1), keep)
+        pixel, feature = pixel_retention(trained, frozen, keep), feature_retention(f_trained, f_frozen, keep)
         loss = cfg.direction_weight * direction + cfg.pixel_weight * pixel + cfg.feature_weight * feature
         logs = {
-            "direction": float(direction.detach()),
-            "pixel": float(pixel.detach()),
-            "feature": float(feature.detach()),
+            name: float(v.detach()) for name, v in (("direction", direction), ("pixel", pixel), ("feature", feature))
         }
         if cfg.removal_weight:
             # the directional term only aligns the change; this one asks CLIP to read the trained face as without
-            odds = torch.stack([(f_trained @ p.T) * state.ctx["presence_scale"] for p in state.ctx["protos"]], dim=1)
-            removal = (F.softplus(odds[..., 0] - odds[..., 1]) * presence).mean()
+            removal = removal_loss(f_trained, state.ctx["protos"], state.ctx["presence_scale"], presence)
             loss = loss + cfg.removal_weight * removal
             logs["removal"] = float(removal.detach())
         if cfg.colour_weight:
             # the samples' colour layout (hair, skin, background) on every sample: the pixel term above spares the
             # faces that show the attribute, and erasing it there may recolour the hair; cell means barely see the
             # attribute's own thin shapes
-            cells = F.adaptive_avg_pool2d(trained, cfg.colour_grid) - F.adaptive_avg_pool2d(frozen, cfg.colour_grid)
-            colour = cells.square().mean()
+            colour = colour_layout_loss(trained, frozen, cfg.colour_grid)
             loss = loss + cfg.colour_weight * colour
             logs["colour"] = float(colour.detach())
         if state.ctx["retain_protos"] is not None and cfg.retain_weight:
             with torch.no_grad():
                 before = self._retained(state, f_frozen)
-            # twice the summed squared change of the centred logits: for a concept, its log-odds' squared change
-            moved = [
-                2 * (a - b).square().sum(-1) for a, b in zip(self._retained(state, f_trained), before, strict=True)
-            ]
-            retain = torch.stack(moved).mean()
+            retain = logit_drift(self._retained(state, f_trained), before)
             loss = loss + cfg.retain_weight * retain
             logs["retain"] = float(retain.detach())
         if cfg.stop_ratio:
