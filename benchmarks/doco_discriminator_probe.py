@@ -26,7 +26,7 @@ from erasekit._io import write_json
 from erasekit.methods.doco import DoCoConfig, PatchDiscriminator, predicted_x0
 from erasekit.methods.salun import generated_latents
 from erasekit.models import DiffusionHandle, load_pipeline
-from erasekit.worlds.minicanvas.plans import erasure_plan
+from erasekit_worlds.minicanvas.plans import erasure_plan
 
 logger = logging.getLogger("doco_discriminator_probe")
 

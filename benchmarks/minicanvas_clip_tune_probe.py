@@ -9,7 +9,7 @@ after. Nothing is written unless ``--out`` is given (JSON of the result and the 
 
 Since recipe v3 this tuning is the CLIP stage's last part (``tune_clip_image_side``, which this probe calls), and
 the shipped CLIP is tuned: the recorded result was measured on the v2 world's CLIP (``git show
-ed7ac2b:erasekit/worlds/minicanvas/weights/...``); on a v3 world this probe tunes a second time.
+ed7ac2b:erasekit_worlds/minicanvas/weights/...``); on a v3 world this probe tunes a second time.
 
 Usage:
     python benchmarks/minicanvas_clip_tune_probe.py --steps 600 --lr 3e-4 --out /tmp/clip_tune.json
@@ -25,10 +25,10 @@ import torch
 
 from erasekit._env import environment
 from erasekit._io import write_json
-from erasekit.worlds.minicanvas.data import OBJECTS, STYLES
-from erasekit.worlds.minicanvas.recipe import RecipeConfig, _reload_clip, _tokenizer
-from erasekit.worlds.minicanvas.train_clip import ClipTuneConfig, tune_clip_image_side, zero_shot
-from erasekit.worlds.minicanvas.training import render_bank
+from erasekit_worlds.minicanvas.data import OBJECTS, STYLES
+from erasekit_worlds.recipes.minicanvas.recipe import RecipeConfig, _reload_clip, _tokenizer
+from erasekit_worlds.recipes.minicanvas.train_clip import ClipTuneConfig, tune_clip_image_side, zero_shot
+from erasekit_worlds.recipes.minicanvas.training import render_bank
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "erasekit" / "worlds" / "minicanvas" / "weights"
 

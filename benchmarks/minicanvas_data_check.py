@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from erasekit._io import write_json
-from erasekit.worlds.minicanvas import OBJECTS, STYLES, MiniCanvasDataset, render
+from erasekit_worlds.minicanvas import OBJECTS, STYLES, MiniCanvasDataset, render
 
 logger = logging.getLogger("minicanvas_data_check")
 

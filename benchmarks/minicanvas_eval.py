@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     import erasekit
-    from erasekit.eval.minicanvas import minicanvas_suite
     from erasekit.models import DiffusionHandle, load_pipeline
-    from erasekit.worlds.minicanvas import weights_dir
+    from erasekit_worlds.minicanvas import weights_dir
+    from erasekit_worlds.minicanvas.suite import minicanvas_suite
 
     device = torch.device(
         "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")

@@ -27,8 +27,8 @@ from erasekit._io import write_json
 from erasekit.cli.common import parse_seeds
 from erasekit.images import grid, save_image
 from erasekit.models import DiffusionHandle, load_pipeline
-from erasekit.worlds.minicanvas import HELDOUT_TEMPLATES, UNLEARNCANVAS_TEMPLATE, load_classifier, weights_dir
-from erasekit.worlds.minicanvas.fidelity import fidelity
+from erasekit_worlds.minicanvas import HELDOUT_TEMPLATES, UNLEARNCANVAS_TEMPLATE, load_classifier, weights_dir
+from erasekit_worlds.recipes.minicanvas.fidelity import fidelity
 
 logger = logging.getLogger("minicanvas_fidelity")
 

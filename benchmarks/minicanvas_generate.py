@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def prompts() -> list[str]:
     """16 prompts over 8 styles and 8 objects (the UnlearnCanvas template)."""
-    from erasekit.worlds.minicanvas import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, caption
+    from erasekit_worlds.minicanvas import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, caption
 
     return [caption(STYLES[i % 8], OBJECTS[(3 * i) % 8], UNLEARNCANVAS_TEMPLATE) for i in range(16)]
 

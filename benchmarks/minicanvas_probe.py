@@ -1,6 +1,6 @@
 """One MiniCanvas erasure, evaluated and explained: the tuning probe behind docs/methods.md's tuning tables.
 
-Erases one target with the world's plan (``erasekit/worlds/minicanvas/plans.py``) plus ``--set`` overrides, evaluates
+Erases one target with the world's plan (``erasekit_worlds/minicanvas/plans.py``) plus ``--set`` overrides, evaluates
 the patched pipeline the way ``benchmarks/minicanvas_unlearning.py`` does (UA, held-out UA, IRA, CRA on every pair,
 the world's sampler, the given seeds), and prints what the headline numbers hide: per-class accuracies, the most
 frequent confusions (what the erased class became, and what the retained classes turned into) and the cells where the
@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     import erasekit
-    from erasekit.eval.minicanvas import minicanvas_suite
     from erasekit.methods.config import parse_override
     from erasekit.models import DiffusionHandle, load_pipeline
-    from erasekit.worlds.minicanvas import weights_dir
-    from erasekit.worlds.minicanvas.plans import erasure_plan, parse_target
+    from erasekit_worlds.minicanvas import weights_dir
+    from erasekit_worlds.minicanvas.plans import erasure_plan, parse_target
+    from erasekit_worlds.minicanvas.suite import minicanvas_suite
 
     kind, name = parse_target(args.target)
     world = Path(args.world) if args.world else weights_dir()

@@ -133,7 +133,7 @@ def merge_settings(settings: dict, earlier: dict) -> None:
 
 def gold_manifest(world: str) -> dict:
     """What a gold world is: its recipe, seed, exclusions and the stages they applied to."""
-    from erasekit.worlds.minicanvas.recipe import EXCLUDABLE
+    from erasekit_worlds.recipes.minicanvas.recipe import EXCLUDABLE
 
     manifest = json.loads((Path(world) / "manifest.json").read_text(encoding="utf-8"))
     keys = ("recipe", "seed", "created", "exclude", "reused")
@@ -141,9 +141,9 @@ def gold_manifest(world: str) -> dict:
 
 
 def method_inputs(method: str, kind: str, name: str, cfg: dict) -> tuple[str, str | None, dict]:
-    """``(concept, anchor, extra config)`` for a target: :func:`erasekit.worlds.minicanvas.plans.erasure_plan`,
+    """``(concept, anchor, extra config)`` for a target: :func:`erasekit_worlds.minicanvas.plans.erasure_plan`,
     with the config's ``prompts`` section overriding its phrases."""
-    from erasekit.worlds.minicanvas.plans import erasure_plan
+    from erasekit_worlds.minicanvas.plans import erasure_plan
 
     return erasure_plan(method, f"{kind}:{name}", cfg.get("prompts"))
 
@@ -300,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args)
     torch.set_num_threads(args.threads)
     import erasekit
-    from erasekit.eval.minicanvas import minicanvas_suite
     from erasekit.models import DiffusionHandle, load_pipeline
-    from erasekit.worlds.minicanvas import weights_dir
+    from erasekit_worlds.minicanvas import weights_dir
+    from erasekit_worlds.minicanvas.suite import minicanvas_suite
 
     device = torch.device(
         "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")

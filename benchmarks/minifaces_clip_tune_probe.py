@@ -1,4 +1,4 @@
-"""Probe: what does the MiniFaces CLIP tune (:func:`erasekit.worlds.minifaces.train_clip.tune_face_clip`) do to a
+"""Probe: what does the MiniFaces CLIP tune (:func:`erasekit_worlds.recipes.minifaces.train_clip.tune_face_clip`) do to a
 main-stage CLIP's zero-shot accuracy per attribute?
 
 Loads a CLIP folder as the recipe saves it (fp16 weights, computed in fp32; e.g. ``WORK/clip/clip`` of a recipe run
@@ -23,9 +23,9 @@ import torch
 from erasekit._env import environment
 from erasekit._io import write_json
 from erasekit.models.tokenizer import clip_tokenizer
-from erasekit.worlds.minifaces.data import BINARY_ATTRIBUTES, PHRASES, TRAIN_TEMPLATES, prompt_phrase, render_bank
-from erasekit.worlds.minifaces.recipe import RecipeConfig, _reload_clip
-from erasekit.worlds.minifaces.train_clip import FaceClipTuneConfig, _prototype, tune_face_clip, zero_shot
+from erasekit_worlds.minifaces.data import BINARY_ATTRIBUTES, PHRASES, TRAIN_TEMPLATES, prompt_phrase, render_bank
+from erasekit_worlds.recipes.minifaces.recipe import RecipeConfig, _reload_clip
+from erasekit_worlds.recipes.minifaces.train_clip import FaceClipTuneConfig, _prototype, tune_face_clip, zero_shot
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

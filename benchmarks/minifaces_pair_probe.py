@@ -2,7 +2,7 @@
 of its training change that?
 
 For each binary attribute, ``--pairs`` latents (seeds of their own) are paired with the same latent with only that
-attribute flipped (:func:`erasekit.worlds.minifaces.train_gan.flipped_latents`), and the generator's difference
+attribute flipped (:func:`erasekit_worlds.recipes.minifaces.train_gan.flipped_latents`), and the generator's difference
 image of each pair is compared with the renderer's over the region the flip changes:
 
 - ``response``: the projection of the generator's difference onto the renderer's (1: it draws the change; 0: the
@@ -44,11 +44,11 @@ from erasekit.eval.gan import attribute_rates
 from erasekit.methods.config import _check_types, parse_override
 from erasekit.models.gan import StyleGANHandle
 from erasekit.models.stylegan import _normalize_2nd_moment, load_generator, save_generator
-from erasekit.worlds.minifaces import weights_dir
-from erasekit.worlds.minifaces.classifier import load_attribute_classifier
-from erasekit.worlds.minifaces.data import ATTRIBUTE_UNIFORMS, BINARY_ATTRIBUTES, LATENT_UNIFORMS
-from erasekit.worlds.minifaces.manifest import CLASSIFIER, GENERATOR
-from erasekit.worlds.minifaces.train_gan import (
+from erasekit_worlds.minifaces import weights_dir
+from erasekit_worlds.minifaces.classifier import load_attribute_classifier
+from erasekit_worlds.minifaces.data import ATTRIBUTE_UNIFORMS, BINARY_ATTRIBUTES, LATENT_UNIFORMS
+from erasekit_worlds.minifaces.manifest import CLASSIFIER, GENERATOR
+from erasekit_worlds.recipes.minifaces.train_gan import (
     GanTrainConfig,
     checkpoint_generator,
     flip_region,

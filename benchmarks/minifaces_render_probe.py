@@ -1,6 +1,6 @@
 """Probe: how well does a StyleGAN2 regressed onto the MiniFaces renderer draw faces, for a given size and budget?
 
-Trains a generator with the recipe's render objective (:mod:`erasekit.worlds.minifaces.train_gan`) and measures it
+Trains a generator with the recipe's render objective (:mod:`erasekit_worlds.recipes.minifaces.train_gan`) and measures it
 against the renderer on latents it never trained on (seeds of their own):
 
 - ``l1``: the mean absolute pixel error (images in ``[-1, 1]``) against the renderer's faces of the same latents;
@@ -31,14 +31,14 @@ import torch
 from erasekit._env import environment
 from erasekit._io import write_json
 from erasekit.images import grid, save_image
-from erasekit.worlds.minifaces.classifier import (
+from erasekit_worlds.minifaces.classifier import (
     ClassifierTrainConfig,
     evaluate_classifier,
     load_attribute_classifier,
     train_attribute_classifier,
 )
-from erasekit.worlds.minifaces.data import indicators, render_bank
-from erasekit.worlds.minifaces.train_gan import GanTrainConfig, checkpoint_generator, render_latents, train_gan
+from erasekit_worlds.minifaces.data import indicators, render_bank
+from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig, checkpoint_generator, render_latents, train_gan
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

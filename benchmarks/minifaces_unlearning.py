@@ -104,7 +104,7 @@ def parse_target_overrides(groups: list[list[str]], suite) -> dict[str, dict]:
 def other_attributes(target: str) -> list[str]:
     """The world's attributes other than ``target`` (an indicator name), as the phrases its captions use; the hair
     colours as one group (``"black hair | brown hair | ..."``), since "without red hair" is never said."""
-    from erasekit.worlds.minifaces.data import HAIR_COLOURS, PHRASES
+    from erasekit_worlds.minifaces.data import HAIR_COLOURS, PHRASES
 
     binary = [phrase for name, (phrase, _) in PHRASES.items() if name != target]
     if target.startswith("hair_"):  # the erased colour's faces take another colour: keep none of the group
@@ -194,15 +194,15 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import json
 
-    from erasekit.eval.gan import minifaces_gan_suite
-    from erasekit.worlds.minifaces import weights_dir
+    from erasekit_worlds.minifaces import weights_dir
+    from erasekit_worlds.minifaces.suite import minifaces_suite
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     world = Path(args.world) if args.world else weights_dir()
-    suite = minifaces_gan_suite(world)  # fails early, naming the recipe, when the folder holds no world
+    suite = minifaces_suite(world)  # fails early, naming the recipe, when the folder holds no world
     targets = [suite.parse_targets(t)[0] for t in args.targets]
     seeds, overrides = parse_seeds(args.seeds), parse_overrides(args.overrides)
     per_target = parse_target_overrides(args.target_overrides, suite)

@@ -35,8 +35,8 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
     import types
 
     import erasekit
-    import erasekit.eval.minicanvas
     import erasekit.models
+    import erasekit_worlds.minicanvas.suite
 
     bench = _load("minicanvas_unlearning")
     calls = []
@@ -51,7 +51,7 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
 
     monkeypatch.setattr(bench, "evaluate_run", fake_evaluate)
     monkeypatch.setattr(erasekit, "erase", fake_erase)
-    monkeypatch.setattr(erasekit.eval.minicanvas, "minicanvas_suite", lambda world: None)
+    monkeypatch.setattr(erasekit_worlds.minicanvas.suite, "minicanvas_suite", lambda world: None)
     monkeypatch.setattr(erasekit.models, "load_pipeline", lambda *a, **k: None)
     monkeypatch.setattr(erasekit.models, "DiffusionHandle", lambda pipe: None)
     out, md = tmp_path / "r.json", tmp_path / "r.md"
@@ -178,7 +178,7 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
 
 
 def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoints(minifaces_world, tmp_path):
-    from erasekit.worlds.minifaces.data import BINARY_ATTRIBUTES
+    from erasekit_worlds.minifaces.data import BINARY_ATTRIBUTES
 
     probe = _load("minifaces_pair_probe")
     out, saved = tmp_path / "p.json", tmp_path / "g.safetensors"
@@ -198,7 +198,7 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
     # --checkpoint measures a training checkpoint's EMA generator against the world's judge
     import torch
 
-    from erasekit.worlds.minifaces.train_gan import GanTrainConfig, train_gan
+    from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig, train_gan
 
     manifest = json.loads((minifaces_world / "manifest.json").read_text())
     cfg = GanTrainConfig(**{**manifest["config"]["gan"], "steps": 3, "batch_size": 4})

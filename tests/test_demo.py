@@ -139,7 +139,7 @@ def test_selecting_an_unusable_model_keeps_the_previous_one(server, session):
 
 
 def test_default_choices_explain_missing_worlds():
-    from erasekit.worlds.minicanvas import weights_dir
+    from erasekit_worlds.minicanvas import weights_dir
 
     catalog = ModelCatalog(default_choices())
     assert [c.key for c in catalog] == ["minicanvas", "tiny-sd", "minifaces"]
@@ -150,7 +150,7 @@ def test_default_choices_explain_missing_worlds():
         assert "--model-dir" in catalog.unavailable("minicanvas")
         with pytest.raises(ValueError, match="erasekit world train minicanvas"):
             catalog.handle("minicanvas")
-    from erasekit.worlds.minifaces import weights_dir as faces_dir
+    from erasekit_worlds.minifaces import weights_dir as faces_dir
 
     faces = (faces_dir() / "generator.safetensors").is_file()
     assert (catalog.unavailable("minifaces") is None) == faces

@@ -278,9 +278,9 @@ def test_open_clip_checkpoint_behind_the_clip_interface(tmp_path):
 
 
 def test_minicanvas_suite_from_a_world_folder(tmp_path):
-    from erasekit.eval import minicanvas_suite
-    from erasekit.worlds.minicanvas import OBJECTS, STYLES
-    from erasekit.worlds.minicanvas.classifier import ClassifierConfig, ImageClassifier
+    from erasekit_worlds.minicanvas import OBJECTS, STYLES
+    from erasekit_worlds.minicanvas.classifier import ClassifierConfig, ImageClassifier
+    from erasekit_worlds.minicanvas.suite import minicanvas_suite
 
     with pytest.raises(ValueError, match="erasekit world train minicanvas"):
         minicanvas_suite(tmp_path)

@@ -69,21 +69,27 @@ def _suite_kwargs(args) -> dict:
             "arch": args.classifier_arch,
             "trust_pickle": args.trust_pickle,
         }
-    return {"world_dir": args.world} if args.world else {}
+    if args.world:
+        return {"world_dir": args.world}
+    from ..plugins import world_of_spec
+
+    found = world_of_spec(str(args.model))  # default: the folder of the world the model came from
+    return {"world_dir": found[1]} if found is not None and found[0].suite == args.suite else {}
 
 
-def _run_gan(args) -> int:
-    """MiniFaces: attribute rates before/after, drift, CLIP-space FID and γ (:func:`erasekit.eval.evaluate_gan`)."""
+def _run_gan(args, suite) -> int:
+    """A StyleGAN2 suite: attribute rates before/after, drift, CLIP-space FID and γ (:func:`erasekit.eval.evaluate_gan`)."""
     from ..eval.gan import evaluate_gan
 
     if not args.target:
-        raise ValueError("--suite minifaces needs --target: the erased attribute(s), e.g. --target glasses.")
+        raise ValueError(f"--suite {args.suite} needs --target: the erased attribute(s), e.g. --target glasses.")
+    suite.parse_targets(args.target)  # validated before the model loads
     handle = load_handle(args)
     report = evaluate_gan(
         handle,
         load_patches(args.patch),
         args.target,
-        suite=args.world,
+        suite=suite,
         seeds=parse_seeds(args.seeds),
         batch_size=args.batch_size,
         fid=not args.no_fid,
@@ -100,11 +106,11 @@ def _run_gan(args) -> int:
 
 
 def run(args) -> int:
-    from ..eval import evaluate, get_suite
+    from ..eval import GanSuite, evaluate, get_suite
 
-    if args.suite == "minifaces":
-        return _run_gan(args)
     suite = get_suite(args.suite, **_suite_kwargs(args))
+    if isinstance(suite, GanSuite):
+        return _run_gan(args, suite)
     target = suite.parse_target(args.target)  # validated before the model loads
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     handle = load_handle(args)

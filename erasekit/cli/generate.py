@@ -68,7 +68,10 @@ def run(args) -> int:
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
-    gan = str(args.model).startswith("minifaces") or str(args.model).endswith(".safetensors")
+    from ..plugins import world_of_spec
+
+    found = world_of_spec(str(args.model))
+    gan = (found is not None and found[0].kind == "stylegan") or str(args.model).endswith(".safetensors")
     if not prompts and not gan:
         raise ValueError("No prompt given: pass --prompt TEXT (repeatable) or --prompts-file FILE.")
     handle = load_handle(args)

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..methods import get_method, list_methods
-    from ..models import BUILTIN_SPECS
+    from ..models.specs import builtin_specs
     from ..patch.targets import PRESETS, describe_presets
 
     if args.method:
@@ -41,7 +41,7 @@ def run(args) -> int:
     for kind in PRESETS:
         print(f"target presets ({kind}):\n{describe_presets(kind)}")
     print("models:")
-    for name, desc in BUILTIN_SPECS.items():
+    for name, desc in builtin_specs().items():
         print(f"  {name:18s} {desc}")
     print("  local:/path        a diffusers pipeline folder")
     return 0

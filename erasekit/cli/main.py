@@ -6,9 +6,10 @@ import argparse
 import logging
 import sys
 
-from . import apply, demo, erase, evaluate, generate, info, listing, quickstart, world
+from ..plugins import commands
+from . import apply, demo, erase, evaluate, generate, info, listing, quickstart
 
-SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart, world, demo)
+SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart, demo)
 
 EPILOG = """examples:
   erasekit list
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    for module in commands():  # plugins' subcommands, e.g. `erasekit world` from erasekit_worlds
         module.add_parser(sub)
     return parser
 

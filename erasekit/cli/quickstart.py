@@ -1,6 +1,7 @@
-"""``erasekit quickstart``: the main job end to end on a MiniCanvas world: evaluate, erase, evaluate again, report.
+"""``erasekit quickstart``: the main job end to end on a world: evaluate, erase, evaluate again, report.
 
-With a MiniCanvas model (``minicanvas``, the shipped world, or ``minicanvas:DIR``) the quickstart erases a target
+With a diffusion world that has a suite and an erasure plan (registered by a plugin; ``minicanvas``, the shipped
+MiniCanvas world, is the default, ``minicanvas:DIR`` a trained one) the quickstart erases a target
 (default: SalUn on ``style:Watercolor``), evaluates the model before and after on the world's grid with the same
 seeds, prints the UA/IRA/CRA table, and writes ``patch.safetensors``, ``before_after.png``, ``report.json`` and
 ``report.md`` under ``--out``. With any other model (``tiny-sd``, a diffusers folder) it erases ``--concept`` and
@@ -36,9 +37,11 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.set_defaults(model="minicanvas")
     p.add_argument("--method", default="salun", help="method (default salun)")
-    p.add_argument("--target", default="style:Watercolor", help="MiniCanvas target, style:NAME or object:NAME")
-    p.add_argument("--concept", default=None, help="concept to erase, for models that are not a MiniCanvas world")
-    p.add_argument("--other", default="a dog", help="a prompt to keep, shown beside --concept (non-MiniCanvas)")
+    p.add_argument("--target", default="style:Watercolor", help="the world's target, style:NAME or object:NAME")
+    p.add_argument("--concept", default=None, help="concept to erase, for models that are not a world with a suite")
+    p.add_argument(
+        "--other", default="a dog", help="a prompt to keep, shown beside --concept (models without a suite)"
+    )
     add_override_arg(p)
     p.add_argument("--seeds", default="0-1", help="seeds of the evaluation grid (default 0-1)")
     p.add_argument("--fid", action="store_true", help="also compute FID (slower)")
@@ -46,24 +49,23 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def world_of(model: str) -> Path | None:
-    """The world folder of a MiniCanvas model spec, or ``None`` for other models."""
-    from ..worlds.minicanvas import weights_dir
+def world_of(model: str):
+    """``(world, folder)`` of a diffusion world spec that can run the quickstart (a suite and a plan), else ``None``."""
+    from ..plugins import world_of_spec
 
-    if model == "minicanvas":
-        return weights_dir()
-    if model.startswith("minicanvas:"):
-        return Path(model.split(":", 1)[1])
-    return None
+    found = world_of_spec(model)
+    if found is None or found[0].kind != "diffusion" or found[0].suite is None or found[0].plan is None:
+        return None
+    return found
 
 
 def run(args) -> int:
-    world = world_of(args.model)
-    if world is None or args.concept:
+    found = world_of(args.model)
+    if found is None or args.concept:
         if not args.concept:
-            raise SystemExit(f"--model {args.model} is not a MiniCanvas world: give the --concept to erase.")
+            raise SystemExit(f"--model {args.model} is not a world with a suite: give the --concept to erase.")
         return _run_concept(args)
-    return _run_world(args, world)
+    return _run_world(args, *found)
 
 
 def _table(before: dict, after: dict) -> str:
@@ -103,20 +105,18 @@ def _comparison_grid(before, after, suite, target, n_seeds: int):
     return grid(images, len(cols_of), labels, list(cols_of), mark_rows=(0, 1))
 
 
-def _run_world(args, world: Path) -> int:
+def _run_world(args, world, folder: Path) -> int:
     from .. import erase, evaluate, resolve_config
     from .._io import write_json, write_text
-    from ..eval.minicanvas import minicanvas_suite
+    from ..eval import get_suite
     from ..images import save_image
-    from ..worlds.minicanvas.plans import erasure_plan, parse_target
 
-    kind, name = parse_target(args.target)
-    target = f"{kind}:{name}"
-    manifest = json.loads((world / "manifest.json").read_text(encoding="utf-8")) if world.is_dir() else {}
-    suite = minicanvas_suite(world)  # a clear error when the world is missing
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8")) if folder.is_dir() else {}
+    suite = get_suite(world.suite, world_dir=folder)  # a clear error when the world is missing
+    target = str(suite.parse_target(args.target))
     sampling = manifest.get("sampling", {})
     seeds, out = parse_seeds(args.seeds), Path(args.out)
-    concept, anchor, plan = erasure_plan(args.method, target)
+    concept, anchor, plan = world.plan(args.method, target)
     cfg = resolve_config(args.method, None, plan).with_overrides(args.overrides)
     handle = load_handle(args)
     metrics = ["ua", "ira", "cra", "retainability", "clip_score", "efficiency"] + (["fid"] if args.fid else [])
@@ -140,7 +140,7 @@ def _run_world(args, world: Path) -> int:
     table = _table(before.metrics, after.metrics)
     report = {
         "model": args.model,
-        "world": str(world),
+        "world": str(folder),
         "method": args.method,
         "target": target,
         "concept": concept,

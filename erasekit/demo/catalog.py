@@ -105,104 +105,112 @@ class ModelCatalog:
             yield handle
 
 
-def _shipped_minicanvas_missing() -> str | None:
-    from ..worlds.minicanvas import weights_dir
+_LABELS = {"diffusion": "shipped", "stylegan": "StyleGAN2"}
 
-    folder = weights_dir() / "pipeline"
-    if (folder / "model_index.json").is_file():
+
+def _missing(world) -> Callable[[], str | None]:
+    """A probe: why the shipped ``world`` cannot be used (its weights are not installed), or ``None``."""
+
+    def probe() -> str | None:
+        try:
+            world.model_path(world.shipped())
+        except ValueError as err:
+            return (
+                f"The shipped {world.name} weights are not in this installation ({err}) Train a world with "
+                f"`erasekit world train {world.name} --out DIR` and start the demo with `--model-dir DIR`."
+            )
         return None
-    return (
-        f"The shipped MiniCanvas weights are not in this installation yet (no pipeline at {folder}). Train a world "
-        "with `erasekit world train minicanvas --out DIR` and start the demo with `erasekit demo --model-dir DIR`."
-    )
+
+    return probe
 
 
-def _minifaces_missing() -> str | None:
-    from ..worlds.minifaces import weights_dir
-    from ..worlds.minifaces.manifest import GENERATOR
-
-    path = weights_dir() / GENERATOR
-    if path.is_file():
-        return None
-    return (
-        f"The shipped MiniFaces weights are not in this installation (no generator at {path}). Train a world with "
-        "`erasekit world train minifaces --out DIR` and use it from the CLI (`--model minifaces:DIR`)."
-    )
-
-
-def _world_suite(world: Path) -> Callable[[], Any] | None:
-    """A MiniCanvas suite factory for a world folder that has classifiers, else ``None``."""
-    if not (world / "classifiers" / "style.safetensors").is_file():
+def _suite_factory(world, folder: Path | None) -> Callable[[], Any] | None:
+    """A suite factory for ``world`` at ``folder`` (``None``: the shipped one), or ``None`` when it has no suite."""
+    if world.suite is None:
         return None
 
     def suite():
-        from ..eval import minicanvas_suite
+        from ..eval import get_suite
 
-        return minicanvas_suite(world)
+        return get_suite(world.suite, **({"world_dir": folder} if folder is not None else {}))
 
     return suite
 
 
+def _world_choice(world, kw: dict) -> ModelChoice:
+    from ..models import load_model
+
+    kwargs = kw if world.kind == "diffusion" else {"device": kw.get("device")}
+    return ModelChoice(
+        world.name,
+        f"{world.title or world.name} ({_LABELS.get(world.kind, world.kind)})",
+        world.kind,
+        lambda: load_model(world.name, **kwargs),
+        _suite_factory(world, None),
+        _missing(world),
+    )
+
+
 def local_choice(index: int, folder: str | Path, load_kwargs: dict) -> ModelChoice:
-    """A choice for a folder named on the server's command line: a diffusers pipeline or a MiniCanvas world.
+    """A choice for a folder named on the server's command line: a diffusers pipeline or a diffusion world's folder.
 
     Raises:
         ValueError: the folder is neither (checked when the server starts, not when a browser asks).
     """
     from ..models import load_model
+    from ..plugins import list_worlds
 
     path = Path(folder).expanduser().resolve()
-    if (path / "pipeline" / "model_index.json").is_file():  # a world: its pipeline, and its suite when trained
-        spec, suite = f"minicanvas:{path}", _world_suite(path)
-    elif (path / "model_index.json").is_file():
-        spec, suite = str(path), _world_suite(path.parent)
+    worlds = [w for w in list_worlds() if w.kind == "diffusion" and w.recognises is not None]
+    world = next((w for w in worlds if w.recognises(path)), None)
+    if world is not None:  # a world: its pipeline, and its suite when trained
+        spec, suite = f"{world.name}:{path}", _trained_suite(world, path)
+    elif (path / "model_index.json").is_file():  # a pipeline folder, perhaps inside a world folder
+        spec = str(path)
+        world = next((w for w in worlds if w.recognises(path.parent)), None)
+        suite = _trained_suite(world, path.parent) if world is not None else None
     else:
+        names = ", ".join(w.name for w in worlds) or "none registered"
         raise ValueError(
-            f"--model-dir {folder}: not a diffusers pipeline folder (no model_index.json) nor a MiniCanvas world "
-            "(no pipeline/model_index.json)."
+            f"--model-dir {folder}: not a diffusers pipeline folder (no model_index.json) nor a world folder "
+            f"({names})."
         )
     return ModelChoice(
         f"local-{index}", f"{path.name} (local folder)", "diffusion", lambda: load_model(spec, **load_kwargs), suite
     )
 
 
+def _trained_suite(world, folder: Path) -> Callable[[], Any] | None:
+    """The suite of a trained world folder, when the folder is complete enough to judge with (its suite loads)."""
+    factory = _suite_factory(world, folder)
+    if factory is None:
+        return None
+    try:
+        factory()
+    except ValueError:  # e.g. a world folder without classifiers: no Evaluate tab for it
+        return None
+    return factory
+
+
 def default_choices(model_dirs: Sequence[str | Path] = (), device: str | None = None, dtype=None) -> list[ModelChoice]:
-    """The demo's model list: shipped MiniCanvas, ``tiny-sd``, the server's ``model_dirs``, and MiniFaces.
+    """The demo's model list: the shipped diffusion worlds, ``tiny-sd``, the server's ``model_dirs``, then the
+    shipped StyleGAN2 worlds (worlds come from the registered plugins, :mod:`erasekit.plugins`).
 
     Args:
-        model_dirs: local diffusers folders or MiniCanvas world folders (from the server's command line).
+        model_dirs: local diffusers folders or world folders (from the server's command line).
         device, dtype: where and in which precision models load (default: CUDA if present; fp32 on CPU).
     """
     from ..models import load_model
+    from ..plugins import list_worlds
 
     kw = {"device": device, "dtype": dtype}
-
-    def minicanvas_suite():
-        from ..eval import get_suite
-
-        return get_suite("minicanvas")
-
-    choices = [
-        ModelChoice(
-            "minicanvas",
-            "MiniCanvas (shipped)",
-            "diffusion",
-            lambda: load_model("minicanvas", **kw),
-            minicanvas_suite,
-            _shipped_minicanvas_missing,
-        ),
-        ModelChoice(
-            "tiny-sd", "tiny-sd (random weights, smoke test)", "diffusion", lambda: load_model("tiny-sd", **kw)
-        ),
-    ]
-    choices += [local_choice(i, d, kw) for i, d in enumerate(model_dirs, start=1)]
+    worlds = list_worlds()
+    choices = [_world_choice(w, kw) for w in worlds if w.kind == "diffusion"]
     choices.append(
         ModelChoice(
-            "minifaces",
-            "MiniFaces (StyleGAN2)",
-            "stylegan",
-            lambda: load_model("minifaces", device=device),
-            probe=_minifaces_missing,
+            "tiny-sd", "tiny-sd (random weights, smoke test)", "diffusion", lambda: load_model("tiny-sd", **kw)
         )
     )
+    choices += [local_choice(i, d, kw) for i, d in enumerate(model_dirs, start=1)]
+    choices += [_world_choice(w, kw) for w in worlds if w.kind != "diffusion"]
     return choices

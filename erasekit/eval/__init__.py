@@ -2,9 +2,8 @@
 rates, drift, CLIP-space FID, γ) for StyleGAN2 erasures."""
 
 from .evaluate import classify, evaluate
-from .gan import GanReport, GanSuite, evaluate_gan, minifaces_gan_suite, wasserstein_1
+from .gan import GanReport, GanSuite, evaluate_gan, wasserstein_1
 from .metrics import EvalContext, get_metric, list_metrics, register_metric, unlearncanvas_scores
-from .minicanvas import minicanvas_suite
 from .report import EvalReport
 from .suite import UNLEARNCANVAS_TEMPLATE, Suite, Target, get_suite, list_suites, register_suite
 from .unlearncanvas import load_timm_classifier, unlearncanvas_suite
@@ -25,8 +24,6 @@ __all__ = [
     "list_metrics",
     "list_suites",
     "load_timm_classifier",
-    "minicanvas_suite",
-    "minifaces_gan_suite",
     "unlearncanvas_suite",
     "register_metric",
     "register_suite",

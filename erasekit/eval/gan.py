@@ -10,7 +10,7 @@ The same seeds are sampled before and after the patch, and every image is judged
   distributions of CLIP scores (100 · cosine of image and attribute prompt) before and after.
 
 Example:
-    >>> suite = minifaces_gan_suite("worlds/minifaces")
+    >>> suite = erasekit.eval.get_suite("minifaces", world_dir="worlds/minifaces")
     >>> report = evaluate_gan("minifaces:worlds/minifaces", patch, "glasses", suite=suite, seeds=range(1000))
     >>> report["glasses_rate_after"], report["gamma"]
 """
@@ -153,47 +153,6 @@ class GanSuite:
         return list(dict.fromkeys(names))
 
 
-def minifaces_gan_suite(world_dir: str | Path | None = None) -> GanSuite:
-    """The MiniFaces suite from a world folder (default: the shipped world): its attribute classifier, its CLIP and
-    held-out renders as FID references."""
-    from ..worlds.minifaces import (
-        HAIR_COLOURS,
-        HELDOUT_OFFSET,
-        HELDOUT_TEMPLATES,
-        INDICATORS,
-        load_attribute_classifier,
-        prompt_phrase,
-        render,
-        resolve_indicator,
-        weights_dir,
-    )
-    from .clip import clip_loader
-
-    world = Path(world_dir) if world_dir else weights_dir()
-    path = world / "classifier" / "attributes.safetensors"
-    if not path.is_file():
-        raise ValueError(
-            f"No MiniFaces world at {world} ({path.relative_to(world)} is missing). Train one with "
-            "`erasekit world train minifaces --out DIR` and pass that folder."
-        )
-
-    def reference(n: int) -> torch.Tensor:
-        images = [render(HELDOUT_OFFSET + i, 0)[0] for i in range(n)]
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-
-    return GanSuite(
-        name="minifaces",
-        classifier=load_attribute_classifier(path),
-        indicators=list(INDICATORS),
-        resolve=resolve_indicator,
-        prompts=lambda name: [t.format(prompt_phrase(name)) for t in HELDOUT_TEMPLATES],
-        groups={f"hair_{c}": "hair" for c in HAIR_COLOURS},
-        clip=clip_loader(world / "clip") if (world / "clip" / "config.json").is_file() else None,
-        reference_images=reference,
-        info={"world": str(world)},
-    )
-
-
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
@@ -279,6 +238,26 @@ def _rate_metrics(suite: GanSuite, targets: list[str], before: dict, after: dict
     return out
 
 
+def _suite_for(handle, suite: str | Path | None) -> GanSuite:
+    """A registered suite by name, or the suite of the world the model came from (at ``suite`` if a folder)."""
+    from .suite import get_suite, list_suites
+
+    if isinstance(suite, str) and suite in list_suites():
+        found = get_suite(suite)
+    else:
+        name = getattr(handle, "suite_name", None)
+        if name is None:
+            raise ValueError(
+                "This generator did not come from a world with a suite: pass suite=GanSuite(...) or a registered "
+                f"suite name ({', '.join(list_suites())})."
+            )
+        world = suite if suite is not None else getattr(handle, "world", None)
+        found = get_suite(name, **({"world_dir": world} if world is not None else {}))
+    if not isinstance(found, GanSuite):
+        raise ValueError(f"Suite {found.name!r} judges diffusion pipelines, not StyleGAN2 generators.")
+    return found
+
+
 def evaluate_gan(
     model,
     patch,
@@ -299,7 +278,8 @@ def evaluate_gan(
         model: a StyleGAN2 generator, a :class:`~erasekit.models.StyleGANHandle` or a spec (``"minifaces:DIR"``).
         patch: the :class:`~erasekit.ErasurePatch` (applied at ``scale`` while sampling "after", then removed).
         target: the erased attribute(s): ``"glasses"``, ``"glasses, beard"``, a list, or phrases the suite resolves.
-        suite: a :class:`GanSuite`, a MiniFaces world folder, or ``None`` for the world the model came from.
+        suite: a :class:`GanSuite`, a registered suite name, a world folder (judged by the suite of the model's world),
+            or ``None`` for the world the model came from.
         seeds: the fixed seed list (the same for every method).
         fid: also compute FID before and after against the suite's reference images in its CLIP feature space.
 
@@ -313,7 +293,7 @@ def evaluate_gan(
     if handle.kind != "stylegan":
         raise ValueError(f"evaluate_gan needs a StyleGAN2 generator, got a {handle.kind} model.")
     if not isinstance(suite, GanSuite):
-        suite = minifaces_gan_suite(suite if suite is not None else getattr(handle, "world", None))
+        suite = _suite_for(handle, suite)
     targets, seeds = suite.parse_targets(target), [int(s) for s in seeds]
     if len(seeds) < 2:
         raise ValueError("evaluate_gan needs at least 2 seeds.")

@@ -1,8 +1,9 @@
 """Evaluation suites: the class lists, prompt templates, classifiers, CLIP and reference images of a benchmark.
 
 A suite is the UnlearnCanvas protocol's world: styles x objects, prompts ``template.format(style, object)``, and two
-classifiers that judge every generated image. ``"minicanvas"`` is built from the shipped (or a trained) MiniCanvas
-world; ``unlearncanvas_suite`` wraps the real UnlearnCanvas data and classifier checkpoints.
+classifiers that judge every generated image. Suites are registered by name (:func:`register_suite`): erasekit's
+own ``unlearncanvas_suite`` wraps the real UnlearnCanvas data and classifier checkpoints, and plugins register
+theirs (the shipped worlds' ``"minicanvas"`` and ``"minifaces"``, see :mod:`erasekit.plugins`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from ..plugins import load_plugins
 
 UNLEARNCANVAS_TEMPLATE = "A {object} image in {style} style."
 
@@ -100,13 +103,17 @@ def register_suite(name: str):
 
 
 def get_suite(name_or_suite: str | Suite, **kwargs) -> Suite:
-    """A suite by name (``"minicanvas"``) or the suite itself."""
-    if isinstance(name_or_suite, Suite):
+    """A suite by name (``"minicanvas"``) or the suite itself; ``kwargs`` go to the suite's factory."""
+    if not isinstance(name_or_suite, str):
         return name_or_suite
+    if name_or_suite not in _SUITES:
+        load_plugins()
     if name_or_suite not in _SUITES:
         raise ValueError(f"Unknown suite {name_or_suite!r}; available: {', '.join(sorted(_SUITES))}.")
     return _SUITES[name_or_suite](**kwargs)
 
 
 def list_suites() -> list[str]:
+    """The registered suite names (plugins included)."""
+    load_plugins()
     return sorted(_SUITES)

@@ -3,10 +3,11 @@
 from .base import ModelHandle, named_parameters
 from .gan import StyleGANHandle
 from .sd import DiffusionHandle, attention_backend, default_dtype, set_attention_backend
-from .specs import BUILTIN_SPECS, load_model, load_pipeline
+from .specs import BUILTIN_SPECS, builtin_specs, load_model, load_pipeline
 
 __all__ = [
     "BUILTIN_SPECS",
+    "builtin_specs",
     "DiffusionHandle",
     "ModelHandle",
     "StyleGANHandle",

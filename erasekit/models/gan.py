@@ -30,6 +30,7 @@ class StyleGANHandle(ModelHandle):
     kind = "stylegan"
     spec: str | None = None  # how the model was named when loaded, recorded in patch metadata
     world: Path | None = None  # the world folder it came from (``minifaces:DIR``): methods find its CLIP there
+    suite_name: str | None = None  # the registered suite that judges the world it came from
 
     def __init__(self, generator: nn.Module):
         if not is_generator(generator):

@@ -1,4 +1,5 @@
-"""Resolve model specs: ``"tiny-sd"``, ``"local:/path"`` or a plain path to a diffusers folder.
+"""Resolve model specs: ``"tiny-sd"``, a registered world (``"NAME"`` or ``"NAME:/path"``, see
+:mod:`erasekit.plugins`), ``"local:/path"`` or a plain path to a diffusers folder.
 
 Loading never executes code and never touches a model hub: folders load with ``local_files_only=True`` and
 safetensors weights only.
@@ -17,40 +18,20 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_SPECS = {
     "tiny-sd": "tiny random Stable Diffusion components built in code (tests and smoke runs)",
-    "minicanvas": "the shipped MiniCanvas world's Stable Diffusion pipeline (minicanvas:/path for a trained world)",
-    "minifaces": "the shipped MiniFaces world's StyleGAN2 generator (minifaces:/path for a trained world)",
 }
 
 
-def _world_pipeline(spec: str) -> Path:
-    """``minicanvas`` -> the shipped world's pipeline folder; ``minicanvas:/path/to/world`` -> that world's."""
-    from ..worlds.minicanvas import weights_dir
+def builtin_specs() -> dict[str, str]:
+    """Every model name ``load_model`` knows without a path: ``tiny-sd`` and the registered worlds."""
+    from ..plugins import list_worlds
 
-    world = Path(spec.split(":", 1)[1]) if ":" in spec else weights_dir()
-    folder = world / "pipeline"
-    if not (folder / "model_index.json").is_file():
-        raise ValueError(
-            f"No MiniCanvas pipeline at {folder}. Train a world with `erasekit world train minicanvas "
-            "--out DIR` and use --model minicanvas:DIR."
-        )
-    return folder
+    return {**BUILTIN_SPECS, **{w.name: w.description for w in list_worlds()}}
 
 
-def _is_minifaces(spec) -> bool:
-    return isinstance(spec, str) and (spec == "minifaces" or spec.startswith("minifaces:"))
+def _world(spec):
+    from ..plugins import world_of_spec
 
-
-def _world_generator(spec: str) -> Path:
-    """``minifaces`` -> the shipped world's folder; ``minifaces:/path/to/world`` -> that folder (with a generator)."""
-    from ..worlds.minifaces import weights_dir
-
-    world = Path(spec.split(":", 1)[1]).expanduser() if ":" in spec else weights_dir()
-    if not (world / "generator.safetensors").is_file():
-        raise ValueError(
-            f"No MiniFaces generator at {world / 'generator.safetensors'}. Train a world with `erasekit world train "
-            "minifaces --out DIR` and use --model minifaces:DIR."
-        )
-    return world
+    return world_of_spec(spec)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -93,8 +74,8 @@ def load_pipeline(
     """Load a Stable Diffusion pipeline from a spec.
 
     Args:
-        spec: ``"tiny-sd"``, ``"minicanvas"`` (the shipped world), ``"minicanvas:/path/to/world"``,
-            ``"local:/path/to/folder"`` or a path to a folder written by ``save_pretrained``.
+        spec: ``"tiny-sd"``, a registered diffusion world (``"minicanvas"`` for the shipped one,
+            ``"minicanvas:/path/to/world"``), ``"local:/path/to/folder"`` or a folder written by ``save_pretrained``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default CUDA when present, else CPU.
         dtype: default fp32 on CPU, bf16 (or fp16) on CUDA.
         attention: ``"auto"`` (SDPA; xformers if installed on CUDA), ``"sdpa"``, ``"xformers"`` or ``"eager"``.
@@ -112,14 +93,17 @@ def load_pipeline(
         from .tiny import tiny_sd_pipeline
 
         pipe = tiny_sd_pipeline()
-    elif spec == "minicanvas" or spec.startswith("minicanvas:"):
-        pipe = _load_folder(_world_pipeline(spec), dtype)
-    elif _is_minifaces(spec):
-        raise ValueError(f"{spec!r} is a StyleGAN2 world, not a diffusers pipeline; load it with erasekit.load_model.")
+    elif (found := _world(spec)) is not None:
+        world, folder = found
+        if world.kind != "diffusion":
+            raise ValueError(
+                f"{spec!r} is a {world.kind} world, not a diffusers pipeline; load it with erasekit.load_model."
+            )
+        pipe = _load_folder(world.model_path(folder), dtype)
     else:
         path = Path(spec[len("local:") :] if spec.startswith("local:") else spec).expanduser()
         if not path.exists():
-            known = ", ".join(f"{k!r}" for k in BUILTIN_SPECS)
+            known = ", ".join(f"{k!r}" for k in builtin_specs())
             raise ValueError(f"Unknown model {spec!r}: not a built-in ({known}) and no folder at {path}.")
         pipe = _load_folder(path, dtype)
     pipe = pipe.to(device)
@@ -132,9 +116,9 @@ def load_pipeline(
 def load_model(spec_or_model, **kwargs):
     """A model handle from a spec string, a pipeline, a StyleGAN2 generator, or a handle (returned as is).
 
-    Specs ending in ``.safetensors`` load an erasekit StyleGAN2 generator, ``"minifaces"`` / ``"minifaces:DIR"`` a
-    MiniFaces world's generator (its handle's ``world`` is the folder, where methods find the world's CLIP);
-    anything else a diffusers pipeline.
+    Specs ending in ``.safetensors`` load an erasekit StyleGAN2 generator; a registered StyleGAN2 world
+    (``"minifaces"`` / ``"minifaces:DIR"``) its generator (the handle's ``world`` is the folder, where methods find the
+    world's CLIP, and ``suite_name`` the suite that judges it); anything else a diffusers pipeline.
     """
     from .base import ModelHandle
     from .gan import StyleGANHandle, is_generator
@@ -143,13 +127,14 @@ def load_model(spec_or_model, **kwargs):
         return spec_or_model
     if is_generator(spec_or_model):
         return StyleGANHandle(spec_or_model)
-    if _is_minifaces(spec_or_model):
+    found = _world(spec_or_model)
+    if found is not None and found[0].kind == "stylegan":
         from .stylegan import load_generator
 
-        world = _world_generator(spec_or_model)
+        world, folder = found
         device = _resolve_device(kwargs.get("device"))
-        handle = StyleGANHandle(load_generator(world / "generator.safetensors", device=device))
-        handle.spec, handle.world = spec_or_model, world
+        handle = StyleGANHandle(load_generator(world.model_path(folder), device=device))
+        handle.spec, handle.world, handle.suite_name = spec_or_model, folder, world.suite
         return handle
     if isinstance(spec_or_model, str | Path) and str(spec_or_model).endswith(".safetensors"):
         from .stylegan import load_generator

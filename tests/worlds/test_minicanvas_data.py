@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from erasekit.worlds.minicanvas import (
+from erasekit_worlds.minicanvas import (
     HELDOUT_OFFSET,
     HELDOUT_TEMPLATES,
     OBJECTS,
@@ -31,8 +31,8 @@ from erasekit.worlds.minicanvas import (
     stable_seed,
     style_folder,
 )
-from erasekit.worlds.minicanvas.objects import register_object
-from erasekit.worlds.minicanvas.styles import register_style
+from erasekit_worlds.minicanvas.objects import register_object
+from erasekit_worlds.minicanvas.styles import register_style
 
 # ---------------------------------------------------------------------------------------------------- names
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.cli import world as world_cli
-from erasekit.worlds.minicanvas import (
+from erasekit_worlds import cli as world_cli
+from erasekit_worlds.minicanvas import (
     OBJECTS,
     STYLES,
     ClassifierConfig,
@@ -23,8 +23,8 @@ from erasekit.worlds.minicanvas import (
     verify_manifest,
     weights_dir,
 )
-from erasekit.worlds.minicanvas.recipe import check_exclude, check_exclude_from, quick_config, train_world
-from erasekit.worlds.minicanvas.training import CaptionBank, _shift, augment, generator
+from erasekit_worlds.recipes.minicanvas.recipe import check_exclude, check_exclude_from, quick_config, train_world
+from erasekit_worlds.recipes.minicanvas.training import CaptionBank, _shift, augment, generator
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -90,7 +90,7 @@ def test_clip_folder_and_its_processor(world):
     from transformers import CLIPModel, CLIPProcessor
 
     from erasekit.models.tokenizer import clip_tokenizer
-    from erasekit.worlds.minicanvas.train_clip import normalise
+    from erasekit_worlds.recipes.minicanvas.train_clip import normalise
 
     model = CLIPModel.from_pretrained(world / "clip", local_files_only=True)
     processor = CLIPProcessor.from_pretrained(world / "clip", local_files_only=True)

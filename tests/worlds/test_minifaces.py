@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from erasekit.worlds.minifaces import (
+from erasekit_worlds.minifaces import (
     ATTRIBUTES,
     BINARY_ATTRIBUTES,
     HAIR_COLOURS,
@@ -39,7 +39,7 @@ from erasekit.worlds.minifaces import (
     sample_attributes,
     verify_manifest,
 )
-from erasekit.worlds.minifaces.data import PHRASES, check_attributes, consistent
+from erasekit_worlds.minifaces.data import PHRASES, check_attributes, consistent
 
 # ---------------------------------------------------------------------------------------------------- data
 
@@ -177,7 +177,7 @@ def test_classifier_save_load_round_trip_and_refusals(tmp_path):
 
 
 def test_discriminator_shapes_and_batch_check():
-    from erasekit.worlds.minifaces.discriminator import Discriminator, DiscriminatorConfig
+    from erasekit_worlds.recipes.minifaces.discriminator import Discriminator, DiscriminatorConfig
 
     D = Discriminator(DiscriminatorConfig(resolution=16, channel_base=64, channel_max=8, mbstd_group=2))
     assert D(torch.rand(4, 3, 16, 16) * 2 - 1).shape == (4,)
@@ -188,8 +188,8 @@ def test_discriminator_shapes_and_batch_check():
 
 
 def test_a_face_is_a_function_of_its_uniforms():
-    from erasekit.worlds.minicanvas.data import stable_seed
-    from erasekit.worlds.minifaces.data import attributes_from_uniforms, render_uniforms
+    from erasekit_worlds.common import stable_seed
+    from erasekit_worlds.minifaces.data import attributes_from_uniforms, render_uniforms
 
     for i in (0, 11):
         attr_u = np.random.default_rng(stable_seed("minifaces-attributes", i, 0)).random(7)
@@ -214,9 +214,9 @@ def test_a_face_is_a_function_of_its_uniforms():
 def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
     from dataclasses import replace
 
-    from erasekit.worlds.minifaces.data import indicators
-    from erasekit.worlds.minifaces.recipe import quick_config
-    from erasekit.worlds.minifaces.train_gan import (
+    from erasekit_worlds.minifaces.data import indicators
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config
+    from erasekit_worlds.recipes.minifaces.train_gan import (
         GanTrainConfig,
         latent_uniforms,
         render_latents,
@@ -273,7 +273,7 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
 
 def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_region():
     from erasekit.models.stylegan import _normalize_2nd_moment
-    from erasekit.worlds.minifaces.train_gan import flipped_latents, latent_uniforms, pair_loss, render_latents
+    from erasekit_worlds.recipes.minifaces.train_gan import flipped_latents, latent_uniforms, pair_loss, render_latents
 
     gen = torch.Generator().manual_seed(0)
     x = _normalize_2nd_moment(torch.randn(64, 64, generator=gen))
@@ -294,15 +294,15 @@ def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_reg
     with pytest.raises(ValueError, match="nothing to flip"):
         flipped_latents(x, gen, excluded=list(BINARY_ATTRIBUTES))
     with pytest.raises(ValueError, match="batch_size must be even"):
-        from erasekit.worlds.minifaces.train_gan import GanTrainConfig
+        from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig
 
         GanTrainConfig(objective="render", pair_weight=1.0, batch_size=7)
 
 
 def test_flip_weights_choose_which_attribute_a_pair_flips_and_the_pair_distance_may_be_squared():
     from erasekit.models.stylegan import _normalize_2nd_moment
-    from erasekit.worlds.minifaces.recipe import apply_overrides, quick_config
-    from erasekit.worlds.minifaces.train_gan import GanTrainConfig, flipped_latents, latent_uniforms, pair_loss
+    from erasekit_worlds.recipes.minifaces.recipe import apply_overrides, quick_config
+    from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig, flipped_latents, latent_uniforms, pair_loss
 
     gen = torch.Generator().manual_seed(0)
     x = _normalize_2nd_moment(torch.randn(2000, 64, generator=gen))
@@ -341,7 +341,7 @@ def test_flip_weights_choose_which_attribute_a_pair_flips_and_the_pair_distance_
 
 def test_the_region_loss_sees_the_level_of_a_flip_that_the_pair_loss_leaves_free():
     from erasekit.models.stylegan import _normalize_2nd_moment
-    from erasekit.worlds.minifaces.train_gan import (
+    from erasekit_worlds.recipes.minifaces.train_gan import (
         GanTrainConfig,
         flip_region,
         flipped_latents,
@@ -374,7 +374,7 @@ def test_the_region_loss_sees_the_level_of_a_flip_that_the_pair_loss_leaves_free
 def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective, tmp_path):
     from dataclasses import replace
 
-    from erasekit.worlds.minifaces.recipe import quick_config
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config
 
     cfg = replace(quick_config().gan, objective=objective, steps=5, batch_size=4, pair_weight=0.5, region_weight=0.5)
     bank = render_bank(16, 0, "train", "test")
@@ -390,7 +390,7 @@ def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective,
 def _resume_and_compare(bank, cfg, cpu, tmp_path):
     from dataclasses import replace
 
-    from erasekit.worlds.minifaces.train_gan import checkpoint_generator, train_gan
+    from erasekit_worlds.recipes.minifaces.train_gan import checkpoint_generator, train_gan
 
     straight, _ = train_gan(bank, cfg, seed=0, device=cpu)
 
@@ -432,9 +432,9 @@ def test_clip_tune_scores_statements_freezes_the_text_side_on_request_and_skips_
     from dataclasses import replace
 
     from erasekit.models.tokenizer import clip_tokenizer
-    from erasekit.worlds.minicanvas.train_clip import build_clip
-    from erasekit.worlds.minifaces.recipe import quick_config
-    from erasekit.worlds.minifaces.train_clip import (
+    from erasekit_worlds.recipes.minicanvas.train_clip import build_clip
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config
+    from erasekit_worlds.recipes.minifaces.train_clip import (
         _statement_prototypes,
         statement_loss,
         tune_face_clip,
@@ -517,7 +517,7 @@ def test_world_cli_rejects_bad_exclusions_before_work(tmp_path, capsys):
 
     assert main(["world", "train", "minifaces", "--exclude", "banana", "--out", str(tmp_path / "w")]) == 1
     assert "MiniFaces attribute" in capsys.readouterr().err and not (tmp_path / "w").exists()
-    from erasekit.worlds.minifaces.recipe import check_exclude
+    from erasekit_worlds.recipes.minifaces.recipe import check_exclude
 
     assert check_exclude(["glasses", "hair:Red", "a smiling face"]) == ["glasses", "hair_red", "smile"]
     with pytest.raises(ValueError, match="every hair colour"):
@@ -528,7 +528,7 @@ def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(t
     from dataclasses import replace
 
     from erasekit.cli.main import main
-    from erasekit.worlds.minifaces.recipe import quick_config, train_world
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config, train_world
 
     work = tmp_path / "work"
     argv = ["world", "train", "minifaces", "--quick", "--device", "cpu", "--work", str(work)]
@@ -554,7 +554,7 @@ def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(t
 
 def test_reuse_copies_matching_stages_and_retrains_the_rest(minifaces_world, tmp_path, capsys):
     from erasekit.cli.main import main
-    from erasekit.worlds.minifaces.recipe import quick_config, reusable_stages
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config, reusable_stages
 
     argv = ["world", "train", "minifaces", "--quick", "--device", "cpu", "--reuse", str(minifaces_world)]
     assert main([*argv, "--gan-steps", "3", "--out", str(tmp_path / "longer")]) == 0
@@ -584,8 +584,8 @@ def test_reuse_copies_matching_stages_and_retrains_the_rest(minifaces_world, tmp
 def test_warm_start_begins_at_the_given_weights_and_refuses_another_architecture(tmp_path):
     from dataclasses import replace
 
-    from erasekit.worlds.minifaces.recipe import quick_config
-    from erasekit.worlds.minifaces.train_gan import train_gan, warm_start, weights_digest
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config
+    from erasekit_worlds.recipes.minifaces.train_gan import train_gan, warm_start, weights_digest
 
     cfg = replace(quick_config().gan, steps=1, batch_size=4, pair_weight=0.5, lr=1e-9)
     bank, cpu = render_bank(16, 0, "train", "test"), torch.device("cpu")
@@ -631,7 +631,7 @@ def _interrupt_at(step: int):
 
 def test_gan_from_continues_a_world_generator(minifaces_world, tmp_path, capsys):
     from erasekit.cli.main import main
-    from erasekit.worlds.minifaces.recipe import quick_config, reusable_stages
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config, reusable_stages
 
     w = str(minifaces_world)
     argv = ["world", "train", "minifaces", "--quick", "--device", "cpu", "--reuse", w, "--gan-from", w]
@@ -665,7 +665,7 @@ def test_gan_from_continues_a_world_generator(minifaces_world, tmp_path, capsys)
 
 
 def test_recipe_overrides_are_typed_and_name_what_exists():
-    from erasekit.worlds.minifaces.recipe import RecipeConfig, apply_overrides
+    from erasekit_worlds.recipes.minifaces.recipe import RecipeConfig, apply_overrides
 
     base = RecipeConfig()
     cfg = apply_overrides(base, ["gan.lr=3e-3", "gan.pair_weight=1", "gan.pixel_loss=mse", "check_samples=500"])
@@ -688,7 +688,7 @@ def test_recipe_overrides_are_typed_and_name_what_exists():
 
 def test_shipped_world_matches_its_manifest_and_the_issue_bars():
     import erasekit
-    from erasekit.worlds.minifaces import weights_dir
+    from erasekit_worlds.minifaces import weights_dir
 
     root = weights_dir()  # committed since session 13: a missing world is a failure, not a skip
     assert verify_manifest(root) == []
@@ -745,8 +745,9 @@ def test_erase_cli_end_to_end_on_the_quick_world(minifaces_world, tmp_path, caps
 
 def test_evaluate_gan_with_the_world_suite(minifaces_world):
     import erasekit
-    from erasekit.eval.gan import evaluate_gan, minifaces_gan_suite
+    from erasekit.eval.gan import evaluate_gan
     from erasekit.patch import DenseDelta, ErasurePatch
+    from erasekit_worlds.minifaces.suite import minifaces_suite
 
     handle = erasekit.load_model(f"minifaces:{minifaces_world}")
     key = "generator.synthesis.b64.torgb.bias"
@@ -756,4 +757,4 @@ def test_evaluate_gan_with_the_world_suite(minifaces_world):
     m = report.metrics
     assert {"glasses_gamma", "beard_gamma", "fid_before", "fid_after", "pixel_drift"} <= set(m)
     with pytest.raises(ValueError, match="world train minifaces"):
-        minifaces_gan_suite(minifaces_world / "nowhere")
+        minifaces_suite(minifaces_world / "nowhere")

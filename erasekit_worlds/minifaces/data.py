@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from erasekit._io import atomic_path
 
-from ..minicanvas.data import stable_seed
+from ..common import stable_seed
 from .faces import HAIR_RGB, LOOK_UNIFORMS, OUT_SIZE, draw_face, look_from_uniforms, sample_look
 
 IMAGE_SIZE = OUT_SIZE
@@ -191,7 +191,7 @@ def render_uniforms(u: np.ndarray, excluded: Sequence[str] = ()) -> tuple[np.nda
 
     Faces drawn with ``u`` uniform have the dataset's distribution (:func:`render` draws its ``u`` from seeded
     generators); the generator's render objective draws ``u`` from its own latent (see
-    :func:`erasekit.worlds.minifaces.train_gan.latent_uniforms`). Returns ``(image, attributes)`` as :func:`render`.
+    :func:`erasekit_worlds.recipes.minifaces.train_gan.latent_uniforms`). Returns ``(image, attributes)`` as :func:`render`.
     """
     u = np.asarray(u, dtype=np.float64)
     if u.shape != (LATENT_UNIFORMS,):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .data import caption
+from ...minicanvas.data import caption
 
 
 def fidelity(

@@ -1,4 +1,4 @@
-"""The MiniCanvas suite: the shipped (or a freshly trained) MiniCanvas world as an UnlearnCanvas benchmark.
+"""The MiniCanvas suite (registered as ``"minicanvas"`` by the plugin): the shipped (or a freshly trained) MiniCanvas world as an UnlearnCanvas benchmark.
 
 A world folder (``erasekit world train minicanvas --out DIR``, or the shipped one) holds ``pipeline/``, ``clip/``
 and ``classifiers/{style,object}.safetensors``. Reference images for FID are rendered held-out dataset images.
@@ -11,22 +11,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .clip import clip_loader
-from .suite import Suite, register_suite
+from erasekit.eval.clip import clip_loader
+from erasekit.eval.suite import Suite
+
+from .classifier import load_classifier
+from .data import HELDOUT_OFFSET, HELDOUT_TEMPLATES, OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, caption, render
+from .manifest import weights_dir
 
 REFERENCE_SEED = 0  # dataset seed of the rendered reference images
 
 
 def _reference_images(n: int) -> torch.Tensor:
     """``n`` held-out MiniCanvas images spread evenly over every (style, object) pair, in ``[0, 1]``."""
-    from ..worlds.minicanvas import HELDOUT_OFFSET, OBJECTS, STYLES, render
-
     pairs = [(s, o) for s in STYLES for o in OBJECTS]
     images = [render(*pairs[i % len(pairs)], HELDOUT_OFFSET + i // len(pairs), REFERENCE_SEED) for i in range(n)]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
 
 
-@register_suite("minicanvas")
 def minicanvas_suite(world_dir: str | Path | None = None) -> Suite:
     """The MiniCanvas suite from a world folder (default: the shipped world).
 
@@ -34,16 +35,6 @@ def minicanvas_suite(world_dir: str | Path | None = None) -> Suite:
         >>> suite = minicanvas_suite("worlds/minicanvas_without_ink")
         >>> erasekit.evaluate(pipe, suite, "style:Ink")
     """
-    from ..worlds.minicanvas import (
-        HELDOUT_TEMPLATES,
-        OBJECTS,
-        STYLES,
-        UNLEARNCANVAS_TEMPLATE,
-        caption,
-        load_classifier,
-        weights_dir,
-    )
-
     world = Path(world_dir) if world_dir else weights_dir()
     classifiers = world / "classifiers"
     if not (classifiers / "style.safetensors").is_file() or not (classifiers / "object.safetensors").is_file():

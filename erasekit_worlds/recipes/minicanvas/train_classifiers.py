@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .classifier import ClassifierConfig, ImageClassifier
-from .data import OBJECTS, STYLES
+from ...minicanvas.classifier import ClassifierConfig, ImageClassifier
+from ...minicanvas.data import OBJECTS, STYLES
 from .training import (
     ImageBank,
     Stopwatch,

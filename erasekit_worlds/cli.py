@@ -6,28 +6,29 @@ import argparse
 import logging
 from pathlib import Path
 
-from .common import subparser
+from erasekit.cli.common import subparser
 
 logger = logging.getLogger(__name__)
 
+NAME = "world"  # the subcommand this module adds (erasekit.plugins.register_command)
 WORLDS = ("minicanvas", "minifaces")
 
 EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
   erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink      # the retrained-without gold standard
   erasekit world train minicanvas --quick --out /tmp/smoke                     # seconds; untrained smoke run
   erasekit world train minicanvas --out worlds/v2 --reuse worlds/minicanvas    # retrain only what changed
-  erasekit world train minicanvas --exclude style:Ink --exclude-from unet --reuse erasekit/worlds/minicanvas/weights \
+  erasekit world train minicanvas --exclude style:Ink --exclude-from unet --reuse erasekit_worlds/minicanvas/weights \
       --out worlds/no_ink_unet           # UnlearnCanvas's gold standard: only the UNet retrained without the style
   erasekit world verify minicanvas                                             # shipped weights vs their manifest
   erasekit world verify minicanvas worlds/no_ink
   erasekit world train minifaces --out worlds/minifaces --seed 0 --work worlds/minifaces.work   # resumable
-  erasekit world train minifaces --out worlds/faces_v2 --gan-steps 30000 --reuse erasekit/worlds/minifaces/weights \
+  erasekit world train minifaces --out worlds/faces_v2 --gan-steps 30000 --reuse erasekit_worlds/minifaces/weights \
       --work worlds/faces_v2.work        # keep the classifier and CLIP, retrain only the generator, longer
-  erasekit world train minifaces --out worlds/faces_v3 --reuse erasekit/worlds/minifaces/weights \
-      --gan-from erasekit/worlds/minifaces/weights --gan-steps 10000 --set gan.lr=0.003 \
+  erasekit world train minifaces --out worlds/faces_v3 --reuse erasekit_worlds/minifaces/weights \
+      --gan-from erasekit_worlds/minifaces/weights --gan-steps 10000 --set gan.lr=0.003 \
       --work worlds/faces_v3.work        # continue the shipped generator for 10,000 more steps
-  erasekit world train minifaces --out worlds/faces_v4 --reuse erasekit/worlds/minifaces/weights \
-      --gan-from erasekit/worlds/minifaces/weights --gan-steps 8000 --set gan.pair_distance=mse \
+  erasekit world train minifaces --out worlds/faces_v4 --reuse erasekit_worlds/minifaces/weights \
+      --gan-from erasekit_worlds/minifaces/weights --gan-steps 8000 --set gan.pair_distance=mse \
       --set 'gan.flip_weights={earrings: 4, glasses: 2, hat: 2}'   # teach the attributes it draws least
   erasekit world train minifaces --exclude glasses --out worlds/faces_no_glasses   # gold standard for faces
   erasekit world train minifaces --quick --out /tmp/faces_smoke
@@ -150,7 +151,7 @@ def _train(args) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if args.world == "minifaces":
-        from ..worlds.minifaces.recipe import check_exclude as check_faces
+        from .recipes.minifaces.recipe import check_exclude as check_faces
 
         check_faces(args.exclude)  # typos fail here, before anything is rendered
         if args.exclude_from:
@@ -160,7 +161,7 @@ def _train(args) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         return _train_faces(args)
-    from ..worlds.minicanvas.recipe import check_exclude, check_exclude_from, train_world
+    from .recipes.minicanvas.recipe import check_exclude, check_exclude_from, train_world
 
     if args.work:
         raise ValueError("--work is for minifaces worlds; minicanvas reuses an earlier world's stages with --reuse")
@@ -205,7 +206,7 @@ def _train(args) -> int:
 def _train_faces(args) -> int:
     from dataclasses import replace
 
-    from ..worlds.minifaces.recipe import RecipeConfig, apply_overrides, quick_config, train_world
+    from .recipes.minifaces.recipe import RecipeConfig, apply_overrides, quick_config, train_world
 
     cfg = apply_overrides(quick_config() if args.quick else RecipeConfig(), args.overrides)
     if args.gan_steps is not None:
@@ -247,9 +248,9 @@ def _train_faces(args) -> int:
 
 def _verify(args) -> int:
     if args.world == "minifaces":
-        from ..worlds.minifaces import verify_manifest, weights_dir
+        from .minifaces.manifest import verify_manifest, weights_dir
     else:
-        from ..worlds.minicanvas import verify_manifest, weights_dir
+        from .minicanvas.manifest import verify_manifest, weights_dir
 
     directory = Path(args.dir) if args.dir else weights_dir()
     problems = verify_manifest(directory)

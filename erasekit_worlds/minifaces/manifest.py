@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..minicanvas.manifest import verify_manifest as verify_world
+from ..common import verify_world
 
 GENERATOR = "generator.safetensors"
 CLASSIFIER = "classifier/attributes.safetensors"

@@ -1,7 +1,7 @@
 """MiniCanvas: a procedural UnlearnCanvas in miniature (styles × objects at 64×64, captions, dataset, export).
 
 ``STYLES[0]`` is ``"Photo"`` (the plain style, UnlearnCanvas' ``Seed_Images``); object names are lowercase words.
-See :mod:`erasekit.worlds.minicanvas.data` for the conventions, :mod:`~erasekit.worlds.minicanvas.recipe` for the
+See :mod:`erasekit_worlds.minicanvas.data` for the conventions, :mod:`~erasekit_worlds.recipes.minicanvas.recipe` for the
 training recipe and :func:`weights_dir` for the shipped world.
 """
 
@@ -27,7 +27,6 @@ from .data import (
     style_folder,
 )
 from .manifest import verify_manifest, weights_dir
-from .recipe import RecipeConfig, quick_config, train_world
 
 __all__ = [
     "HELDOUT_OFFSET",
@@ -41,19 +40,16 @@ __all__ = [
     "ClassifierConfig",
     "ImageClassifier",
     "MiniCanvasDataset",
-    "RecipeConfig",
     "caption",
     "export_unlearncanvas",
     "load_classifier",
     "parse_exclude",
     "preview_grid",
-    "quick_config",
     "render",
     "resolve_object",
     "resolve_style",
     "stable_seed",
     "style_folder",
-    "train_world",
     "verify_manifest",
     "weights_dir",
 ]

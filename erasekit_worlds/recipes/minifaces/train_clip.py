@@ -2,7 +2,7 @@
 
 Captions name a random subset of what a face has and of what it lacks ("a photo of a smiling person with glasses,
 without a hat"). A caption is a correct description of *many* faces in a batch, so the loss counts every caption
-that holds for a face as a positive of it (:func:`~erasekit.worlds.minifaces.data.consistent`), not only its own:
+that holds for a face as a positive of it (:func:`~erasekit_worlds.minifaces.data.consistent`), not only its own:
 the embedding learns attributes, and the negated phrases ("without glasses") that Text-to-Unlearn's directions use.
 
 Zero-shot protocol: for each binary attribute, a face is called positive when it is closer to the mean embedding of
@@ -21,19 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..minicanvas.data import stable_seed
-from ..minicanvas.train_clip import _multi_positive_nce, build_clip, image_embeds, text_embeds
-from ..minicanvas.training import (
-    Stopwatch,
-    adamw,
-    augment,
-    check_finite,
-    generator,
-    log_progress,
-    n_params,
-    warmup_cosine,
-)
-from .data import (
+from ...minicanvas.data import stable_seed
+from ...minifaces.data import (
     BINARY_ATTRIBUTES,
     HAIR_COLOURS,
     HELDOUT_TEMPLATES,
@@ -45,6 +34,17 @@ from .data import (
     describe,
     prompt_phrase,
 )
+from ..minicanvas.train_clip import _multi_positive_nce, build_clip, image_embeds, text_embeds
+from ..minicanvas.training import (
+    Stopwatch,
+    adamw,
+    augment,
+    check_finite,
+    generator,
+    log_progress,
+    n_params,
+    warmup_cosine,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ CAPTION_TOKENS = 64  # the longest caption is ~40 tokens; the causal text tower 
 
 @dataclass
 class FaceClipTrainConfig:
-    """The CLIP architecture (the fields :func:`~erasekit.worlds.minicanvas.train_clip.build_clip` reads) and
+    """The CLIP architecture (the fields :func:`~erasekit_worlds.recipes.minicanvas.train_clip.build_clip` reads) and
     its training (each field's comment says why its default)."""
 
     text_hidden: int = 64  # text width; the 49,408-row token embedding costs 6 MB in fp16

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import OBJECTS, STYLES, MiniCanvasDataset, caption, render, stable_seed
+from ...minicanvas.data import OBJECTS, STYLES, MiniCanvasDataset, caption, render, stable_seed
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,4 @@
-"""World folders and their manifests: where the shipped MiniCanvas weights live, and checking files against sha256s.
-
-A world folder (``erasekit world train minicanvas --out DIR``, or the shipped one) holds::
-
-    pipeline/                    a StableDiffusionPipeline folder (from_pretrained loads it offline)
-    clip/                        a transformers CLIPModel + CLIPProcessor folder
-    classifiers/style.safetensors, classifiers/object.safetensors
-    manifest.json                sha256 and size of every file, the recipe, seed, exclusions, timings, metrics
-"""
+"""What both worlds share at run time: stable seeds, and world folders checked against their manifests."""
 
 from __future__ import annotations
 
@@ -16,17 +8,12 @@ import os
 from pathlib import Path
 
 MANIFEST = "manifest.json"
-LAYOUT = ("pipeline", "clip", "classifiers/style.safetensors", "classifiers/object.safetensors")
 
 
-def weights_dir() -> Path:
-    """The folder of the shipped MiniCanvas world (trained with the default recipe and seed 0).
-
-    Example:
-        >>> from erasekit.worlds.minicanvas import weights_dir
-        >>> pipe = StableDiffusionPipeline.from_pretrained(weights_dir() / "pipeline")
-    """
-    return Path(__file__).resolve().parent / "weights"
+def stable_seed(*parts: object) -> int:
+    """A 64-bit seed from the ``repr`` of ``parts``, identical across processes and Python versions' hash salts."""
+    digest = hashlib.blake2b("\x1f".join(repr(p) for p in parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -69,7 +56,7 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
-def verify_manifest(directory: str | os.PathLike, layout: tuple[str, ...] = LAYOUT) -> list[str]:
+def verify_world(directory: str | os.PathLike, layout: tuple[str, ...] = ()) -> list[str]:
     """Check a world folder against its manifest (``layout``: the parts the world's folder must have).
 
     Returns:
@@ -77,7 +64,7 @@ def verify_manifest(directory: str | os.PathLike, layout: tuple[str, ...] = LAYO
         list means every file matches its recorded size and sha256.
 
     Example:
-        >>> verify_manifest(weights_dir())
+        >>> verify_world(minicanvas.weights_dir(), minicanvas.manifest.LAYOUT)
         []
     """
     root = Path(directory)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import TRAIN_TEMPLATES
+from ...minicanvas.data import TRAIN_TEMPLATES
 from .training import (
     EMA,
     MAX_TOKENS,

@@ -4,7 +4,7 @@ Two objectives train the same architecture; both ship an exponential moving aver
 ``ema_images`` images, ramped up over the first steps).
 
 - ``"render"`` (the default, sized for a CPU; docs/minifaces.md records what it has learned so far): every face is
-  a function of 39 uniforms (:func:`erasekit.worlds.minifaces.data.render_uniforms`), so the generator is regressed
+  a function of 39 uniforms (:func:`erasekit_worlds.minifaces.data.render_uniforms`), so the generator is regressed
   onto the renderer: latent ``z`` is drawn as usual, the face of ``u = Phi(z / rms(z))[:39]`` (the normal CDF of the
   mapping network's normalised input) is drawn, and the generator's sample of ``z`` is pulled towards it
   (``pixel_loss``, L1 or MSE, on pixels and on their horizontal and vertical differences). With ``pair_weight``,
@@ -46,10 +46,18 @@ from tqdm.auto import tqdm
 from erasekit._io import save_safetensors
 from erasekit.models.stylegan import Generator, StyleGAN2Config, _normalize_2nd_moment
 
+from ...minifaces.data import (
+    BINARY_ATTRIBUTES,
+    IMAGE_SIZE,
+    LATENT_UNIFORMS,
+    PROBABILITIES,
+    FaceBank,
+    encode,
+    render_uniforms,
+)
 from ..minicanvas.training import Stopwatch, check_finite, generator, log_progress, n_params, seeded
-from .classifier import ClassifierTrainConfig, attribute_loss, train_attribute_classifier
-from .data import BINARY_ATTRIBUTES, IMAGE_SIZE, LATENT_UNIFORMS, PROBABILITIES, FaceBank, encode, render_uniforms
 from .discriminator import Discriminator, DiscriminatorConfig
+from .train_classifier import ClassifierTrainConfig, attribute_loss, train_attribute_classifier
 
 logger = logging.getLogger(__name__)
 

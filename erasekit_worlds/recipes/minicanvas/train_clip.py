@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import HELDOUT_TEMPLATES, OBJECTS, STYLES, TRAIN_TEMPLATES, UNLEARNCANVAS_TEMPLATE, caption
+from ...minicanvas.data import HELDOUT_TEMPLATES, OBJECTS, STYLES, TRAIN_TEMPLATES, UNLEARNCANVAS_TEMPLATE, caption
 from .training import (
     MAX_TOKENS,
     CaptionBank,

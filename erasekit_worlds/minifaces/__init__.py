@@ -2,11 +2,11 @@
 attribute classifier and the world's own CLIP (DESIGN.md §5).
 
 Attributes (:data:`ATTRIBUTES`): glasses, smile, hat, beard, earrings, bangs (yes/no, each drawn independently) and
-hair colour (black, brown, blond, red). See :mod:`~erasekit.worlds.minifaces.data` for the conventions,
-:mod:`~erasekit.worlds.minifaces.recipe` for the training recipe and :func:`weights_dir` for the shipped world.
+hair colour (black, brown, blond, red). See :mod:`~erasekit_worlds.minifaces.data` for the conventions,
+:mod:`~erasekit_worlds.recipes.minifaces.recipe` for the training recipe and :func:`weights_dir` for the shipped world.
 
 Example:
-    >>> from erasekit.worlds.minifaces import render
+    >>> from erasekit_worlds.minifaces import render
     >>> image, attrs = render(0)          # (64, 64, 3) uint8, {"glasses": False, ..., "hair": "red"}
 """
 
@@ -37,7 +37,6 @@ from .data import (
     sample_attributes,
 )
 from .manifest import verify_manifest, weights_dir
-from .recipe import RecipeConfig, quick_config, train_world
 
 __all__ = [
     "ATTRIBUTES",
@@ -53,7 +52,6 @@ __all__ = [
     "AttributeClassifierConfig",
     "FaceBank",
     "MiniFacesDataset",
-    "RecipeConfig",
     "caption",
     "decode",
     "describe",
@@ -62,13 +60,11 @@ __all__ = [
     "load_attribute_classifier",
     "preview_grid",
     "prompt_phrase",
-    "quick_config",
     "render",
     "render_bank",
     "render_with",
     "resolve_indicator",
     "sample_attributes",
-    "train_world",
     "verify_manifest",
     "weights_dir",
 ]

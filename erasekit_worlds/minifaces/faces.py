@@ -231,7 +231,7 @@ def _earrings(draw: ImageDraw.ImageDraw, look: Look, cx, cy, rx, ry) -> None:
 
 
 def draw_face(attributes: dict, look: Look) -> np.ndarray:
-    """Draw a face with ``attributes`` (see :data:`erasekit.worlds.minifaces.ATTRIBUTES`) and ``look``.
+    """Draw a face with ``attributes`` (see :data:`erasekit_worlds.minifaces.ATTRIBUTES`) and ``look``.
 
     Returns:
         A (64, 64, 3) uint8 RGB array.

@@ -20,7 +20,6 @@ Conventions (relied on by the rest of erasekit):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +32,7 @@ from torch.utils.data import Dataset
 
 from erasekit._io import atomic_path, write_json
 
+from ..common import stable_seed
 from .canvas import CANVAS_SIZE, OUT_SIZE, Canvas
 from .objects import OBJECT_FNS
 from .paint import downsample, to_uint8
@@ -152,12 +152,6 @@ def caption(style: str, obj: str, template: str = UNLEARNCANVAS_TEMPLATE) -> str
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
-
-
-def stable_seed(*parts: object) -> int:
-    """A 64-bit seed from the ``repr`` of ``parts``, identical across processes and Python versions' hash salts."""
-    digest = hashlib.blake2b("\x1f".join(repr(p) for p in parts).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
 
 
 def _place(rng: np.random.Generator) -> Canvas:

@@ -17,10 +17,10 @@ fine-tunes only the UNet, on top of a text encoder and VAE that saw everything);
 and VAE are then copied, and only the UNet is retrained.
 
 Example:
-    >>> from erasekit.worlds.minicanvas.recipe import train_world
+    >>> from erasekit_worlds.recipes.minicanvas.recipe import train_world
     >>> manifest = train_world("worlds/no_ink", exclude=["style:Ink"], seed=0)
     >>> manifest = train_world("worlds/no_ink_unet", exclude=["style:Ink"], exclude_from=["unet"],
-    ...                        reuse="erasekit/worlds/minicanvas/weights")
+    ...                        reuse="erasekit_worlds/minicanvas/weights")
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import torch
 
 from erasekit._io import atomic_dir, write_json
 
-from .data import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, parse_exclude
-from .manifest import MANIFEST, copy_stage, file_table, read_manifest, verify_manifest
+from ...minicanvas.data import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, parse_exclude
+from ...minicanvas.manifest import MANIFEST, copy_stage, file_table, read_manifest, verify_manifest
 from .train_classifiers import ClassifierTrainConfig, evaluate_classifiers, train_classifier
 from .train_clip import (
     ClipTrainConfig,
@@ -375,7 +375,7 @@ def _reload_vae(path: Path, device: torch.device):
 
 
 def _reload_classifiers(tmp: Path, device: torch.device) -> dict:
-    from .classifier import load_classifier
+    from ...minicanvas.classifier import load_classifier
 
     return {k: load_classifier(tmp / "classifiers" / f"{k}.safetensors", device=device) for k in ("style", "object")}
 

@@ -17,11 +17,11 @@ CLIP with its tune, the generator; see :func:`reusable_stages`), e.g. to retrain
 
 Example:
     >>> from dataclasses import replace
-    >>> from erasekit.worlds.minifaces.recipe import RecipeConfig, train_world
+    >>> from erasekit_worlds.recipes.minifaces.recipe import RecipeConfig, train_world
     >>> manifest = train_world("worlds/minifaces", seed=0)
     >>> cfg = RecipeConfig()
     >>> cfg.gan = replace(cfg.gan, steps=60_000)
-    >>> manifest = train_world("worlds/faces_v2", config=cfg, reuse="erasekit/worlds/minifaces/weights")
+    >>> manifest = train_world("worlds/faces_v2", config=cfg, reuse="erasekit_worlds/minifaces/weights")
 """
 
 from __future__ import annotations
@@ -41,16 +41,12 @@ import torch
 
 from erasekit._io import atomic_dir, write_json
 
-from ..minicanvas.manifest import MANIFEST, copy_stage, file_table, read_manifest
+from ...minicanvas.manifest import MANIFEST, copy_stage, file_table, read_manifest
+from ...minifaces.classifier import load_attribute_classifier
+from ...minifaces.data import HAIR_COLOURS, INDICATORS, FaceBank, render_bank, resolve_indicator
+from ...minifaces.manifest import CLASSIFIER, GENERATOR, verify_manifest
 from ..minicanvas.training import Stopwatch, resolve_device
-from .classifier import (
-    ClassifierTrainConfig,
-    evaluate_classifier,
-    load_attribute_classifier,
-    train_attribute_classifier,
-)
-from .data import HAIR_COLOURS, INDICATORS, FaceBank, render_bank, resolve_indicator
-from .manifest import CLASSIFIER, GENERATOR, verify_manifest
+from .train_classifier import ClassifierTrainConfig, evaluate_classifier, train_attribute_classifier
 from .train_clip import FaceClipTrainConfig, FaceClipTuneConfig, train_face_clip, tune_face_clip, zero_shot
 from .train_gan import GanTrainConfig, config_differences, train_gan
 
@@ -155,7 +151,7 @@ def train_world(
     """Train every model of the MiniFaces world from scratch and write the world folder ``out`` atomically.
 
     Args:
-        out: the world folder to create (see :mod:`erasekit.worlds.minifaces.manifest` for its layout).
+        out: the world folder to create (see :mod:`erasekit_worlds.minifaces.manifest` for its layout).
         seed: the one seed everything follows from (same seed and device -> same weights).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
         quick: :func:`quick_config` (seconds; for smoke tests); ignored when ``config`` is given.
@@ -509,7 +505,7 @@ def _manifest(cfg: RecipeConfig, seed: int, excluded: list[str], device, stages:
 
     from erasekit import __version__
 
-    from .data import ATTRIBUTES, HAIR_COLOURS, PROBABILITIES
+    from ...minifaces.data import ATTRIBUTES, HAIR_COLOURS, PROBABILITIES
 
     return {
         "world": "minifaces",
