@@ -40,16 +40,29 @@ HELP_COLUMNS = "100"
 # ---- nav ---------------------------------------------------------------------------------------------------------
 def on_config(config):
     docs = Path(config["docs_dir"])
-    results = sorted(p.relative_to(docs).as_posix() for p in (docs / RESULTS_DIR).glob("*.md"))
-    config["nav"] = _prune(config["nav"] or [], docs, results)
+    config["nav"] = _prune(config["nav"] or [], docs, _results(docs))
     return config
+
+
+def _results(docs: Path) -> list:
+    """Nav entries for ``docs/results/*.md``, titled by their first heading (plus the file name where two agree)."""
+    paths = sorted((docs / RESULTS_DIR).glob("*.md"))
+    titles = {}
+    for path in paths:
+        heading = re.search(r"^#\s+(.+?)\s*$", path.read_text(encoding="utf-8"), re.MULTILINE)
+        titles[path] = heading.group(1) if heading else path.stem.replace("_", " ")
+    repeated = {t for t in titles.values() if list(titles.values()).count(t) > 1}
+    return [
+        {f"{titles[p]}: {p.stem}" if titles[p] in repeated else titles[p]: p.relative_to(docs).as_posix()}
+        for p in paths
+    ]
 
 
 def _prune(items: list, docs: Path, results: list[str]) -> list:
     out = []
     for item in items:
         if isinstance(item, dict):
-            (title, value), = item.items()
+            ((title, value),) = item.items()
             if title == RESULTS_SECTION:
                 value = list(results)
             elif isinstance(value, list):
@@ -76,7 +89,9 @@ def on_files(files, config):
         if path.is_file():
             files.append(File.generated(config, uri, abs_src_path=str(path)))
         else:
-            log.warning("%s is missing, so %s cannot be shown; fix COPIED_IMAGES in docs/hooks/generate.py", source, uri)
+            log.warning(
+                "%s is missing, so %s cannot be shown; fix COPIED_IMAGES in docs/hooks/generate.py", source, uri
+            )
     return files
 
 
@@ -121,7 +136,7 @@ def options_page() -> str:
         "",
         "Set options with `--set KEY=VALUE` on the command line (values are read as YAML: `--set steps=200`, "
         "`--set 'target=[unet, -xattn]'`), as keyword arguments in Python (`erasekit.erase(pipe, \"esd\", "
-        "\"a cat\", steps=200)`), or in a YAML file given with `--config` / `config=`. An unknown option is an error "
+        '"a cat", steps=200)`), or in a YAML file given with `--config` / `config=`. An unknown option is an error '
         "that names the closest valid one.",
         "",
         "## Options every method has",
@@ -163,7 +178,7 @@ def _presets() -> list[str]:
         "## Target presets",
         "",
         "`target` takes a preset name, `re:<regex>` (matched with `re.fullmatch` against "
-        "`\"<component>.<parameter>\"` names), or a list of them in which an item starting with `-` removes what it "
+        '`"<component>.<parameter>"` names), or a list of them in which an item starting with `-` removes what it '
         "matches: `--set 'target=[unet, -xattn]'`. A target that selects no parameter is an error.",
         "",
     ]
