@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install quickstart test test-slow lint format clean demo
+.PHONY: install quickstart test test-slow lint format clean demo docs
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,19 +28,24 @@ demo: install
 	$(BIN)/erasekit demo $(DEMO_ARGS)
 
 test: install
-	$(BIN)/ruff check erasekit tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/ruff check erasekit erasekit_worlds tests benchmarks
+	$(BIN)/python -m pytest --durations=15
+
+# The reference site (docs/, mkdocs.yml) into site/; warnings are errors.
+docs: install
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check erasekit tests benchmarks
-	$(BIN)/ruff format --check erasekit tests
+	$(BIN)/ruff check erasekit erasekit_worlds tests benchmarks
+	$(BIN)/ruff format --check erasekit erasekit_worlds tests
 
 format: install
-	$(BIN)/ruff format erasekit tests
-	$(BIN)/ruff check --fix erasekit tests
+	$(BIN)/ruff format erasekit erasekit_worlds tests
+	$(BIN)/ruff check --fix erasekit erasekit_worlds tests
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs site .pytest_cache .ruff_cache
