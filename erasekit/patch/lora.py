@@ -75,8 +75,18 @@ def _exportable(key: str, delta: Delta) -> bool:
     )
 
 
-def export_lora(patch, path: str | Path, rank: int = 8, dtype: torch.dtype = torch.float32) -> LoraExport:
+LORA_FORMATS = ("peft", "kohya")
+
+
+def export_lora(
+    patch, path: str | Path, rank: int = 8, dtype: torch.dtype = torch.float32, key_format: str = "peft"
+) -> LoraExport:
     """Write ``patch`` as a LoRA ``.safetensors`` file (atomically) and report the approximation error.
+
+    Args:
+        key_format: ``"peft"`` (diffusers/peft keys, the default) or ``"kohya"`` (``lora_unet_…`` / ``lora_te_…``
+            with ``alpha``, the format AUTOMATIC1111 and ComfyUI load; :mod:`erasekit.interop.kohya`). diffusers'
+            ``load_lora_weights`` reads both.
 
     Example:
         >>> report = patch.save_lora("erase_vangogh_lora.safetensors", rank=16)
@@ -84,6 +94,8 @@ def export_lora(patch, path: str | Path, rank: int = 8, dtype: torch.dtype = tor
     """
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}.")
+    if key_format not in LORA_FORMATS:
+        raise ValueError(f"Unknown LoRA format {key_format!r}; choose one of {', '.join(LORA_FORMATS)}.")
     tensors, errors, dropped = {}, {}, []
     err_total = norm_total = dropped_norm = 0.0
     for key, delta in patch.deltas.items():
@@ -116,6 +128,10 @@ def export_lora(patch, path: str | Path, rank: int = 8, dtype: torch.dtype = tor
             dropped[0],
             100 * report.dropped_norm_share,
         )
+    if key_format == "kohya":
+        from ..interop.kohya import to_kohya
+
+        tensors = to_kohya(tensors)
     meta = {
         "erasekit_lora": json.dumps({"source": patch.metadata, "export": report.to_dict()}, default=str),
         "format": "pt",

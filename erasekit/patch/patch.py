@@ -281,11 +281,14 @@ class ErasurePatch:
 
         return save_patch(self, path)
 
-    def save_lora(self, path: str | Path, rank: int = 8):
-        """Export as a diffusers/peft LoRA that ``pipe.load_lora_weights(path)`` loads; returns an export report."""
+    def save_lora(self, path: str | Path, rank: int = 8, key_format: str = "peft"):
+        """Export as a LoRA that ``pipe.load_lora_weights(path)`` loads; returns an export report.
+
+        ``key_format="kohya"`` writes the ``lora_unet_…`` layout AUTOMATIC1111 and ComfyUI load (default: peft).
+        """
         from .lora import export_lora
 
-        return export_lora(self, path, rank=rank)
+        return export_lora(self, path, rank=rank, key_format=key_format)
 
     def to(self, device=None, dtype=None) -> ErasurePatch:
         """A copy with floating-point tensors moved/cast (indices stay int64)."""
