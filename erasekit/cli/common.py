@@ -24,7 +24,20 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="tiny-sd",
-        help="model spec: 'tiny-sd', 'local:/path' or a diffusers folder (default: tiny-sd)",
+        help="model spec: 'tiny-sd', a world ('minicanvas', 'minicanvas:DIR'), 'local:/path', a diffusers folder, "
+        "or a single-file checkpoint (model.safetensors, with --model-config) (default: tiny-sd)",
+    )
+    parser.add_argument(
+        "--model-config",
+        default=None,
+        metavar="DIR",
+        help="for a single-file checkpoint: a local diffusers folder of the same architecture (its configs and "
+        "tokenizer are read, not its weights; no hub is contacted)",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow pickled files (a .ckpt checkpoint, .pth classifiers): loading a pickle can execute code",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument(
@@ -59,7 +72,10 @@ def load_handle(args):
     device = args.device
     if distributed.init() and device is None and torch.cuda.is_available():
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per process
-    return load_model(args.model, device=device, dtype=dtype, attention=args.attention)
+    extra = {}
+    if getattr(args, "model_config", None) or getattr(args, "trust_pickle", False):
+        extra = {"config": args.model_config, "trust_pickle": args.trust_pickle}
+    return load_model(args.model, device=device, dtype=dtype, attention=args.attention, **extra)
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 EXAMPLES = """  erasekit erase --model tiny-sd --method esd --concept "a cat" --set steps=2 --out p.safetensors
   erasekit erase --model local:/models/sd15 --method esd --concept "Van Gogh style" --set variant=x --out vg.safetensors
   erasekit erase --method esd --concept "a cat" --config configs/methods/esd.yaml --set lr=2e-5 --out p.safetensors
+  erasekit erase --model sd15.safetensors --model-config /models/sd15 --method esd --concept "a cat" --out p.safetensors
   erasekit erase ... --set checkpoint_every=100 --out p.safetensors   # then rerun with --resume after a crash
   accelerate launch --multi_gpu --num_processes 4 -m erasekit.cli.main erase ... --set batch_size=8 --out p.safetensors
   torchrun --nproc_per_node 2 -m erasekit.cli.main erase ... --out p.safetensors          # data parallel on CPUs
@@ -31,7 +32,12 @@ def add_parser(sub) -> None:
     p.add_argument("--method", required=True, help="method name (see `erasekit list`)")
     p.add_argument("--concept", required=True, help="the words to erase, e.g. 'Van Gogh style'")
     p.add_argument("--anchor", default=None, help="what the concept should become (methods that use one)")
-    p.add_argument("--config", default=None, help="YAML file of method options")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of method options; a folder here is taken as --model-config (the architecture of a "
+        "single-file checkpoint)",
+    )
     add_override_arg(p)
     p.add_argument("--out", required=True, help="output patch file (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
@@ -46,6 +52,10 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {out.name!r}.")
+    if args.config and Path(args.config).is_dir():  # `--model x.safetensors --config DIR`: the architecture
+        if args.model_config:
+            raise ValueError("--config names a folder and --model-config is given too; give the folder once.")
+        args.model_config, args.config = args.config, None
     cfg = resolve_config(args.method, args.config, args.overrides)
     ckpt_dir = cfg.checkpoint_dir or str(out.with_suffix(".ckpt"))
     cfg = cfg.with_overrides({"checkpoint_dir": ckpt_dir, "resume": bool(args.resume or cfg.resume)})

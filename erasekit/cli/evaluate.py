@@ -54,7 +54,6 @@ def add_parser(sub) -> None:
         "(for CLIP metrics and FID)",
     )
     g.add_argument("--classifier-arch", default="vit_large_patch16_224", help="timm architecture of the classifiers")
-    g.add_argument("--trust-pickle", action="store_true", help="allow full pickle loading of .pth classifiers")
     p.set_defaults(run=run)
 
 

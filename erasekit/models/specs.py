@@ -34,6 +34,15 @@ def _world(spec):
     return world_of_spec(spec)
 
 
+def _stylegan_file(spec) -> bool:
+    from ..interop.single_file import checkpoint_kind
+
+    path = Path(str(spec)).expanduser()
+    if not path.is_file():
+        raise ValueError(f"No model file at {path}.")
+    return checkpoint_kind(path) in ("stylegan", "unknown")  # unknown: load_generator explains what it expected
+
+
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,17 +77,33 @@ def _load_folder(path: Path, dtype: torch.dtype):
     return pipe
 
 
+def _is_single_file(spec) -> bool:
+    from ..interop.single_file import PICKLE_SUFFIXES, SAFE_SUFFIXES
+
+    text = str(spec)
+    text = text[len("local:") :] if text.startswith("local:") else text
+    return Path(text).suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES
+
+
 def load_pipeline(
-    spec: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None, attention: str = "auto"
+    spec: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    attention: str = "auto",
+    config: str | Path | None = None,
+    trust_pickle: bool = False,
 ):
     """Load a Stable Diffusion pipeline from a spec.
 
     Args:
         spec: ``"tiny-sd"``, a registered diffusion world (``"minicanvas"`` for the shipped one,
-            ``"minicanvas:/path/to/world"``), ``"local:/path/to/folder"`` or a folder written by ``save_pretrained``.
+            ``"minicanvas:/path/to/world"``), ``"local:/path/to/folder"``, a folder written by ``save_pretrained``,
+            or a single-file checkpoint (``model.safetensors``; see :mod:`erasekit.interop.single_file`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default CUDA when present, else CPU.
         dtype: default fp32 on CPU, bf16 (or fp16) on CUDA.
         attention: ``"auto"`` (SDPA; xformers if installed on CUDA), ``"sdpa"``, ``"xformers"`` or ``"eager"``.
+        config: for a single-file checkpoint, a local diffusers folder of the same architecture.
+        trust_pickle: allow a pickled single-file checkpoint (``.ckpt``), which can execute code when loaded.
 
     Returns:
         The diffusers pipeline, on ``device`` in ``dtype``, progress bar off.
@@ -100,6 +125,11 @@ def load_pipeline(
                 f"{spec!r} is a {world.kind} world, not a diffusers pipeline; load it with erasekit.load_model."
             )
         pipe = _load_folder(world.model_path(folder), dtype)
+    elif _is_single_file(spec):
+        from ..interop.single_file import load_single_file
+
+        path = spec[len("local:") :] if spec.startswith("local:") else spec
+        pipe = load_single_file(path, config=config, dtype=dtype, trust_pickle=trust_pickle)
     else:
         path = Path(spec[len("local:") :] if spec.startswith("local:") else spec).expanduser()
         if not path.exists():
@@ -116,7 +146,8 @@ def load_pipeline(
 def load_model(spec_or_model, **kwargs):
     """A model handle from a spec string, a pipeline, a StyleGAN2 generator, or a handle (returned as is).
 
-    Specs ending in ``.safetensors`` load an erasekit StyleGAN2 generator; a registered StyleGAN2 world
+    A ``.safetensors`` file loads as an erasekit StyleGAN2 generator or as a single-file Stable Diffusion checkpoint,
+    told apart by its keys (the latter needs ``config=DIR``, see :func:`load_pipeline`); a registered StyleGAN2 world
     (``"minifaces"`` / ``"minifaces:DIR"``) its generator (the handle's ``world`` is the folder, where methods find the
     world's CLIP, and ``suite_name`` the suite that judges it); anything else a diffusers pipeline.
     """
@@ -136,7 +167,11 @@ def load_model(spec_or_model, **kwargs):
         handle = StyleGANHandle(load_generator(world.model_path(folder), device=device))
         handle.spec, handle.world, handle.suite_name = spec_or_model, folder, world.suite
         return handle
-    if isinstance(spec_or_model, str | Path) and str(spec_or_model).endswith(".safetensors"):
+    if (
+        isinstance(spec_or_model, str | Path)
+        and str(spec_or_model).endswith(".safetensors")
+        and _stylegan_file(spec_or_model)
+    ):
         from .stylegan import load_generator
 
         handle = StyleGANHandle(load_generator(str(spec_or_model), device=_resolve_device(kwargs.get("device"))))
