@@ -30,9 +30,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-config",
         default=None,
-        metavar="DIR",
-        help="for a single-file checkpoint: a local diffusers folder of the same architecture (its configs and "
-        "tokenizer are read, not its weights; no hub is contacted)",
+        metavar="NAME|DIR",
+        help="for a single-file checkpoint: its architecture, 'sd15' (configs erasekit ships) or a local diffusers "
+        "folder of the same architecture (its configs and tokenizer are read, not its weights; no hub is contacted)",
     )
     parser.add_argument(
         "--trust-pickle",

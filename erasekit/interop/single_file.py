@@ -1,8 +1,8 @@
 """Single-file Stable Diffusion checkpoints (the CompVis / LDM layout of AUTOMATIC1111, ComfyUI and Fooocus), in and out.
 
 In: ``load_single_file(path, config=DIR)`` loads an SD 1.x / 2.x checkpoint through diffusers'
-``StableDiffusionPipeline.from_single_file``, fully offline: the architecture comes from a local diffusers folder of
-the same architecture (``config``; its weights are not read) and never from a hub. ``.safetensors`` files load
+``StableDiffusionPipeline.from_single_file``, fully offline: the architecture comes from the configs erasekit ships
+(``config="sd15"``) or a local diffusers folder of the same architecture (its weights are not read), never a hub. ``.safetensors`` files load
 without executing code; ``.ckpt`` / ``.pt`` pickles only with ``trust_pickle=True``.
 
 Out: ``save_single_file(pipe, path)`` writes a pipeline's UNet, VAE and SD 1.x text encoder as one ``.safetensors``
@@ -12,7 +12,7 @@ A ``.safetensors`` path is told apart from an erasekit StyleGAN2 generator by it
 (:func:`checkpoint_kind`), never by its name.
 
 Example:
-    >>> pipe = load_single_file("v1-5-pruned-emaonly.safetensors", config="/models/sd15")
+    >>> pipe = load_single_file("v1-5-pruned-emaonly.safetensors", config="sd15")   # or a diffusers folder
     >>> with patch.applied(pipe):
     ...     save_single_file(pipe, "v1-5-no-vangogh.safetensors")     # copy into ComfyUI/models/checkpoints/
 """
@@ -83,13 +83,15 @@ def _check_path(path: Path, trust_pickle: bool) -> None:
 
 
 def _check_config(config: str | Path | None) -> Path:
+    from ..models.architectures import ARCHITECTURES, resolve_config
+
     if config is None:
         raise ValueError(
-            "A single-file checkpoint needs its architecture: pass --model-config DIR (config=DIR in Python), a "
-            "diffusers folder of the same architecture (only its JSON configs and tokenizer are read). No hub is "
-            "contacted."
+            "A single-file checkpoint needs its architecture: pass --model-config NAME for a standard one "
+            f"({', '.join(ARCHITECTURES)}) or --model-config DIR, a diffusers folder of the same architecture (only "
+            "its JSON configs and tokenizer are read). No hub is contacted."
         )
-    folder = Path(config).expanduser()
+    folder = Path(resolve_config(config)).expanduser()
     if not (folder / "model_index.json").is_file():
         raise ValueError(f"--model-config {folder}: not a diffusers pipeline folder (no model_index.json).")
     return folder
@@ -102,7 +104,8 @@ def load_single_file(
 
     Args:
         path: the ``.safetensors`` checkpoint (``.ckpt`` only with ``trust_pickle``).
-        config: a local diffusers folder of the same architecture; its configs and tokenizer are used.
+        config: a standard architecture's name (``"sd15"``, :mod:`erasekit.models.architectures`) or a local
+            diffusers folder of the same architecture; its configs and tokenizer are used, never its weights.
         dtype: the weights' precision in memory.
         trust_pickle: allow pickled checkpoints (they can execute code when loaded).
     """

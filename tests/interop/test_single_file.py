@@ -150,3 +150,33 @@ def test_cli_single_file_without_config_exits_with_the_fix(tmp_path, single_file
     assert code != 0
     assert "--model-config" in capsys.readouterr().err
     assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_shipped_sd15_architecture_folder(tmp_path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTokenizer
+
+    from erasekit.models.architectures import architecture_folder, resolve_config
+
+    folder = architecture_folder("sd15", root=tmp_path / "sd15")
+    assert architecture_folder("sd15", root=folder) == folder  # written once
+    unet = UNet2DConditionModel.load_config(folder / "unet")
+    assert unet["block_out_channels"] == [320, 640, 1280, 1280] and unet["cross_attention_dim"] == 768
+    assert AutoencoderKL.load_config(folder / "vae")["scaling_factor"] == 0.18215
+    assert CLIPTextConfig.from_pretrained(folder / "text_encoder").hidden_size == 768
+    assert CLIPTokenizer.from_pretrained(folder / "tokenizer")("a cat").input_ids == [49406, 320, 2368, 49407]
+    assert resolve_config(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ValueError, match="Unknown architecture 'sd99'"):
+        architecture_folder("sd99")
+
+
+@pytest.mark.slow
+def test_full_size_sd15_single_file_round_trip(tmp_path, monkeypatch):
+    """A random full-size SD 1.5 written as one file loads back with config='sd15' (about 8 GB of memory)."""
+    from erasekit.models.architectures import random_pipeline
+
+    monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
+    pipe = random_pipeline("sd15")
+    path = save_single_file(pipe, tmp_path / "sd15.safetensors", dtype=torch.float16)
+    back = load_single_file(path, config="sd15", dtype=torch.float16)
+    assert _weights_equal(pipe.unet.half(), back.unet) == []
