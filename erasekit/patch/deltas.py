@@ -1,7 +1,8 @@
 """The three shapes a parameter change can take: dense, sparse (flat indices + values) and low-rank (up @ down).
 
-Each delta knows its parameter's shape, how to add itself (scaled) to a tensor, and how to serialise to tensors.
-Arithmetic is done in float32 and cast back to the parameter's dtype.
+Each delta knows its parameter's shape, how to add itself (scaled) to a tensor, and the tensors it holds. Values keep
+the dtype they were made or loaded in (a loaded patch holds the file's fp16 values); arithmetic is done in float32
+and cast back to the parameter's dtype. How deltas are laid out in a file is ``encoding.py``'s business.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class DenseDelta:
         return self.values.float()
 
     def scaled(self, s: float) -> DenseDelta:
-        return DenseDelta(self.values * s)
+        return DenseDelta(_times(self.values, s))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"dense": self.values}
@@ -60,12 +61,10 @@ class SparseDelta:
         return out.view(self.shape)
 
     def scaled(self, s: float) -> SparseDelta:
-        return SparseDelta(self.indices, self.values * s, self.shape)
+        return SparseDelta(self.indices, _times(self.values, s), self.shape)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Indices are stored as int32 when the parameter has < 2**31 entries (they load back as int64)."""
-        small = math.prod(self.shape) <= torch.iinfo(torch.int32).max
-        return {"indices": self.indices.to(torch.int32) if small else self.indices, "values": self.values}
+        return {"indices": self.indices, "values": self.values}
 
     def touched(self) -> torch.Tensor | None:
         return self.indices
@@ -103,7 +102,7 @@ class LowRankDelta:
         return (self.up.float() @ self.down.float()).view(self.shape)
 
     def scaled(self, s: float) -> LowRankDelta:
-        return LowRankDelta(self.up * s, self.down, self.shape)
+        return LowRankDelta(_times(self.up, s), self.down, self.shape)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"up": self.up, "down": self.down}
@@ -115,8 +114,13 @@ class LowRankDelta:
 Delta = DenseDelta | SparseDelta | LowRankDelta
 
 
+def _times(values: torch.Tensor, s: float) -> torch.Tensor:
+    """``values * s`` in at least float32, so that scaling a loaded fp16 patch and applying it at ``scale=s`` agree."""
+    return values.to(torch.promote_types(values.dtype, torch.float32)) * s
+
+
 def delta_from_tensors(kind: str, tensors: dict[str, torch.Tensor], shape: tuple[int, ...]) -> Delta:
-    """Rebuild a delta from its serialised tensors (the inverse of ``delta.tensors()``)."""
+    """Rebuild a delta from the tensors ``delta.tensors()`` returns."""
     if kind == "dense":
         if tuple(tensors["dense"].shape) != tuple(shape):
             raise ValueError(f"dense delta has shape {tuple(tensors['dense'].shape)}, expected {tuple(shape)}")

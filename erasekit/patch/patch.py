@@ -125,7 +125,10 @@ class ErasurePatch:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for d in self.deltas.values() for t in d.tensors().values())
+        """Bytes of tensor data :meth:`save` writes with its defaults (fp16 values, the smallest encoding per tensor)."""
+        from .encoding import DEFAULT_DTYPE, encoded_nbytes
+
+        return sum(encoded_nbytes(d, DEFAULT_DTYPE) for d in self.deltas.values())
 
     @property
     def num_changed(self) -> int:
@@ -275,11 +278,36 @@ class ErasurePatch:
         meta.setdefault("base_fingerprint", {c: component_fingerprint(m) for c, m in as_components(base).items()})
         return cls(deltas, meta)
 
-    def save(self, path: str | Path) -> Path:
-        """Write one ``.safetensors`` file (atomically) with the metadata as JSON in its header."""
+    def save(self, path: str | Path, dtype: str | torch.dtype | None = None) -> Path:
+        """Write one ``.safetensors`` file (atomically) with the metadata as JSON in its header.
+
+        Each tensor is stored in its smallest exact encoding (dense, indices or bitmask). ``dtype`` is what the values
+        are rounded to: ``None`` means float16, the precision the shipped worlds and Stable Diffusion checkpoints are
+        served in, at half the size of float32; the loaded patch then equals :meth:`stored`, not this one (each value
+        within half an fp16 step). ``dtype="float32"`` reads back bit-exactly. Either way, applying the loaded patch
+        and removing it restores the model's exact bits.
+
+        Example:
+            >>> patch.save("no_cat.safetensors")                   # fp16 values
+            >>> patch.save("no_cat_exact.safetensors", dtype="float32")
+        """
         from .io import save_patch
 
-        return save_patch(self, path)
+        return save_patch(self, path, dtype=dtype)
+
+    def stored(self, dtype: str | torch.dtype | None = None) -> ErasurePatch:
+        """This patch as :func:`load_patch` reads it back from ``save(path, dtype)``: same encodings, same rounding.
+
+        Example:
+            >>> loaded = erasekit.load_patch(patch.save("p.safetensors"))
+            >>> all(torch.equal(loaded.deltas[k].to_dense(), d.to_dense()) for k, d in patch.stored().deltas.items())
+            True
+        """
+        from .encoding import decode, encode, storage_dtype
+
+        target = storage_dtype(dtype)
+        deltas = {key: decode(*encode(key, d, target)) for key, d in self.deltas.items()}
+        return ErasurePatch(deltas, copy.deepcopy(self.metadata))
 
     def save_lora(self, path: str | Path, rank: int = 8, key_format: str = "peft"):
         """Export as a LoRA that ``pipe.load_lora_weights(path)`` loads; returns an export report.
