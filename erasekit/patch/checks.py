@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .encoding import INDEX_DTYPES, KIND_ENCODINGS, PARTS, STORAGE_DTYPES
+from .encoding import INDEX_DTYPES, KIND_ENCODINGS, PARTS, STORAGE_DTYPES, dtype_name
 
 HEADER_KEY = "erasekit_patch"
 FORMAT_VERSION = 2
@@ -224,7 +224,9 @@ def _check_entry(key: str, entry, version: int, tensors: dict) -> dict:
         raise FormatProblem("a delta key is '<component>.<parameter>' without '::'")
     if not isinstance(entry, dict):
         raise FormatProblem("its header entry is not a JSON object")
-    kind = entry.get("kind")
+    if "kind" not in entry:
+        raise FormatProblem("its header entry lacks the field kind")
+    kind = entry["kind"]
     if kind not in KIND_ENCODINGS:
         raise FormatProblem(f"unknown delta kind {kind!r} (this erasekit reads {', '.join(KIND_ENCODINGS)})", UPGRADE)
     required = {"kind", "shape"} | ({"encoding", "dtype"} if version >= 2 else set())
@@ -258,7 +260,9 @@ def _check_parts(entry: dict, parts: dict[str, tuple[torch.dtype, list[int]]], v
     for part in value_parts:
         allowed = (value_dtype,) if version >= 2 or len(value_parts) == 1 else _V1_FLOATS
         if parts[part][0] not in allowed or not parts[part][0].is_floating_point:
-            raise FormatProblem(f"{part} is {parts[part][0]}, not the {value_dtype} its header says")
+            raise FormatProblem(
+                f"{part} is {dtype_name(parts[part][0])}, not the {dtype_name(value_dtype)} its header says"
+            )
     if encoding in ("dense", "lowrank") and "count" in entry:
         raise FormatProblem(f"the {encoding} encoding has no count field")
     if encoding == "lowrank":
@@ -280,9 +284,9 @@ def _check_parts(entry: dict, parts: dict[str, tuple[torch.dtype, list[int]]], v
     if encoding == "indices":
         dtype, ishape = parts["indices"]
         if dtype not in INDEX_DTYPES or torch.iinfo(dtype).max < numel - 1:
-            raise FormatProblem(f"indices are {dtype}, which cannot index {numel} entries")
+            raise FormatProblem(f"indices are {dtype_name(dtype)}, which cannot index {numel} entries")
         if ishape != [count]:
             raise FormatProblem(f"indices have shape {ishape}, not [{count}] (its count)")
     elif parts["bitmask"] != (torch.uint8, [-(-numel // 8)]):
         raise FormatProblem(f"the bitmask is not {-(-numel // 8)} uint8 bytes (one bit per entry of {shape})")
-    return {**entry, "count": count, "dtype": entry["dtype"] or str(value_dtype).removeprefix("torch.")}
+    return {**entry, "count": count, "dtype": entry["dtype"] or dtype_name(value_dtype)}

@@ -81,10 +81,6 @@ def unpack_bits(bits: torch.Tensor, numel: int) -> torch.Tensor:
     return (bits.reshape(-1, 1) & _BIT_WEIGHTS).ne(0).reshape(-1)[:numel]
 
 
-def popcount(bits: torch.Tensor) -> int:
-    return int((bits.reshape(-1, 1) & _BIT_WEIGHTS).ne(0).sum())
-
-
 def _numel(shape) -> int:
     return math.prod(int(s) for s in shape)
 
@@ -207,12 +203,12 @@ def _check_indices(idx: torch.Tensor, numel: int) -> torch.Tensor:
 
 
 def _check_bitmask(bits: torch.Tensor, numel: int, count: int) -> torch.Tensor:
-    ones = popcount(bits)
-    if ones != count:
-        raise ValueError(f"the bitmask has {ones} bits set but {count} values are stored")
-    mask = unpack_bits(bits, -(-numel // 8) * 8)
+    mask = unpack_bits(bits, bits.numel() * 8)
     if bool(mask[numel:].any()):
         raise ValueError("padding bits after the last entry of the bitmask are set")
+    ones = int(mask.sum())
+    if ones != count:
+        raise ValueError(f"the bitmask has {ones} bits set but {count} values are stored")
     return mask[:numel].nonzero().squeeze(1)
 
 
