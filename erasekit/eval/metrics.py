@@ -149,6 +149,40 @@ def classes(ctx: EvalContext) -> dict[str, Any]:
     }
 
 
+def confusion_counts(records: list[dict], kind: str) -> dict[str, int]:
+    """The ``kind`` classifier's mistakes as ``{"TRUE -> PREDICTED": count}``, most frequent first (ties by name)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r[f"{kind}_pred"] != r[kind]:
+            key = f"{r[kind]} -> {r[f'{kind}_pred']}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@register_metric("confusions")
+def confusions(ctx: EvalContext) -> dict[str, Any]:
+    """What the accuracies hide: where each classifier's mistakes go over the grid and, with a target, what the
+    target's images became and the grid cells where the target survived.
+
+    - ``style_confusions`` / ``object_confusions``: every mistake of that classifier as ``{"Watercolor -> Photo": 18}``,
+      most frequent first: an erased class sent to one neighbour, or retained classes dragged along with it.
+    - with a target, ``target_predictions``: what the target kind's classifier called the target's grid images
+      (``{"Photo": 19, "Watercolor": 1}``), and ``target_survived_in``: the cells (``"OTHER_CLASS/SEED"``) where it
+      still recognised the target.
+    """
+    out: dict[str, Any] = {f"{kind}_confusions": confusion_counts(ctx.records, kind) for kind in ("style", "object")}
+    if ctx.target is not None:
+        kind, name = ctx.target.kind, ctx.target.name
+        other = "object" if kind == "style" else "style"
+        on = [r for r in ctx.records if r[kind] == name]
+        predicted: dict[str, int] = {}
+        for r in on:
+            predicted[r[f"{kind}_pred"]] = predicted.get(r[f"{kind}_pred"], 0) + 1
+        out["target_predictions"] = dict(sorted(predicted.items(), key=lambda kv: (-kv[1], kv[0])))
+        out["target_survived_in"] = [f"{r[other]}/{r['seed']}" for r in on if r[f"{kind}_pred"] == name]
+    return out
+
+
 @register_metric("clip_score")
 def clip_score(ctx: EvalContext) -> dict[str, Any]:
     """torchmetrics' CLIPScore (100·max(cos, 0)) of each image against its prompt, with the suite's CLIP."""

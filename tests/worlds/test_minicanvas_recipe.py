@@ -12,7 +12,6 @@ import shutil
 import pytest
 import torch
 
-import erasekit
 from erasekit_worlds import cli as world_cli
 from erasekit_worlds.minicanvas import (
     OBJECTS,
@@ -419,21 +418,6 @@ def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, 
     gold_row = result["reference"][0]
     assert gold_row["created"] == created and [m["created"] for m in gold_row["remeasured"]] == ["later"]
     assert result["runs"][0]["kl_to_gold"]["gold_created"] == "later"
-
-
-def test_probe_erases_one_target_and_explains_its_scores(world, tmp_path, capsys):
-    out, patch = tmp_path / "probe.json", tmp_path / "p.safetensors"
-    argv = ["doco", "style:Photo", "--world", str(world), "--seeds", "0", "--threads", "1", "--out", str(out)]
-    argv += ["--set", "steps=2", "warmup_steps=1", "num_anchor=2", "null_weight=1", "--retain-prompts-from-plan"]
-    assert _bench("minicanvas_probe").main([*argv, "--save-patch", str(patch)]) == 0
-    result = json.loads(out.read_text())
-    assert result["overrides"] == {"steps": 2, "warmup_steps": 1, "num_anchor": 2, "null_weight": 1}
-    assert 0 <= result["metrics"]["ua"] <= 1 and set(result["style_accuracy_by_class"]) == set(STYLES)
-    assert isinstance(result["confusions"], dict) and isinstance(result["target_survived_in"], list)
-    assert erasekit.load_patch(str(patch)).metadata["config"]["retain_prompts"]  # the plan's every other class
-    assert "doco style:Photo" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="Unknown option"):
-        _bench("minicanvas_probe").main(["doco", "style:Photo", "--world", str(world), "--set", "nope=1"])
 
 
 def test_unlearning_benchmark_prompt_plans():
