@@ -74,8 +74,8 @@ class ClipTuneConfig:
     on the text tower alone; tuning the vision tower, both projections and the logit scale against the frozen text
     transformer raises zero-shot accuracy and leaves the pipeline bit-identical. It starts from the saved fp16
     weights (computed in fp32), so a CLIP reused from an earlier world and a fresh one tune alike. Batches, loss and
-    augmentation are the main stage's (:class:`ClipTrainConfig`); measured in ``benchmarks/results/
-    minicanvas_clip_tune_probe.json`` (object zero-shot 94.8 -> 96.7 % on the v2 world's CLIP, 112 s on 2 cores).
+    augmentation are the main stage's (:class:`ClipTrainConfig`). On the shipped world it raises the object
+    zero-shot accuracy (held-out images and templates) from 94.8 to 96.7 %, in about 2 minutes on 2 cores.
     """
 
     steps: int = 600  # optimiser steps (0 turns the tuning off)
