@@ -1,4 +1,4 @@
-"""Evaluation sanity and speed on the MiniCanvas world (issue "Evaluation", items 7 and 8).
+"""Evaluation sanity and speed on the MiniCanvas world: can the suite see an erasure, and how long does it take?
 
 1. **Base-model sanity.** Evaluates the *unpatched* pipeline on the full grid (every style x object pair, every
    seed) with the ``classes`` metric, which scores every possible target at once. An unpatched model has erased

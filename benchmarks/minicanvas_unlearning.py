@@ -40,7 +40,7 @@ logger = logging.getLogger("minicanvas_unlearning")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "benchmarks" / "configs" / "minicanvas_unlearning.yaml"
-TARGETS = {  # issue targets for salun and doco, averaged over the targets of a kind
+TARGETS = {  # the bars salun and doco must meet, averaged over the targets of a kind
     "style": {"ua": 0.95, "ira": 0.90, "cra": 0.90},
     "object": {"ua": 0.90, "ira": 0.90, "cra": 0.90},
 }
@@ -230,7 +230,7 @@ def evaluate_run(handle, suite, target, patch, seeds, args, n_seeds) -> tuple[di
 
 
 def summarise(runs: list[dict], methods: list[str]) -> dict:
-    """Per method and target kind, the mean UA/IRA/CRA (and whether the issue's targets are met)."""
+    """Per method and target kind, the mean UA/IRA/CRA (and, for salun and doco, whether the bars are met)."""
     out = {}
     for method in methods:
         for kind in ("style", "object"):
@@ -260,7 +260,7 @@ def markdown(result: dict) -> str:
         + (f" with overrides {s['overrides']}" if any(s["overrides"].values()) else "")
         + ". KL: mean KL(gold ‖ model) of the classifiers' output distributions (style / object), in nats. "
         "CPU GFLOP/s: the machine's fp32 matmul speed just before the erasure (erase times from machines of one kind "
-        "differ by up to 2.6x; rows without it were measured before it was recorded).",
+        "differ by up to 2.6x).",
         "",
         "| method | target | UA | UA held-out | IRA | CRA | FID | CLIP score | KL to gold | erase s | CPU GFLOP/s "
         "| peak RSS MB | patch MB |",
@@ -283,7 +283,7 @@ def markdown(result: dict) -> str:
             f"| {num(r.get('peak_rss_mb'), '{:.0f}')} "
             f"| {num((m.get('patch_bytes') or 0) / 1e6 if m.get('patch_bytes') else None)} |"
         )
-    lines += ["", "Averages over targets (issue targets apply to salun and doco):", ""]
+    lines += ["", "Averages over targets (the bars apply to salun and doco):", ""]
     lines += ["| method / kind | targets | UA | UA held-out | IRA | CRA | max erase s | meets target |"]
     lines += ["|---|---|---|---|---|---|---|---|"]
     for key, m in result["summary"].items():
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             concept, anchor, extra = method_inputs(method, kind, name, cfg)
             overrides = {**extra, **cfg["overrides"].get(method, {}), "progress": False}
             logger.info("%s on %s (concept %r, anchor %r)", method, target, concept, anchor)
-            machine = cpu_matmul_gflops()  # per run: a resumed table mixes sessions, and machines differ 2.6x
+            machine = cpu_matmul_gflops()  # per run: a resumed table mixes machines, and they differ up to 2.6x
             with PeakRSS() as mem:
                 started = time.perf_counter()
                 patch = erasekit.erase(handle, method, concept, anchor=anchor, **overrides)

@@ -21,8 +21,8 @@ With ``--steps N`` it first continues the generator for N render-objective steps
 measures before and after. Run it alone on the machine: the JSON records the step time.
 
 Usage:
-    python benchmarks/minifaces_pair_probe.py --out benchmarks/results/minifaces_pair_probe_shipped.json
-    python benchmarks/minifaces_pair_probe.py --checkpoint outputs/v3.work/gan.checkpoint.safetensors --samples 500
+    python benchmarks/minifaces_pair_probe.py --samples 1000 --out benchmarks/results/minifaces_pair_probe.json
+    python benchmarks/minifaces_pair_probe.py --checkpoint worlds/faces.work/gan.checkpoint.safetensors --samples 500
     python benchmarks/minifaces_pair_probe.py --steps 400 --set lr=0.003 --set pair_distance=mse \\
         --set "flip_weights={earrings: 4}" --out outputs/pair_probe_mse.json
 """

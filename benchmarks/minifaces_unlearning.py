@@ -5,9 +5,9 @@ configuration plus ``--set`` overrides), from text alone ("glasses"), records th
 patch size, and evaluates the patched generator with :func:`erasekit.eval.evaluate_gan` on fixed seeds (the same for
 every target): the attribute's rate before and after, every other attribute's rate, the pixel and CLIP-feature drift
 of the samples that did not have it, γ (Wasserstein-1 between CLIP-score distributions) and FID in the world's CLIP
-feature space. Each row is checked against the issue's bars: rate after ≤ 2 %, every other attribute within
-3 points, erasure ≤ 5 minutes (and, so that a generator that never drew the attribute cannot pass, a rate before of
-at least 10 %).
+feature space. Each row is checked against erasekit's bars for the method: rate after ≤ 2 %, every other attribute
+within 3 points, erasure ≤ 5 minutes (and, so that a generator that never drew the attribute cannot pass, a rate
+before of at least 10 %).
 
 Results go to one JSON file (written atomically after every target; ``--resume`` skips the targets already in it)
 and a Markdown table, with the environment (package versions, device, threads, matmul speed), seeds and settings.
@@ -41,7 +41,7 @@ from erasekit.cli.common import parse_seeds
 logger = logging.getLogger("minifaces_unlearning")
 
 ROOT = Path(__file__).resolve().parents[1]
-# issue 6's targets; "rate_before" only keeps a generator that never drew the attribute from passing trivially
+# the bars of a Text-to-Unlearn erasure; "rate_before" only keeps a generator that never drew the attribute from passing trivially
 BARS = {"rate_before": 0.10, "rate_after": 0.02, "other_change_points": 3.0, "erase_seconds": 300.0}
 DEFAULT_TARGETS = ("glasses", "smile", "hat", "beard")
 
@@ -113,7 +113,7 @@ def other_attributes(target: str) -> list[str]:
 
 
 def check(row: dict) -> dict:
-    """Which of the issue's bars the row meets."""
+    """Which of the bars the row meets."""
     m = row["metrics"]
     return {
         "drawn_before_ge_10pct": m[f"{row['target']}_rate_before"] >= BARS["rate_before"],
