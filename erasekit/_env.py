@@ -37,8 +37,8 @@ def cpu_model() -> str | None:
 
 def cpu_matmul_gflops(size: int = 512, seconds: float = 0.3) -> float:
     """fp32 matmul throughput of this process's torch threads right now, in GFLOP/s (best of ~``seconds`` of
-    repeats). Shared machines of one kind ran the same code up to 2.6x apart between sessions: this number, recorded
-    next to a timing, tells a slow machine from a slow change."""
+    repeats). Shared machines of one kind run the same code up to 2.6x apart from one day to the next: this number,
+    recorded next to a timing, tells a slow machine from a slow change."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b  # warm-up: thread pool and allocator
     best, deadline = float("inf"), time.perf_counter() + seconds

@@ -690,7 +690,7 @@ def test_shipped_world_matches_its_manifest_and_the_issue_bars():
     import erasekit
     from erasekit_worlds.minifaces import weights_dir
 
-    root = weights_dir()  # committed since session 13: a missing world is a failure, not a skip
+    root = weights_dir()  # the world ships in the repository: a missing world is a failure, not a skip
     assert verify_manifest(root) == []
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["exclude"] == [] and manifest["quick"] is False

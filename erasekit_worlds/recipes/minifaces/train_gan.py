@@ -24,8 +24,8 @@ Two objectives train the same architecture; both ship an exponential moving aver
 
 Both save their whole state to a checkpoint every ``checkpoint_every`` steps when given one (:func:`train_gan`), and
 resume from it with the same result as an uninterrupted run. Both can start from an earlier generator's weights
-instead of the seed's random ones (``init``: a warm start, so a long training can be split across sessions that each
-run a fresh schedule of ``steps``).
+instead of the seed's random ones (``init``: a warm start, so a long training can be split into several runs, each
+with a fresh schedule of ``steps``).
 """
 
 from __future__ import annotations
@@ -100,11 +100,12 @@ class GanTrainConfig:
     pair_distance: str = "l1"  # "render": "l1" or "mse" between the pairs' difference images. L1 pulls towards the
     # median difference, which is "nothing" while the network cannot yet tell an attribute's colour (earrings come
     # in 4 colours: per channel the median change is about 0), so it never starts drawing it; MSE pulls towards
-    # the mean change, which is not 0 (docs/minifaces.md, session 15)
+    # the mean change, which is not 0, so MSE teaches small many-coloured attributes that L1 leaves undrawn
     region_weight: float = 0.0  # "render": weight of the ``pair_distance`` between each face of a pair and the
     # renderer's, averaged over the pair's flip region (:func:`region_loss`). The pair term only sees differences:
     # a half-drawn earring on both faces has the right difference, and the whole-image pixel loss hardly sees a
-    # few pixels, so an attribute can stay a ramp along its latent instead of a step (docs/minifaces.md, session 18)
+    # few pixels, so an attribute can stay a ramp along its latent instead of a step; this term pulls each face to
+    # the renderer's where the attribute is drawn
     flip_weights: dict | None = None  # "render": relative chance of each binary attribute being the one a pair
     # flips, e.g. {"earrings": 4} (unnamed ones weigh 1); None: each equally
     r1_gamma: float = 0.05  # R1 weight; small images want small gamma (StyleGAN2-ADA uses 0.01-0.1 below 128 px)
