@@ -76,11 +76,16 @@ def test_apply_remove_bit_exact_and_scale_semantics(method, patches, tiny_pipe):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_save_load_round_trip(method, patches, tmp_path):
+    """The default file reads back as ``stored()`` says (fp16 values); an fp32 file as the patch in memory."""
     patch = patches[method]
     loaded = load_patch(patch.save(tmp_path / f"{method}.safetensors"))
     assert loaded.metadata["config"] == patch.metadata["config"]
-    for k, d in patch.deltas.items():
+    stored = patch.stored()
+    for k, d in stored.deltas.items():
         assert torch.equal(loaded.deltas[k].to_dense(), d.to_dense())
+    exact = load_patch(patch.save(tmp_path / f"{method}_fp32.safetensors", dtype="float32"))
+    for k, d in patch.deltas.items():
+        assert torch.equal(exact.deltas[k].to_dense(), d.to_dense())
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -182,11 +187,16 @@ def test_gan_apply_remove_bit_exact_and_scale_semantics(method, gan_patches, tin
 
 @pytest.mark.parametrize("method", GAN_METHODS)
 def test_gan_save_load_round_trip(method, gan_patches, tmp_path):
+    """The default file reads back as ``stored()`` says (fp16 values); an fp32 file as the patch in memory."""
     patch = gan_patches[method]
     loaded = load_patch(patch.save(tmp_path / f"{method}.safetensors"))
     assert loaded.metadata["config"] == patch.metadata["config"]
-    for k, d in patch.deltas.items():
+    stored = patch.stored()
+    for k, d in stored.deltas.items():
         assert torch.equal(loaded.deltas[k].to_dense(), d.to_dense())
+    exact = load_patch(patch.save(tmp_path / f"{method}_fp32.safetensors", dtype="float32"))
+    for k, d in patch.deltas.items():
+        assert torch.equal(exact.deltas[k].to_dense(), d.to_dense())
 
 
 @pytest.mark.parametrize("method", GAN_METHODS)
