@@ -491,7 +491,9 @@ def _rows(handle, prompt: str) -> torch.Tensor:
 def test_uce_edits_only_kv_and_sends_the_concept_to_the_guide_values(tiny_pipe):
     handle = DiffusionHandle(tiny_pipe)
     before = {k: v.detach().double().clone() for k, v in handle.named_parameters().items()}
-    patch = erasekit.erase(tiny_pipe, "uce", "a cat", guide="art", preserve=["dog"], lam=1e-6, progress=False)
+    patch = erasekit.erase(
+        tiny_pipe, "uce", "a cat", guide="art", preserve=["dog"], lam=1e-6, keys="words_eos", progress=False
+    )
     assert patch.deltas and all(re.fullmatch(r"unet\..*\.attn2\.to_[kv]\.weight", k) for k in patch.deltas)
     assert patch.metadata["anchor"] == "art" and patch.metadata["stats"]["erase_seconds"] >= 0
     c_e, c_p = _rows(handle, "a cat"), _rows(handle, "dog")

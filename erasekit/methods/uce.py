@@ -3,20 +3,31 @@ arXiv 2308.14761). A baseline.
 
 A closed-form edit of every cross-attention key/value projection W (``xattn_kv``), per layer
 (``erasekit.ops.uce_closed_form``): W = (λW₀ + Σ_e v*_e c_eᵀ + s·Σ_p W₀c_p c_pᵀ)(λI + Σ_e c_e c_eᵀ + s·Σ_p c_p c_pᵀ)⁻¹.
+Keys c are text-encoder output embeddings; an erased prompt's value v*_e = W₀ g is the original projection of its
+guide prompt's embedding g at the paired position; preserved prompts keep W₀ c_p.
 
-- Keys c are the text encoder's output embeddings of a prompt's *non-padding* tokens after BOS: its word tokens
-  and EOS (BOS is left out: under CLIP's causal mask its embedding is the same for every prompt, so it carries no
-  concept). Every erased concept (the main one plus ``erase``) contributes one key per such token.
-- Values v*_e = W₀ c_guide: the guide prompt's embeddings, aligned from the end (EOS ↔ EOS, last word ↔ last
-  word, ...); concept tokens that run past the start of a shorter guide take the guide's BOS embedding (the
-  "nothing" every prompt starts with). The guide is ``guide``, else the ``anchor`` argument, else "" (the
-  unconditional prompt); the paper uses "art" for artistic styles and "" for objects.
-- Preserved concepts (``preserve``, plus ``preserve_random`` vocabulary words drawn with the seed) keep W₀ c_p.
+Which positions are keys (``keys``) follows one of the authors' two releases, or erasekit's earlier choice:
 
-Deliberate departures from the reference code: keys are exactly the concept's word tokens and EOS (the reference
-takes the last word, EOS and the padding after it); the solve is float64 ``torch.linalg.solve`` rather than an
-explicit inverse; the seed only matters when ``preserve_random`` > 0. UCE has no training loop: ``steps``, ``lr``,
-``batch_size``, the optimiser and checkpoint options are accepted (shared by every method) and ignored.
+- ``last_word`` (default; the authors' current code, ``trainscripts/uce_sd_erase.py``, April 2025 on): one key per
+  prompt, the embedding at its last word token (position = attention-mask sum − 2, i.e. BOS for the empty prompt),
+  paired with the guide's last word; each preserved prompt also gives its last word only. Under CLIP's causal mask
+  that embedding has seen the whole prompt, so for "Ink style" the key is "style" read after "Ink".
+- ``from_last_word`` (the 2023 release, ``train-scripts/train_erase.py``): the last word, EOS and all padding after
+  it, paired position by position with the guide from the guide's last word (both runs cut to the same length);
+  preserved prompts give every position (BOS and padding included) and the empty prompt is always preserved.
+- ``words_eos`` (erasekit before): every word token and EOS (BOS carries no concept under the causal mask), the
+  guide aligned from the end and clamped to its BOS; preserved prompts give their words and EOS.
+
+``expand_prompts`` adds the authors' five phrasings per erased concept and guide (their ``--expand_prompts`` with
+``--concept_type art`` or ``object``; the 2023 release expanded the erased concept only). The current code's other
+defaults are λ = 0.5, erase and preserve scales 1, and guide "art" for art, "" for objects; the 2023 release also
+used λ = 0.5 and defaulted the preserve scale to max(0.1, 1/number of preserved prompts).
+
+Departures from the authors' code: the solve is float64 ``torch.linalg.solve`` (theirs inverts in float32; the
+edits agree within float32 round-off, docs/parity.md); one guide serves every erased concept (theirs takes one per
+concept); there is no erase scale (theirs defaults to 1); ``preserve_random`` is erasekit's and the seed only
+matters when it is > 0. UCE has no training loop: ``steps``, ``lr``, ``batch_size``, the optimiser and checkpoint
+options are accepted (shared by every method) and ignored.
 """
 
 from __future__ import annotations
@@ -35,9 +46,11 @@ import torch
 from .. import __version__
 from ..models.base import component_fingerprint
 from ..ops import uce_closed_form
+from ..ops.uce import UCE_KEYS, expand_prompt_pairs, uce_erase_positions, uce_preserve_positions
+from ..ops.uce import aligned_rows as aligned_rows  # re-exported: older imports of it from here keep working
 from ..patch import DenseDelta, ErasurePatch, resolve_targets
 from .base import EraseMethod, register_method
-from .config import MethodConfig, option
+from .config import MethodConfig, check_choice, option
 
 logger = logging.getLogger(__name__)
 
@@ -51,30 +64,37 @@ class UCEConfig(MethodConfig):
     erase: list = option([], "further concepts erased with the main one, all mapped to the guide")
     preserve: list = option([], "concepts whose keys/values must stay unchanged (e.g. other artists' names)")
     guide: str | None = option(
-        None, "what erased concepts become: default the anchor argument if given, else '' (paper: 'art' for styles)"
+        None,
+        "what erased concepts become: default the anchor argument if given, else '' "
+        "(the authors' code: 'art' for art styles, '' for objects)",
     )
-    lam: float = option(0.1, "λ > 0: pull towards the original weights (paper default 0.1)")
-    preserve_scale: float = option(1.0, "weight s of the preservation terms")
+    keys: str = option(
+        "last_word",
+        "token embeddings used as keys: 'last_word' (one per prompt, its last word; the authors' current code, "
+        "2025), 'from_last_word' (last word, EOS and padding; preserved prompts at every position plus the empty "
+        "prompt; the 2023 release), 'words_eos' (every word and EOS; erasekit's earlier choice)",
+    )
+    expand_prompts: str = option(
+        "none",
+        "also erase the concept and map its guide in five more phrasings: 'style' ('painting by', 'art by', "
+        "'artwork by', 'picture by', 'style of' + concept) or 'object' ('image of', 'photo of', 'portrait of', "
+        "'picture of', 'painting of' + concept); the authors' current code's --expand_prompts, off by default there",
+    )
+    lam: float = option(0.5, "λ > 0: pull towards the original weights (the authors' code, 2023 and current: 0.5)")
+    preserve_scale: float = option(
+        1.0, "weight s of the preservation terms (current code: 1; 2023 release: max(0.1, 1/number preserved))"
+    )
     preserve_random: int = option(0, "also preserve this many random vocabulary words drawn with the seed (0: off)")
 
     def __post_init__(self):
         super().__post_init__()
+        check_choice("keys", self.keys, UCE_KEYS)
+        check_choice("expand_prompts", self.expand_prompts, ("none", "style", "object"))
         if not self.lam > 0 or self.preserve_scale < 0 or self.preserve_random < 0:
             raise ValueError("lam must be > 0, preserve_scale and preserve_random >= 0.")
         for name in ("erase", "preserve"):
             if not all(isinstance(p, str) and p.strip() for p in getattr(self, name)):
                 raise ValueError(f"{name} must be a list of non-empty prompts, got {getattr(self, name)!r}.")
-
-
-def aligned_rows(n_concept: int, n_guide: int) -> list[int]:
-    """Guide positions for a concept's key rows (its n words then EOS): aligned from the end, clamped to BOS (0).
-
-    Example:
-        >>> aligned_rows(2, 0)  # two words + EOS against "" (BOS, EOS): words -> BOS, EOS -> EOS
-        [0, 0, 1]
-    """
-    k = n_concept + 1
-    return [max(0, n_guide + 1 - (k - 1 - i)) for i in range(k)]
 
 
 def random_words(tokenizer, n: int, generator: torch.Generator, exclude: set[str]) -> list[str]:
@@ -109,17 +129,23 @@ class UCE(EraseMethod):
         if callbacks:
             logger.warning("uce has no training loop; callbacks are ignored")
         erased = [concept, *cfg.erase]
-        ids = {c: handle.check_concept(c) for c in erased + list(cfg.preserve)}
+        for c in erased + list(cfg.preserve):
+            handle.check_concept(c)
         guide = cfg.guide if cfg.guide is not None else (anchor or "")
+        if len(handle.pipe.tokenizer(guide, add_special_tokens=False).input_ids) + 2 > self._length(handle):
+            raise ValueError(f"The guide {guide!r} is longer than the text encoder reads; shorten it.")
         params = handle.named_parameters()
         names = self._targets(handle, params)
         started = time.perf_counter()
-        erase_keys, erase_guides = self._erase_rows(handle, erased, ids, guide)
+        pairs = expand_prompt_pairs([(c, guide) for c in erased], cfg.expand_prompts)
+        erase_keys, erase_guides = self._erase_rows(handle, pairs)
         preserved = list(cfg.preserve)
         if cfg.preserve_random:
             exclude = {w.lower() for text in erased + [guide] for w in text.split()}
             preserved += random_words(handle.pipe.tokenizer, cfg.preserve_random, self._generator(), exclude)
-        preserve_keys = self._keys(handle, preserved) if preserved else None
+        if cfg.keys == "from_last_word":
+            preserved = ["", *preserved]  # the 2023 release always preserves the empty prompt
+        preserve_keys = self._preserve_rows(handle, preserved) if preserved else None
         deltas = {}
         for name in names:
             w0 = params[name].detach().double().cpu()
@@ -130,7 +156,11 @@ class UCE(EraseMethod):
         if not deltas:
             raise RuntimeError("uce left every targeted weight unchanged (the concept already maps to the guide).")
         logger.info(
-            "uce: %d keys erased, %d preserved, %d weights edited", len(erase_keys), len(preserved), len(deltas)
+            "uce: %d keys erased (%d prompts), %d preserved keys, %d weights edited",
+            len(erase_keys),
+            len(pairs),
+            0 if preserve_keys is None else len(preserve_keys),
+            len(deltas),
         )
         return ErasurePatch(deltas, self._metadata(handle, concept, guide, deltas, time.perf_counter() - started))
 
@@ -149,26 +179,34 @@ class UCE(EraseMethod):
         return names
 
     @staticmethod
-    def _rows(emb: torch.Tensor, n_tokens: int) -> torch.Tensor:
-        return emb[1 : n_tokens + 2].double().cpu()  # word tokens and EOS (BOS left out)
+    def _length(handle) -> int:
+        return int(handle.pipe.tokenizer.model_max_length)
 
-    def _keys(self, handle, prompts: list[str]) -> torch.Tensor:
-        tok = handle.pipe.tokenizer
-        emb = handle.encode_prompts(prompts)
+    def _word_counts(self, handle, prompts: list[str]) -> list[int]:
+        """Word tokens of each prompt as the encoder reads it (truncated to leave room for BOS and EOS)."""
+        tok, most = handle.pipe.tokenizer, self._length(handle) - 2
+        return [min(len(tok(p, add_special_tokens=False).input_ids), most) for p in prompts]
+
+    def _erase_rows(self, handle, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys of every erased prompt and, row for row, the guide embeddings their values are taken from."""
+        erased, guides = [e for e, _ in pairs], [g for _, g in pairs]
+        emb = handle.encode_prompts(erased + guides).double().cpu()
+        counts = self._word_counts(handle, erased + guides)
+        n, length = len(pairs), emb.shape[1]
+        keys, values = [], []
+        for i in range(n):
+            rows, guide_rows = uce_erase_positions(self.config.keys, counts[i], counts[n + i], length)
+            keys.append(emb[i, rows])
+            values.append(emb[n + i, guide_rows])
+        return torch.cat(keys), torch.cat(values)
+
+    def _preserve_rows(self, handle, prompts: list[str]) -> torch.Tensor:
+        emb = handle.encode_prompts(prompts).double().cpu()
+        counts = self._word_counts(handle, prompts)
+        length = emb.shape[1]
         return torch.cat(
-            [self._rows(e, len(tok(p, add_special_tokens=False).input_ids)) for e, p in zip(emb, prompts, strict=True)]
+            [e[uce_preserve_positions(self.config.keys, k, length)] for e, k in zip(emb, counts, strict=True)]
         )
-
-    def _erase_rows(self, handle, erased: list[str], ids: dict, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys of every erased concept and, row for row, the guide embeddings their values are taken from."""
-        n_guide = len(handle.pipe.tokenizer(guide, add_special_tokens=False).input_ids)
-        if n_guide + 2 > handle.pipe.tokenizer.model_max_length:
-            raise ValueError(f"The guide {guide!r} is longer than the text encoder reads; shorten it.")
-        emb = handle.encode_prompts(erased + [guide]).double().cpu()
-        guide_emb = emb[-1]
-        keys = [self._rows(e, len(ids[c])) for e, c in zip(emb[:-1], erased, strict=True)]
-        guides = [guide_emb[aligned_rows(len(ids[c]), n_guide)] for c in erased]
-        return torch.cat(keys), torch.cat(guides)
 
     def _metadata(self, handle, concept: str, guide: str, deltas: dict, seconds: float) -> dict:
         components = handle.components
