@@ -1,12 +1,20 @@
 """ESD: Erasing Concepts from Diffusion Models (Gandikota et al., ICCV 2023, arXiv 2303.07345). A baseline.
 
 Fine-tunes ε_θ(x_t, c) towards ε*(x_t, ∅) − η·(ε*(x_t, c) − ε*(x_t, ∅)) of the frozen model, where x_t comes from
-partially sampling the frozen model with the concept prompt. ESD-x trains cross-attention (styles); ESD-u trains
-everything but cross-attention (objects, nudity).
+partially sampling the frozen model with the concept prompt (CFG ``start_guidance``, a stop step drawn uniformly
+among ``ddim_steps``), and the training timestep is the one the sampled latents sit at. ESD-x trains cross-attention
+(styles); ESD-u trains everything but cross-attention (objects, nudity).
 
-Departures from the reference code, on purpose: the training timestep is exactly the timestep the partially sampled
-latents sit at (the reference draws a random DDPM step inside that DDIM interval), and sampling uses the pipeline's
-own scheduler through its step callbacks.
+The defaults follow the authors' current diffusers code (``esd_sd.py`` of rohitgandikota/erasing, 2025): 200
+iterations, Adam at lr 5e-5, batch 1, CFG 3, 50 sampler steps, the pipeline's own scheduler, ESD-x = every linear
+layer of cross-attention, ESD-u = every linear and convolution weight and bias outside cross-attention (norms
+excluded). That code writes the target as ε*(c) − η'·(ε*(c) − ε*(∅)) with η' = 2, which is the form above with
+η = η' − 1 = 1. The 2023 release (its CompVis code) used 1000 iterations at lr 1e-5 and η = 1, a training timestep
+drawn among the DDPM steps of the sampled interval, and for ESD-u every parameter but cross-attention, the time
+embedding and the output layers (``target: non_xattn`` here).
+
+Departures from the authors' current code: it runs the whole model in bf16 and samples at 1024 px whatever the
+model; erasekit keeps the model's precision (autocast per ``mixed_precision``) and samples at the model's size.
 """
 
 from __future__ import annotations
@@ -22,18 +30,31 @@ from .base import register_method
 from .config import MethodConfig, check_choice, option
 from .loop import TrainedMethod, TrainState
 
-VARIANT_TARGETS = {"x": "xattn", "u": "non_xattn"}
+# ESD-u as the authors' current code chooses it: every Linear/Conv2d weight and bias outside cross-attention, i.e.
+# every UNet parameter but cross-attention's and the norms' (GroupNorm/LayerNorm modules are named *norm*).
+ESD_U = r"re:unet\.(?!.*\.attn2\.)(?!(?:.*\.)?[^.]*norm[^.]*\.).*"
+VARIANT_TARGETS = {"x": "xattn", "u": ESD_U}
 
 
 @dataclass
 class ESDConfig(MethodConfig):
-    steps: int = option(1000, "optimisation steps (the paper uses 1000)")
-    lr: float = option(1e-5, "learning rate (the paper uses 1e-5)")
+    steps: int = option(200, "optimisation steps (the authors' current code: 200; the paper and 2023 release: 1000)")
+    lr: float = option(5e-5, "Adam learning rate (the authors' current code: 5e-5; the paper and 2023 release: 1e-5)")
     variant: str = option("x", "'x': cross-attention only (styles); 'u': all but cross-attention (objects, nudity)")
-    target: Any = option("auto", "parameters to train; 'auto' follows the variant (xattn or non_xattn)")
-    negative_guidance: float = option(1.0, "η: how far past the unconditional prediction to push the concept")
-    start_guidance: float = option(3.0, "CFG scale used to sample x_t from the frozen model")
-    ddim_steps: int = option(50, "sampler steps of the partial sampling; the stop step is drawn uniformly in it")
+    target: Any = option(
+        "auto",
+        "parameters to train; 'auto' follows the variant as the authors' current code does: x = 'xattn', u = every "
+        "UNet linear/conv weight and bias outside cross-attention ('non_xattn' is the 2023 release's u set)",
+    )
+    negative_guidance: float = option(
+        1.0,
+        "η: how far past the unconditional prediction to push the concept (paper and 2023 release: 1; the current "
+        "code's --negative_guidance 2 is the same target, written ε(c) − 2(ε(c) − ε(∅)))",
+    )
+    start_guidance: float = option(3.0, "CFG scale used to sample x_t from the frozen model (authors' code: 3)")
+    ddim_steps: int = option(
+        50, "sampler steps of the partial sampling; the stop step is drawn uniformly in it (authors' code: 50)"
+    )
 
     def __post_init__(self):
         super().__post_init__()
