@@ -2,6 +2,19 @@
 
 Trained weights never touch the caller's pipeline: methods pass ``params`` (``"<component>.<name>" -> tensor``) and
 the handle runs the component with those tensors swapped in through ``torch.func.functional_call``.
+
+``DiffusionHandle(pipe)`` picks the handle of the pipeline's architecture, as ``pathlib.Path`` picks the path class
+of the system: :class:`~erasekit.models.SDXLHandle` for a ``StableDiffusionXLPipeline``,
+:class:`~erasekit.models.SD3Handle` for a ``StableDiffusion3Pipeline``, this class for Stable Diffusion 1.x/2.x.
+
+Every handle speaks the same conventions, so a method written against one runs on all of them:
+
+- A prompt's conditioning is one tensor ``[N, rows, D]`` from :meth:`DiffusionHandle.encode_prompts`; methods only
+  slice, expand and concatenate it along the batch dimension. (SDXL and SD3 append their pooled text embedding as
+  extra rows, see :func:`pack_conditioning`; only the handle reads the parts.)
+- Timesteps are what the denoiser is called with; latents are what it reads at that timestep; the training loss
+  regresses the denoiser's output to :meth:`DiffusionHandle.training_target` (ε or v for SD/SDXL, the flow-matching
+  velocity for SD3) on :meth:`DiffusionHandle.add_noise`'s inputs at :meth:`DiffusionHandle.training_timesteps`.
 """
 
 from __future__ import annotations
@@ -73,6 +86,43 @@ def _unet_forward(unet: nn.Module, overrides: dict[str, torch.Tensor], latents, 
     return _call(unet, overrides, latents, t, encoder_hidden_states=emb).sample
 
 
+def pack_conditioning(tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """One conditioning tensor from token states ``[N, L, D]`` and a pooled embedding ``[N, P]``: the pooled vector,
+    zero-padded to whole rows of width D, follows the tokens as ``ceil(P / D)`` extra rows.
+
+    Methods treat every handle's conditioning as one tensor they slice and concatenate along the batch dimension;
+    this keeps SDXL's and SD3's pooled embedding attached to its prompt through all of that.
+
+    Example:
+        >>> pack_conditioning(torch.zeros(2, 77, 2048), torch.ones(2, 1280)).shape
+        torch.Size([2, 78, 2048])
+    """
+    n, _, d = tokens.shape
+    rows = -(-pooled.shape[1] // d)
+    padded = torch.nn.functional.pad(pooled.to(tokens.dtype), (0, rows * d - pooled.shape[1]))
+    return torch.cat([tokens, padded.reshape(n, rows, d)], dim=1)
+
+
+def unpack_conditioning(emb: torch.Tensor, length: int, pooled_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tokens [N, length, D], pooled [N, pooled_dim])`` of a tensor made by :func:`pack_conditioning`."""
+    return emb[:, :length], emb[:, length:].reshape(emb.shape[0], -1)[:, :pooled_dim]
+
+
+def handle_class(pipe) -> type[DiffusionHandle]:
+    """The handle class for a pipeline: by its class (SDXL, SD3), else the Stable Diffusion 1.x/2.x one."""
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionXLPipeline
+
+    if isinstance(pipe, StableDiffusionXLPipeline):
+        from .sdxl import SDXLHandle
+
+        return SDXLHandle
+    if isinstance(pipe, StableDiffusion3Pipeline):
+        from .sd3 import SD3Handle
+
+        return SD3Handle
+    return DiffusionHandle
+
+
 class DiffusionHandle(ModelHandle):
     """Wraps a ``StableDiffusionPipeline``-like object (unet, text_encoder, tokenizer, scheduler, vae).
 
@@ -84,14 +134,27 @@ class DiffusionHandle(ModelHandle):
 
     kind = "diffusion"
     spec: str | None = None  # how the model was named when loaded, recorded in patch metadata
+    denoiser_name = "unet"  # the component that predicts noise (SD3: "transformer")
+    required = REQUIRED_COMPONENTS
     _unet_fn = staticmethod(_unet_forward)
 
+    def __new__(cls, pipe=None, *args, **kwargs):
+        if cls is DiffusionHandle and pipe is not None:
+            cls = handle_class(pipe)  # the architecture's handle, as pathlib.Path picks PosixPath
+        return super().__new__(cls)
+
     def __init__(self, pipe):
-        missing = [c for c in REQUIRED_COMPONENTS if getattr(pipe, c, None) is None]
+        missing = [c for c in self.required if getattr(pipe, c, None) is None]
         if missing:
             raise TypeError(
                 f"{type(pipe).__name__} lacks {missing}; erasekit needs a Stable Diffusion-style pipeline with "
-                f"{', '.join(REQUIRED_COMPONENTS)} (e.g. diffusers.StableDiffusionPipeline)."
+                f"{', '.join(self.required)} (e.g. diffusers.StableDiffusionPipeline)."
+            )
+        if type(self) is DiffusionHandle and getattr(pipe, "text_encoder_2", None) is not None:
+            raise TypeError(
+                f"{type(pipe).__name__} has a second text encoder that a Stable Diffusion 1.x/2.x handle would ignore; "
+                "erasekit supports StableDiffusionPipeline, StableDiffusionXLPipeline and StableDiffusion3Pipeline "
+                "(load the text-to-image pipeline of the checkpoint)."
             )
         self.pipe = pipe
 
@@ -100,16 +163,21 @@ class DiffusionHandle(ModelHandle):
         return {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder, "vae": self.pipe.vae}
 
     @property
+    def denoiser(self) -> nn.Module:
+        """The network that predicts noise (or velocity): the UNet, or SD3's transformer."""
+        return getattr(self.pipe, self.denoiser_name)
+
+    @property
     def device(self) -> torch.device:
-        return self.pipe.unet.device
+        return self.denoiser.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.pipe.unet.dtype
+        return self.denoiser.dtype
 
     @property
     def image_size(self) -> int:
-        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+        return int(self.denoiser.config.sample_size) * int(self.pipe.vae_scale_factor)
 
     @property
     def prediction_type(self) -> str:
@@ -153,7 +221,8 @@ class DiffusionHandle(ModelHandle):
         return sorted(t[:-4] for t in self.pipe.tokenizer.get_vocab() if t.endswith("</w>"))
 
     def encode_prompts(self, prompts: Sequence[str], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Text-encoder hidden states ``[N, max_length, D]`` for ``prompts`` (gradients flow only through params)."""
+        """The conditioning of ``prompts``: text-encoder hidden states ``[N, max_length, D]`` (gradients flow only
+        through params). SDXL and SD3 append their pooled embedding (see :func:`pack_conditioning`)."""
         tok = self.pipe.tokenizer
         ids = tok(
             list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
@@ -161,6 +230,11 @@ class DiffusionHandle(ModelHandle):
         overrides = self._split(params, "text_encoder")
         with contextlib.nullcontext() if overrides else torch.no_grad():
             return _call(self.pipe.text_encoder, overrides, ids)[0]
+
+    def token_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        """The text states the cross-attention keys and values read, one row per token position, ``[N, L,
+        text_embedding_dim]`` (no pooled rows; what UCE's closed form edits the key/value projections on)."""
+        return self.encode_prompts(prompts)
 
     def predict_noise(self, latents, t, emb, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The UNet's raw output (ε or v, see :attr:`prediction_type`) at timestep(s) ``t``."""
@@ -175,7 +249,7 @@ class DiffusionHandle(ModelHandle):
         if not enable:
             yield
             return
-        self._unet_fn = torch.compile(_unet_forward)
+        self._unet_fn = torch.compile(type(self)._unet_fn)
         try:
             yield
         finally:
@@ -187,18 +261,18 @@ class DiffusionHandle(ModelHandle):
         if not channels_last:
             yield
             return
-        self.pipe.unet.to(memory_format=torch.channels_last)
+        self.denoiser.to(memory_format=torch.channels_last)
         try:
             yield
         finally:
-            self.pipe.unet.to(memory_format=torch.contiguous_format)
+            self.denoiser.to(memory_format=torch.contiguous_format)
 
     def gradient_checkpointing(self, enable: bool) -> bool:
         """Switch the UNet's activation checkpointing; returns the previous setting so it can be restored.
 
         Checkpointed blocks recompute under the trained tensors swapped in (:func:`checkpoint_swapped`).
         """
-        unet = self.pipe.unet
+        unet = self.denoiser
         if not getattr(unet, "_supports_gradient_checkpointing", False):
             return False
         was = bool(unet.is_gradient_checkpointing)
@@ -209,13 +283,36 @@ class DiffusionHandle(ModelHandle):
                 unet.disable_gradient_checkpointing()
         return was
 
+    def training_timesteps(self, draws: torch.Tensor) -> torch.Tensor:
+        """The denoiser's timesteps for integer draws in ``[0, num_train_timesteps)`` (0 = least noise): the draws
+        themselves for a DDPM-style schedule; SD3 reads them off its scheduler's sigma table."""
+        return draws
+
+    @property
+    def _sigma_space(self) -> bool:
+        """Whether the pipeline's sampler keeps latents as x₀ + σ·ε (Euler, Heun, LMS ...: ``init_noise_sigma`` > 1)
+        rather than as the denoiser reads them, √ᾱ·x₀ + √(1−ᾱ)·ε; such latents are rescaled on the way out."""
+        return float(getattr(self.pipe.scheduler, "init_noise_sigma", None) or 1.0) > 1.0
+
+    def _alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        a = self.pipe.scheduler.alphas_cumprod.to(like.device)[t.long()].float()
+        return a.view(-1, *([1] * (like.ndim - 1)))
+
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The regression target of the standard diffusion loss for this scheduler (ε, or v for v-prediction)."""
         if self.prediction_type == "v_prediction":
+            if self._sigma_space or not hasattr(self.pipe.scheduler, "get_velocity"):
+                a = self._alpha_bar(t, x0)
+                return a.sqrt() * noise - (1 - a).sqrt() * x0
             return self.pipe.scheduler.get_velocity(x0, noise, t)
         return noise
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t at training timesteps ``t`` as the denoiser reads it (√ᾱ·x₀ + √(1−ᾱ)·ε; the scheduler's own
+        ``add_noise`` unless it is a σ-space sampler, whose ``add_noise`` gives x₀ + σ·ε at its inference steps)."""
+        if self._sigma_space:
+            a = self._alpha_bar(t, x0)
+            return a.sqrt() * x0 + (1 - a).sqrt() * noise
         return self.pipe.scheduler.add_noise(x0, noise, t)
 
     def predicted_x0(self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -235,13 +332,15 @@ class DiffusionHandle(ModelHandle):
     def latent_shape(self, size: int | None = None) -> tuple[int, int, int]:
         """``(channels, side, side)`` of one latent for ``size``-pixel images (default: :attr:`image_size`)."""
         side = (size or self.image_size) // int(self.pipe.vae_scale_factor)
-        return int(self.pipe.unet.config.in_channels), side, side
+        return int(self.denoiser.config.in_channels), side, side
 
     def initial_latents(self, n: int, generator: torch.Generator, size: int | None = None) -> torch.Tensor:
-        """Standard-normal starting latents drawn from a (CPU) generator, so results do not depend on the device."""
+        """Standard-normal starting latents drawn from a (CPU) generator, so results do not depend on the device.
+
+        The pipeline scales them by its sampler's ``init_noise_sigma`` itself (1 for DDIM; Euler's σ scale)."""
         shape = (n, *self.latent_shape(size))
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
-        return (noise * self.pipe.scheduler.init_noise_sigma).to(self.device, self.dtype)
+        return noise.to(self.device, self.dtype)
 
     @torch.no_grad()
     def sample_latents(
@@ -256,46 +355,79 @@ class DiffusionHandle(ModelHandle):
         """Run the pipeline's own sampling loop from ``latents``; stop after ``stop_after`` steps if given.
 
         Stopping goes through ``callback_on_step_end`` (the pipeline's ``interrupt`` flag), never a forked
-        ``__call__``. Returns the latents and the timestep they sit at (0 when sampling ran to the end).
+        ``__call__``. Returns the latents, as the denoiser reads them at that timestep, and the timestep they sit at
+        (0 when sampling ran to the end).
         """
-        state = {"t": torch.tensor(0)}
+        state = {"t": torch.tensor(0), "sigma": None}
         timesteps = None
+        sigma_space = self._sigma_space
 
         def on_step_end(pipe, i, t, kwargs):
             nonlocal timesteps
             timesteps = pipe.scheduler.timesteps
+            if sigma_space:  # where the latents now sit on the sampler's σ scale
+                state["sigma"] = pipe.scheduler.sigmas[getattr(pipe.scheduler, "step_index", None) or i + 1]
             if stop_after is not None and i + 1 >= stop_after:
                 pipe._interrupt = True
-                state["t"] = timesteps[i + 1] if i + 1 < len(timesteps) else torch.tensor(0)
+                state["t"] = timesteps[i + 1] if i + 1 < len(timesteps) else self._end_timestep()
             return kwargs
 
         if stop_after == 0:
-            self.pipe.scheduler.set_timesteps(num_inference_steps, device=self.device)
-            return latents, self.pipe.scheduler.timesteps[0]
+            return self._start(latents, num_inference_steps)
         out = self.pipe(
-            prompt_embeds=cond,
-            negative_prompt_embeds=uncond,
+            **self._pipeline_conditioning(cond, uncond, latents),
             latents=latents,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             output_type="latent",
             callback_on_step_end=on_step_end,
         )
-        return out.images, state["t"]
+        return self._denoiser_scale(out.images, state["sigma"]), state["t"]
+
+    def _pipeline_conditioning(self, cond: torch.Tensor, uncond: torch.Tensor, latents: torch.Tensor) -> dict:
+        """The pipeline's keyword arguments for conditioning made by :meth:`encode_prompts`."""
+        return {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+
+    def _end_timestep(self) -> torch.Tensor:
+        return torch.tensor(0)
+
+    def _start(self, latents: torch.Tensor, num_inference_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Starting latents as the denoiser reads them, and the sampler's first timestep."""
+        sched = self.pipe.scheduler
+        sched.set_timesteps(num_inference_steps, device=self.device)
+        if not self._sigma_space:
+            return latents, sched.timesteps[0]
+        scaled = latents * float(sched.init_noise_sigma)  # what the pipeline starts from, on the σ scale
+        return self._denoiser_scale(scaled, sched.sigmas[0]), sched.timesteps[0]
+
+    @staticmethod
+    def _denoiser_scale(latents: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        """σ-space latents x₀ + σ·ε as the denoiser reads them, (x₀ + σ·ε)/√(σ²+1); unchanged without a σ."""
+        if sigma is None:
+            return latents
+        return (latents / (float(sigma) ** 2 + 1) ** 0.5).to(latents.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode latents to images in ``[0, 1]``, shape ``[N, 3, H, W]``, float32."""
         vae = self.pipe.vae
-        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        images = vae.decode(self._vae_input(latents.to(vae.dtype))).sample
         return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    def _vae_input(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents in the VAE's own scale (what ``vae.decode`` reads)."""
+        return latents / self.pipe.vae.config.scaling_factor
+
+    def _from_vae(self, z: torch.Tensor) -> torch.Tensor:
+        """A VAE posterior sample in the denoiser's latent scale."""
+        return z * self.pipe.vae.config.scaling_factor
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """VAE-encode images in ``[-1, 1]`` to scaled latents (a sample of the posterior)."""
         vae = self.pipe.vae
         dist = vae.encode(images.to(self.device, vae.dtype)).latent_dist
-        return dist.sample(generator) * vae.config.scaling_factor
+        return self._from_vae(dist.sample(generator))
 
     @torch.no_grad()
     def generate(
@@ -320,13 +452,16 @@ def set_attention_backend(pipe, backend: str = "auto") -> str:
     """Choose the UNet/VAE attention implementation; returns the backend actually set.
 
     ``sdpa`` (PyTorch's fused scaled-dot-product attention) is the default; ``auto`` picks xformers only when it is
-    installed and CUDA is present; ``eager`` is the plain reference implementation.
+    installed and CUDA is present; ``eager`` is the plain reference implementation. SD3's joint attention has only
+    the SDPA processor in diffusers: its transformer keeps that one (and refuses ``eager`` and ``xformers``).
     """
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"Unknown attention backend {backend!r}; choose one of {ATTENTION_BACKENDS}.")
     has_xformers = importlib.util.find_spec("xformers") is not None and torch.cuda.is_available()
+    if getattr(pipe, "unet", None) is None:
+        return _set_transformer_attention(pipe, backend)
     if backend == "auto":
         backend = "xformers" if has_xformers else "sdpa"
     if backend == "xformers":
@@ -343,10 +478,29 @@ def set_attention_backend(pipe, backend: str = "auto") -> str:
     return backend
 
 
+def _set_transformer_attention(pipe, backend: str) -> str:
+    """SDPA for a transformer pipeline (SD3): its joint attention stays on diffusers' SDPA processor, the VAE too."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    if backend in ("eager", "xformers"):
+        raise ValueError(
+            f"{type(pipe).__name__}'s joint attention runs on PyTorch SDPA only (diffusers has no {backend} processor "
+            "for it); use --attention sdpa."
+        )
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    return "sdpa"
+
+
+def _attention_modules(pipe) -> tuple[nn.Module, ...]:
+    return tuple(
+        m for m in (getattr(pipe, "unet", None), getattr(pipe, "transformer", None), pipe.vae) if m is not None
+    )
+
+
 @contextlib.contextmanager
 def attention_backend(pipe, backend: str) -> Iterator[str]:
     """Temporarily switch the attention backend; the previous processors are restored on exit."""
-    saved = {m: m.attn_processors for m in (pipe.unet, pipe.vae)}
+    saved = {m: m.attn_processors for m in _attention_modules(pipe)}
     try:
         yield set_attention_backend(pipe, backend)
     finally:

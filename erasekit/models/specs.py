@@ -1,4 +1,4 @@
-"""Resolve model specs: ``"tiny-sd"``, a registered world (``"NAME"`` or ``"NAME:/path"``, see
+"""Resolve model specs: ``"tiny-sd"`` (``"tiny-sdxl"``, ``"tiny-sd3"``), a registered world (``"NAME"`` or ``"NAME:/path"``, see
 :mod:`erasekit.plugins`), ``"local:/path"`` or a plain path to a diffusers folder.
 
 Loading never executes code and never touches a model hub: folders load with ``local_files_only=True`` and
@@ -18,11 +18,14 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_SPECS = {
     "tiny-sd": "tiny random Stable Diffusion components built in code (tests and smoke runs)",
+    "tiny-sdxl": "tiny random SDXL components built in code (two text encoders, pooled embedding, time ids)",
+    "tiny-sd3": "tiny random SD3 components built in code (MMDiT, CLIP-L/G and T5 encoders, flow matching)",
 }
+TINY_BUILDERS = {"tiny-sd": "tiny_sd_pipeline", "tiny-sdxl": "tiny_sdxl_pipeline", "tiny-sd3": "tiny_sd3_pipeline"}
 
 
 def builtin_specs() -> dict[str, str]:
-    """Every model name ``load_model`` knows without a path: ``tiny-sd`` and the registered worlds."""
+    """Every model name ``load_model`` knows without a path: the tiny pipelines and the registered worlds."""
     from ..plugins import list_worlds
 
     return {**BUILTIN_SPECS, **{w.name: w.description for w in list_worlds()}}
@@ -63,15 +66,20 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict:
 
 
 def _load_folder(path: Path, dtype: torch.dtype):
+    import json
+
     from diffusers import DiffusionPipeline
 
-    if not (path / "model_index.json").is_file():
+    index = path / "model_index.json"
+    if not index.is_file():
         raise ValueError(
             f"{path} is not a diffusers pipeline folder (no model_index.json). Save one with "
             "pipe.save_pretrained(DIR), or pass 'tiny-sd'."
         )
+    # SD 1.x folders name a safety checker, which erasekit never loads; other pipelines have none to skip
+    extra = {"safety_checker": None} if "safety_checker" in json.loads(index.read_text()) else {}
     pipe = DiffusionPipeline.from_pretrained(
-        path, **_dtype_kwarg(dtype), local_files_only=True, use_safetensors=True, safety_checker=None
+        path, **_dtype_kwarg(dtype), local_files_only=True, use_safetensors=True, **extra
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -93,10 +101,10 @@ def load_pipeline(
     config: str | Path | None = None,
     trust_pickle: bool = False,
 ):
-    """Load a Stable Diffusion pipeline from a spec.
+    """Load a Stable Diffusion pipeline (1.x/2.x, SDXL or SD3) from a spec.
 
     Args:
-        spec: ``"tiny-sd"``, a registered diffusion world (``"minicanvas"`` for the shipped one,
+        spec: ``"tiny-sd"`` (``"tiny-sdxl"``, ``"tiny-sd3"``), a registered diffusion world (``"minicanvas"`` for the shipped one,
             ``"minicanvas:/path/to/world"``), ``"local:/path/to/folder"``, a folder written by ``save_pretrained``,
             or a single-file checkpoint (``model.safetensors``; see :mod:`erasekit.interop.single_file`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; default CUDA when present, else CPU.
@@ -114,10 +122,10 @@ def load_pipeline(
     """
     device = _resolve_device(device)
     dtype = dtype or default_dtype(device)
-    if spec == "tiny-sd":
-        from .tiny import tiny_sd_pipeline
+    if spec in TINY_BUILDERS:
+        from . import tiny
 
-        pipe = tiny_sd_pipeline()
+        pipe = getattr(tiny, TINY_BUILDERS[spec])()
     elif (found := _world(spec)) is not None:
         world, folder = found
         if world.kind != "diffusion":
@@ -137,7 +145,8 @@ def load_pipeline(
             raise ValueError(f"Unknown model {spec!r}: not a built-in ({known}) and no folder at {path}.")
         pipe = _load_folder(path, dtype)
     pipe = pipe.to(device)
-    if pipe.unet.dtype != dtype:
+    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    if denoiser.dtype != dtype:
         pipe = pipe.to(dtype=dtype)
     set_attention_backend(pipe, attention)
     return pipe
@@ -149,7 +158,9 @@ def load_model(spec_or_model, **kwargs):
     A ``.safetensors`` file loads as an erasekit StyleGAN2 generator or as a single-file Stable Diffusion checkpoint,
     told apart by its keys (the latter needs ``config=DIR``, see :func:`load_pipeline`); a registered StyleGAN2 world
     (``"minifaces"`` / ``"minifaces:DIR"``) its generator (the handle's ``world`` is the folder, where methods find the
-    world's CLIP, and ``suite_name`` the suite that judges it); anything else a diffusers pipeline.
+    world's CLIP, and ``suite_name`` the suite that judges it); anything else a diffusers pipeline, whose handle class
+    follows the pipeline's (:class:`~erasekit.models.SDXLHandle`, :class:`~erasekit.models.SD3Handle`, else
+    :class:`~erasekit.models.DiffusionHandle`).
     """
     from .base import ModelHandle
     from .gan import StyleGANHandle, is_generator
