@@ -3,7 +3,7 @@
 Each Linear/Conv2d weight delta becomes ``<component>.<module>.lora_A.weight`` and ``...lora_B.weight`` (rank
 inferred from the shapes, alpha = rank, so the LoRA scale is 1). Dense and sparse deltas are factorised by a
 truncated SVD, whose relative Frobenius error is reported; low-rank deltas of rank <= the requested rank are exact.
-Deltas LoRA cannot express (biases, norms, embeddings, the VAE) are dropped and reported.
+Deltas LoRA cannot express (biases, norms, embeddings, the VAE, SD3's T5) are dropped and reported.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from .deltas import Delta, LowRankDelta
 
 logger = logging.getLogger(__name__)
 
-LORA_COMPONENTS = ("unet", "text_encoder")
+# the components diffusers' load_lora_weights reads ("<component>." key prefixes): SD's and SDXL's UNet, SD3's
+# transformer, the CLIP text encoders (SD3's T5 has no LoRA loader)
+LORA_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
 _EMBEDDING = re.compile(r".*(token_embedding|position_embedding)\.weight")
 
 
@@ -109,8 +111,8 @@ def export_lora(
         err_total, norm_total = err_total + err2, norm_total + norm2
     if not tensors:
         raise ValueError(
-            "No delta of this patch can be expressed as a LoRA (only Linear/Conv2d weights of the UNet "
-            "and text encoder can); keep using the patch file."
+            "No delta of this patch can be expressed as a LoRA (only Linear/Conv2d weights of the UNet or SD3 "
+            "transformer and of the CLIP text encoders can); keep using the patch file."
         )
     report = LoraExport(
         path=str(path),
