@@ -30,12 +30,15 @@ def in_turn(prompts: Sequence[str], n: int) -> list[str]:
 
 
 def require_unet_targets(state: TrainState) -> None:
-    """These methods train the UNet (prompt embeddings are computed once); refuse other targets before any work."""
-    other = [k for k in state.params if not k.startswith("unet.")]
+    """These methods train the denoiser, the UNet or SD3's transformer (prompt embeddings are computed once); refuse
+    other targets before any work."""
+    denoiser = getattr(state.handle, "denoiser_name", "unet")
+    other = [k for k in state.params if not k.startswith(denoiser + ".")]
     if other:
+        what = "UNet" if denoiser == "unet" else denoiser
         raise ValueError(
-            f"{state.method_name} trains UNet parameters only; the target also selects {other[0]!r}. "
-            "Use a UNet preset (unet, xattn, non_xattn, ...)."
+            f"{state.method_name} trains {what} parameters only; the target also selects {other[0]!r}. "
+            f"Use a {what} preset (unet, xattn, non_xattn, ...)."
         )
 
 
@@ -99,11 +102,12 @@ def noisy(
     return_noise: bool = False,
 ):
     """(x_t, t, target[, noise]): noise and a uniform timestep in ``t_range`` (default: the whole schedule) for
-    sample i drawn from ``generators[i]``; ``target`` is what the standard diffusion loss regresses to (ε or v)."""
+    sample i drawn from ``generators[i]``; ``target`` is what the standard diffusion loss regresses to (ε or v; the
+    flow-matching velocity for SD3, whose timesteps come from its scheduler's sigma table)."""
     lo, hi = t_range or (0, handle.num_train_timesteps)
     noise = torch.cat([torch.randn((1, *x0.shape[1:]), generator=g) for g in generators]).to(x0.device)
     t = torch.cat([torch.randint(lo, hi, (1,), generator=g) for g in generators])
-    t = t.to(x0.device)
+    t = handle.training_timesteps(t.to(x0.device))  # the draws themselves but for SD3 (its sigma table)
     x_t = handle.add_noise(x0, noise, t).to(handle.dtype)
     target = handle.training_target(x0, noise, t).float()
     return (x_t, t, target, noise) if return_noise else (x_t, t, target)
