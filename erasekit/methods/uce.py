@@ -126,6 +126,12 @@ class UCE(EraseMethod):
         handle = load_model(model)
         if handle.kind not in self.kinds:
             raise ValueError(f"uce works on {self.kinds} models, not {handle.kind}.")
+        if getattr(handle, "denoiser_name", "unet") != "unet":
+            raise ValueError(
+                f"uce edits cross-attention key/value projections, which {type(handle.pipe).__name__} has none of: "
+                "its transformer attends jointly to text and image tokens, so a text key depends on the image and the "
+                "timestep and no closed form maps a prompt to it. Use esd, salun or doco."
+            )
         if callbacks:
             logger.warning("uce has no training loop; callbacks are ignored")
         erased = [concept, *cfg.erase]
@@ -169,7 +175,7 @@ class UCE(EraseMethod):
 
     def _targets(self, handle, params: dict) -> list[str]:
         names = resolve_targets(self.default_target(), params, handle.kind)
-        dim = int(handle.pipe.text_encoder.config.hidden_size)
+        dim = int(handle.text_embedding_dim)  # SDXL: both text encoders' widths together
         bad = [n for n in names if not _KV.fullmatch(n) or params[n].ndim != 2 or params[n].shape[1] != dim]
         if bad:
             raise ValueError(
@@ -190,7 +196,7 @@ class UCE(EraseMethod):
     def _erase_rows(self, handle, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys of every erased prompt and, row for row, the guide embeddings their values are taken from."""
         erased, guides = [e for e, _ in pairs], [g for _, g in pairs]
-        emb = handle.encode_prompts(erased + guides).double().cpu()
+        emb = handle.token_embeddings(erased + guides).double().cpu()
         counts = self._word_counts(handle, erased + guides)
         n, length = len(pairs), emb.shape[1]
         keys, values = [], []
@@ -201,7 +207,7 @@ class UCE(EraseMethod):
         return torch.cat(keys), torch.cat(values)
 
     def _preserve_rows(self, handle, prompts: list[str]) -> torch.Tensor:
-        emb = handle.encode_prompts(prompts).double().cpu()
+        emb = handle.token_embeddings(prompts).double().cpu()
         counts = self._word_counts(handle, prompts)
         length = emb.shape[1]
         return torch.cat(
