@@ -31,8 +31,10 @@ from .config import MethodConfig, check_choice, option
 from .loop import TrainedMethod, TrainState
 
 # ESD-u as the authors' current code chooses it: every Linear/Conv2d weight and bias outside cross-attention, i.e.
-# every UNet parameter but cross-attention's and the norms' (GroupNorm/LayerNorm modules are named *norm*).
-ESD_U = r"re:unet\.(?!.*\.attn2\.)(?!(?:.*\.)?[^.]*norm[^.]*\.).*"
+# every UNet parameter but cross-attention's and the norms' (GroupNorm/LayerNorm modules are named *norm*). On SD3
+# (their SD3.5 code): every transformer parameter outside joint attention; all of them belong to Linear/Conv2d layers
+# there, the adaLN modulation layers named norm*.linear included.
+ESD_U = r"re:unet\.(?!.*\.attn2\.)(?!(?:.*\.)?[^.]*norm[^.]*\.).*|transformer\.(?!transformer_blocks\.\d+\.attn\.).*"
 VARIANT_TARGETS = {"x": "xattn", "u": ESD_U}
 
 
