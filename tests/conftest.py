@@ -50,6 +50,52 @@ def tiny_handle(tiny_pipe):
     return DiffusionHandle(tiny_pipe)
 
 
+# ---------------------------------------------------------------------------------------------------- SDXL and SD3
+
+# Architectures the diffusion method suite runs on -> the session fixture building its tiny pipeline
+DIFFUSION_ARCHS = {"sd": "_tiny_pipe_session", "sdxl": "_tiny_sdxl_session", "sd3": "_tiny_sd3_session"}
+# (method, architecture) pairs the method refuses -> words its ValueError must say
+UNSUPPORTED = {("uce", "sd3"): "cross-attention"}
+
+
+@pytest.fixture(scope="session")
+def _tiny_sdxl_session():
+    from erasekit.models.tiny import tiny_sdxl_pipeline
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return tiny_sdxl_pipeline()
+
+
+@pytest.fixture(scope="session")
+def _tiny_sd3_session():
+    from erasekit.models.tiny import tiny_sd3_pipeline
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return tiny_sd3_pipeline()
+
+
+@pytest.fixture
+def tiny_sdxl_pipe(_tiny_sdxl_session):
+    """A fresh copy of the tiny random SDXL pipeline (fp32, CPU)."""
+    return copy.deepcopy(_tiny_sdxl_session)
+
+
+@pytest.fixture
+def tiny_sd3_pipe(_tiny_sd3_session):
+    """A fresh copy of the tiny random SD3 pipeline (fp32, CPU)."""
+    return copy.deepcopy(_tiny_sd3_session)
+
+
+@pytest.fixture
+def fresh_pipe(request):
+    """``fresh_pipe(arch)``: a fresh copy of the tiny pipeline of an architecture of :data:`DIFFUSION_ARCHS`."""
+
+    def make(arch: str):
+        return copy.deepcopy(request.getfixturevalue(DIFFUSION_ARCHS[arch]))
+
+    return make
+
+
 def state_of(module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 

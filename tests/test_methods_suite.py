@@ -1,4 +1,5 @@
-"""The shared suite every registered method must pass (STYLE.md): diffusion methods on the tiny pipeline, StyleGAN2
+"""The shared suite every registered method must pass (STYLE.md): diffusion methods on the tiny Stable Diffusion,
+SDXL and SD3 pipelines (every pair but those in ``UNSUPPORTED``, which must refuse with a clear error), StyleGAN2
 methods (``kinds = ("stylegan",)``) on a tiny random generator with a tiny random CLIP."""
 
 import copy
@@ -6,10 +7,11 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import FAST_CONFIGS, assert_bit_equal, state_of
+from conftest import DIFFUSION_ARCHS, FAST_CONFIGS, UNSUPPORTED, assert_bit_equal, state_of
 
 import erasekit
 from erasekit.methods import get_method, list_methods
+from erasekit.models import load_model
 from erasekit.patch import ErasurePatch, load_patch, resolve_targets
 
 METHODS = [m for m in list_methods() if "diffusion" in get_method(m).kinds]
@@ -29,21 +31,46 @@ def _erase(pipe, method, **extra):
     return erasekit.erase(pipe, method, "a cat", **{**FAST_CONFIGS[method], **extra})
 
 
+CASES = [pytest.param(m, a, id=f"{m}-{a}") for a in DIFFUSION_ARCHS for m in METHODS if (m, a) not in UNSUPPORTED]
+
+
+class _Patches(dict):
+    """(method, arch) -> patch, each made on first use on a private copy of that architecture's tiny pipeline."""
+
+    def __init__(self, request):
+        super().__init__()
+        self.pipes, self.request = {}, request
+
+    def __missing__(self, key):
+        method, arch = key
+        if arch not in self.pipes:
+            self.pipes[arch] = copy.deepcopy(self.request.getfixturevalue(DIFFUSION_ARCHS[arch]))
+        self[key] = _erase(self.pipes[arch], method)
+        return self[key]
+
+
 @pytest.fixture(scope="module")
-def patches(_tiny_pipe_session):
-    """One patch per method, made once on a private copy of the tiny pipeline."""
-    pipe = copy.deepcopy(_tiny_pipe_session)
-    return {m: _erase(pipe, m) for m in METHODS}
+def patches(request):
+    """One patch per (method, architecture), made once."""
+    return _Patches(request)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_patch_is_nonempty_finite_and_within_targets(method, patches, tiny_handle):
-    patch = patches[method]
+def _target(pipe):
+    """What patches are applied to: the pipeline, or for SD3 (no UNet) its handle."""
+    return pipe if getattr(pipe, "unet", None) is not None else load_model(pipe)
+
+
+def _states(pipe) -> dict[str, dict[str, torch.Tensor]]:
+    return {c: state_of(m) for c, m in load_model(pipe).components.items()}
+
+
+@pytest.mark.parametrize("method, arch", CASES)
+def test_patch_is_nonempty_finite_and_within_targets(method, arch, patches, fresh_pipe):
+    patch = patches[method, arch]
     assert len(patch) > 0 and patch.num_changed > 0
     cls = get_method(method)
-    allowed = set(
-        resolve_targets(cls(cls.config_class(**FAST_CONFIGS[method])).default_target(), tiny_handle.named_parameters())
-    )
+    target = cls(cls.config_class(**FAST_CONFIGS[method])).default_target()
+    allowed = set(resolve_targets(target, load_model(fresh_pipe(arch)).named_parameters()))
     assert set(patch.deltas) <= allowed
     assert all(torch.isfinite(d.to_dense()).all() for d in patch.deltas.values())
     meta = patch.metadata
@@ -51,33 +78,39 @@ def test_patch_is_nonempty_finite_and_within_targets(method, patches, tiny_handl
     assert meta["stats"]["steps_run"] == FAST_CONFIGS[method]["steps"]
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_callers_model_is_unchanged(method, tiny_pipe):
-    before = {c: state_of(getattr(tiny_pipe, c)) for c in ("unet", "text_encoder", "vae")}
-    _erase(tiny_pipe, method)
-    for c, state in before.items():
-        assert_bit_equal(state_of(getattr(tiny_pipe, c)), state)
-    assert not tiny_pipe.unet.is_gradient_checkpointing
+@pytest.mark.parametrize("method, arch", CASES)
+def test_callers_model_is_unchanged(method, arch, fresh_pipe):
+    pipe = fresh_pipe(arch)
+    before = _states(pipe)
+    _erase(pipe, method)
+    for c, state in _states(pipe).items():
+        assert_bit_equal(state, before[c])
+    assert not load_model(pipe).denoiser.is_gradient_checkpointing
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_apply_remove_bit_exact_and_scale_semantics(method, patches, tiny_pipe):
-    patch = patches[method]
-    original = state_of(tiny_pipe.unet)
-    with patch.applied(tiny_pipe, scale=0.0):
-        assert_bit_equal(state_of(tiny_pipe.unet), original)
-    with patch.applied(tiny_pipe):
-        merged = state_of(tiny_pipe.unet)
-    assert_bit_equal(state_of(tiny_pipe.unet), original)
+@pytest.mark.parametrize("method, arch", CASES)
+def test_apply_remove_bit_exact_and_scale_semantics(method, arch, patches, fresh_pipe):
+    patch, pipe = patches[method, arch], fresh_pipe(arch)
+    original = _states(pipe)
+    with patch.applied(_target(pipe), scale=0.0):
+        assert _states(pipe).keys() == original.keys()
+        for c, state in _states(pipe).items():
+            assert_bit_equal(state, original[c])
+    with patch.applied(_target(pipe)):
+        merged = _states(pipe)
+    for c, state in _states(pipe).items():
+        assert_bit_equal(state, original[c])
     for key, delta in patch.deltas.items():
-        name = key.split(".", 1)[1]
-        torch.testing.assert_close(merged[name], original[name] + delta.to_dense(), rtol=0, atol=1e-7)
+        component, name = key.split(".", 1)
+        torch.testing.assert_close(
+            merged[component][name], original[component][name] + delta.to_dense(), rtol=0, atol=1e-7
+        )
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_save_load_round_trip(method, patches, tmp_path):
+@pytest.mark.parametrize("method, arch", CASES)
+def test_save_load_round_trip(method, arch, patches, tmp_path):
     """The default file reads back as ``stored()`` says (fp16 values); an fp32 file as the patch in memory."""
-    patch = patches[method]
+    patch = patches[method, arch]
     loaded = load_patch(patch.save(tmp_path / f"{method}.safetensors"))
     assert loaded.metadata["config"] == patch.metadata["config"]
     stored = patch.stored()
@@ -88,11 +121,12 @@ def test_save_load_round_trip(method, patches, tmp_path):
         assert torch.equal(exact.deltas[k].to_dense(), d.to_dense())
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_same_seed_same_patch_other_seed_other_patch(method, patches, tiny_pipe):
-    again = _erase(tiny_pipe, method)
-    other = _erase(tiny_pipe, method, seed=1)
-    ref = patches[method]
+@pytest.mark.parametrize("method, arch", CASES)
+def test_same_seed_same_patch_other_seed_other_patch(method, arch, patches, fresh_pipe):
+    pipe = fresh_pipe(arch)
+    again = _erase(pipe, method)
+    other = _erase(pipe, method, seed=1)
+    ref = patches[method, arch]
     assert again.deltas.keys() == ref.deltas.keys()
     assert all(torch.equal(again.deltas[k].to_dense(), d.to_dense()) for k, d in ref.deltas.items())
     cls = get_method(method)
@@ -100,16 +134,27 @@ def test_same_seed_same_patch_other_seed_other_patch(method, patches, tiny_pipe)
     assert differs == cls(cls.config_class(**FAST_CONFIGS[method])).seed_matters()
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_disjoint_composition_equals_sequential(method, patches, tiny_pipe):
-    patch = patches[method]
+@pytest.mark.parametrize("method, arch", CASES)
+def test_disjoint_composition_equals_sequential(method, arch, patches, fresh_pipe):
+    patch, pipe = patches[method, arch], fresh_pipe(arch)
     keys = sorted(patch.deltas)
     a = ErasurePatch({k: patch.deltas[k] for k in keys[::2]})
     b = ErasurePatch({k: patch.deltas[k] for k in keys[1::2]})
-    with a.applied(tiny_pipe), b.applied(tiny_pipe):
-        sequential = state_of(tiny_pipe.unet)
-    with (a + b).applied(tiny_pipe):
-        assert_bit_equal(state_of(tiny_pipe.unet), sequential)
+    with a.applied(_target(pipe)), b.applied(_target(pipe)):
+        sequential = _states(pipe)
+    with (a + b).applied(_target(pipe)):
+        for c, state in _states(pipe).items():
+            assert_bit_equal(state, sequential[c])
+
+
+@pytest.mark.parametrize("method, arch", [pytest.param(m, a, id=f"{m}-{a}") for m, a in UNSUPPORTED])
+def test_method_refuses_an_architecture_it_does_not_support(method, arch, fresh_pipe):
+    pipe = fresh_pipe(arch)
+    before = _states(pipe)
+    with pytest.raises(ValueError, match=UNSUPPORTED[method, arch]):
+        _erase(pipe, method)
+    for c, state in _states(pipe).items():
+        assert_bit_equal(state, before[c])
 
 
 @pytest.mark.parametrize("method", list_methods())
