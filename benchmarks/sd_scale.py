@@ -8,7 +8,13 @@ no autocast, full AdamW states, a host sync every step), and the ratio is report
 estimated. ``--scale tiny`` runs the same code on the tiny test components in seconds (a smoke test; its timings
 mean nothing).
 
+``--scale sdxl`` and ``--scale sd3`` do the same at SDXL base 1.0 scale (UNet 2.57 B parameters, CLIP-L and
+OpenCLIP bigG text encoders, 1024 px) and SD3 medium scale (MMDiT 2.03 B, CLIP-L, bigG and T5-XXL 4.76 B; 1024 px;
+``--no-t5`` leaves T5 out, as SD3 allows), with smaller batches and generated data (:data:`LARGE_WORKLOADS`);
+``--scale tiny-sdxl`` / ``tiny-sd3`` are their smoke tests.
+
     python benchmarks/sd_scale.py --scale sd15 --out benchmarks/results/sd_scale_h100.json    # on a GPU
+    python benchmarks/sd_scale.py --scale sdxl --out benchmarks/results/sd_scale_sdxl_h100.json
     python benchmarks/sd_scale.py --scale tiny --out /tmp/sd_scale_tiny.json                   # anywhere
 """
 
@@ -47,6 +53,14 @@ WORKLOADS = {
         2000,
     ),
 }
+# SDXL and SD3 at 1024 px: the same loops with batches that fit one 80 GB GPU and less generated data (the
+# per-step cost is what is measured; the projection then counts this smaller data generation)
+LARGE_WORKLOADS = {
+    "esd": {"batch_size": 1, "ddim_steps": 50},
+    "salun": {"batch_size": 2, "num_forget": 8, "num_retain": 8, "sample_steps": 20, "sample_batch_size": 4},
+    "doco": {**WORKLOADS["doco"][0], "batch_size": 2, "num_anchor": 8, "sample_steps": 20, "sample_batch_size": 4},
+}
+SAMPLING_STEPS = {"sd15": 50, "sdxl": 50, "sd3": 28}  # each pipeline's default
 # What "reference-style" means for every loop (and the pipeline is loaded in fp32 with eager attention).
 REFERENCE = {
     "mixed_precision": "no",
@@ -94,16 +108,175 @@ def sd15_pipeline(device: torch.device, dtype: torch.dtype):
     return pipe.to(device=device, dtype=dtype)
 
 
-def build(scale: str, device: torch.device, reference: bool):
-    dtype = torch.float32 if reference or device.type == "cpu" else torch.bfloat16
-    if scale == "tiny":
-        from erasekit.models.tiny import tiny_sd_pipeline
+def clip_text(device, dtype, big: bool, projection: bool):
+    """CLIP ViT-L/14's text tower (``big=False``) or OpenCLIP bigG's (SDXL's and SD3's second encoder)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-        pipe = tiny_sd_pipeline().to(device)
-        pipe = pipe if pipe.unet.dtype == dtype else pipe.to(dtype=dtype)
+    width = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32)
+    width = (
+        width if big else dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
+    )
+    config = CLIPTextConfig(
+        **width,
+        projection_dim=width["hidden_size"],
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        hidden_act="gelu" if big else "quick_gelu",
+    )
+    with torch.device(device):
+        return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).to(dtype)
+
+
+def sdxl_components(device, dtype) -> dict:
+    """SDXL base 1.0's UNet, text encoders and VAE (random weights; ``device="meta"`` allocates nothing)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(
+            sample_size=128,
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            use_linear_projection=True,
+            cross_attention_dim=2048,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        ).to(dtype)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            sample_size=1024,
+            scaling_factor=0.13025,
+        ).to(dtype)
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": clip_text(device, dtype, big=False, projection=False),
+        "text_encoder_2": clip_text(device, dtype, big=True, projection=True),
+    }
+
+
+def sdxl_pipeline(device: torch.device, dtype: torch.dtype):
+    """A StableDiffusionXLPipeline with SDXL base 1.0's architecture and random weights."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from erasekit.models.tiny import sdxl_euler_scheduler
+    from erasekit.models.tokenizer import clip_tokenizer
+
+    tokenizer_2 = clip_tokenizer()
+    tokenizer_2.pad_token = "!"
+    pipe = StableDiffusionXLPipeline(
+        **sdxl_components(device, dtype),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=tokenizer_2,
+        scheduler=sdxl_euler_scheduler(),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sd3_components(device, dtype, t5: bool = True) -> dict:
+    """SD3 medium's transformer, text encoders (T5-XXL unless ``t5`` is off) and VAE (random weights)."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformer = SD3Transformer2DModel(
+            sample_size=128,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=24,
+            attention_head_dim=64,
+            num_attention_heads=24,
+            joint_attention_dim=4096,
+            caption_projection_dim=1536,
+            pooled_projection_dim=2048,
+            pos_embed_max_size=192,
+        ).to(dtype)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=16,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            sample_size=1024,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+        ).to(dtype)
+        t5_config = T5Config(
+            vocab_size=32128,
+            d_model=4096,
+            d_ff=10240,
+            d_kv=64,
+            num_heads=64,
+            num_layers=24,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            use_cache=False,
+        )
+        text_encoder_3 = T5EncoderModel(t5_config).to(dtype) if t5 else None
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": clip_text(device, dtype, big=False, projection=True),
+        "text_encoder_2": clip_text(device, dtype, big=True, projection=True),
+        "text_encoder_3": text_encoder_3,
+    }
+
+
+def sd3_pipeline(device: torch.device, dtype: torch.dtype, t5: bool = True):
+    """A StableDiffusion3Pipeline with SD3 medium's architecture and random weights (T5's tokenizer is erasekit's
+    tiny one: no T5 vocabulary can be downloaded, and speed does not depend on which tokens a prompt gives)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    from erasekit.models.tiny import t5_char_tokenizer
+    from erasekit.models.tokenizer import clip_tokenizer
+
+    pipe = StableDiffusion3Pipeline(
+        **sd3_components(device, dtype, t5),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
+        tokenizer_3=t5_char_tokenizer() if t5 else None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build(scale: str, device: torch.device, reference: bool, t5: bool = True):
+    dtype = torch.float32 if reference or device.type == "cpu" else torch.bfloat16
+    if scale.startswith("tiny"):
+        from erasekit.models import tiny
+
+        pipe = getattr(tiny, {"tiny": "tiny_sd_pipeline"}.get(scale, f"{scale.replace('-', '_')}_pipeline"))()
+        pipe = pipe.to(device)
+        pipe = pipe if DiffusionHandle(pipe).dtype == dtype else pipe.to(dtype=dtype)
+    elif scale == "sdxl":
+        pipe = sdxl_pipeline(device, dtype)
+    elif scale == "sd3":
+        pipe = sd3_pipeline(device, dtype, t5)
     else:
         pipe = sd15_pipeline(device, dtype)
-    set_attention_backend(pipe, "eager" if reference else "sdpa")
+    # SD3's joint attention has diffusers' SDPA processor only, so its reference run keeps it
+    eager = reference and not scale.endswith("sd3")
+    set_attention_backend(pipe, "eager" if eager else "sdpa")
     return DiffusionHandle(pipe)
 
 
@@ -145,7 +318,7 @@ def run_erasure(handle, method: str, overrides: dict, ref_steps: int, args, refe
     cls = get_method(method)
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     cfg = {k: v for k, v in overrides.items() if k in fields}
-    if args.scale == "tiny":
+    if args.scale.startswith("tiny"):
         cfg = {k: min(v, 4) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in cfg.items()}
     cfg.update(steps=args.warmup + args.measure, progress=False, compile=args.compile and not reference)
     cfg.update(REFERENCE if reference else {})
@@ -184,7 +357,7 @@ def _summarise(probe, handle, patch, ref_steps, args, seconds, cfg) -> dict:
 
 def run_sampling(handle, batch: int, args) -> dict:
     prompts, seeds = ["a painting of a house"] * batch, list(range(batch))
-    steps = 2 if args.scale == "tiny" else 50
+    steps = 2 if args.scale.startswith("tiny") else SAMPLING_STEPS[args.scale]
     handle.generate(prompts[:1], seeds[:1], 2, 7.5)  # warm-up
     with FlopCounterMode(display=False) as counter:
         handle.generate(prompts[:1], seeds[:1], steps, 7.5)
@@ -252,7 +425,13 @@ def _f(v, digits: int = 1) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", choices=("tiny", "sd15"), default="sd15", help="component sizes (default sd15)")
+    p.add_argument(
+        "--scale",
+        choices=("tiny", "sd15", "sdxl", "sd3", "tiny-sdxl", "tiny-sd3"),
+        default="sd15",
+        help="architecture and component sizes (default sd15; tiny, tiny-sdxl, tiny-sd3: smoke tests)",
+    )
+    p.add_argument("--no-t5", action="store_true", help="--scale sd3: leave T5-XXL out (SD3 runs without it)")
     p.add_argument("--device", default=None, help="default: cuda if present, else cpu")
     p.add_argument("--methods", default="esd,salun,doco", help="erasure workloads (registered ones only)")
     p.add_argument("--batches", default="8,16", help="sampling batch sizes")
@@ -268,17 +447,25 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     result = {"run": run_info(args, device), "erasure": {}, "sampling": []}
+    t5, handle = not args.no_t5, None
     for method in [m for m in args.methods.split(",") if m in list_methods() and m in WORKLOADS]:
         overrides, ref_steps = WORKLOADS[method]
-        entry = {"erasekit": run_erasure(build(args.scale, device, False), method, overrides, ref_steps, args, False)}
+        if args.scale.endswith(("sdxl", "sd3")):
+            overrides = LARGE_WORKLOADS[method]
+        handle = None  # one model in memory at a time (SDXL and SD3 fill much of a GPU)
+        handle = build(args.scale, device, False, t5)
+        entry = {"erasekit": run_erasure(handle, method, overrides, ref_steps, args, False)}
         if not args.no_reference:
-            entry["reference"] = run_erasure(build(args.scale, device, True), method, overrides, ref_steps, args, True)
+            handle = None
+            handle = build(args.scale, device, True, t5)
+            entry["reference"] = run_erasure(handle, method, overrides, ref_steps, args, True)
             a, b = entry["erasekit"]["ms_per_step"], entry["reference"]["ms_per_step"]
             entry["speedup"] = b / a if a and b else None
         else:
             entry["reference"] = {k: None for k in entry["erasekit"]}
         result["erasure"][method] = entry
-    handle = build(args.scale, device, False)
+    handle = None
+    handle = build(args.scale, device, False, t5)
     result["sampling"] = [run_sampling(handle, int(b), args) for b in args.batches.split(",")]
     write_json(args.out, result)
     write_text(Path(args.out).with_suffix(".md"), markdown(result))

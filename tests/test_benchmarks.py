@@ -235,3 +235,42 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
         assert "unknown attribute" in str(e)
     else:
         raise AssertionError("a misspelt attribute must be refused")
+
+
+def test_sd_scale_builds_sdxl_base_and_sd3_medium_at_full_size():
+    """The published architectures' parameter counts, built on the meta device (nothing is allocated)."""
+    import torch
+
+    sd_scale = _load("sd_scale")
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    sdxl = sd_scale.sdxl_components("meta", torch.bfloat16)
+    assert {k: count(m) for k, m in sdxl.items()} == {
+        "unet": 2_567_463_684,
+        "vae": 83_653_863,
+        "text_encoder": 123_060_480,
+        "text_encoder_2": 694_659_840,
+    }
+    assert sdxl["unet"].config.cross_attention_dim == 768 + 1280  # both encoders' widths
+    sd3 = sd_scale.sd3_components("meta", torch.bfloat16)
+    assert {k: count(m) for k, m in sd3.items()} == {
+        "transformer": 2_028_328_000,
+        "vae": 83_819_683,
+        "text_encoder": 123_650_304,
+        "text_encoder_2": 694_659_840,
+        "text_encoder_3": 4_762_310_656,
+    }
+    assert sd3["transformer"].config.pooled_projection_dim == 768 + 1280
+    assert sd_scale.sd3_components("meta", torch.bfloat16, t5=False)["text_encoder_3"] is None
+
+
+@pytest.mark.parametrize("scale", ["tiny-sdxl", "tiny-sd3"])
+def test_sd_scale_smoke_on_tiny_sdxl_and_sd3(scale, tmp_path):
+    sd_scale = _load("sd_scale")
+    out = tmp_path / "r.json"
+    argv = ["--scale", scale, "--methods", "esd", "--warmup", "1", "--measure", "2", "--batches", "1"]
+    result = sd_scale.main([*argv, "--no-reference", "--out", str(out)])
+    assert result["erasure"]["esd"]["erasekit"]["flops_per_step"] > 0 and result["run"]["scale"] == scale
+    assert result["sampling"][0]["tflops"] > 0
