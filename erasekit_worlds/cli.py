@@ -206,7 +206,8 @@ def _train(args) -> int:
 def _train_faces(args) -> int:
     from dataclasses import replace
 
-    from .recipes.minifaces.recipe import RecipeConfig, apply_overrides, quick_config, train_world
+    from .recipes.framework import apply_overrides
+    from .recipes.minifaces.recipe import RecipeConfig, quick_config, train_world
 
     cfg = apply_overrides(quick_config() if args.quick else RecipeConfig(), args.overrides)
     if args.gan_steps is not None:

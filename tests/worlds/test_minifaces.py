@@ -301,7 +301,8 @@ def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_reg
 
 def test_flip_weights_choose_which_attribute_a_pair_flips_and_the_pair_distance_may_be_squared():
     from erasekit.models.stylegan import _normalize_2nd_moment
-    from erasekit_worlds.recipes.minifaces.recipe import apply_overrides, quick_config
+    from erasekit_worlds.recipes.framework import apply_overrides
+    from erasekit_worlds.recipes.minifaces.recipe import quick_config
     from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig, flipped_latents, latent_uniforms, pair_loss
 
     gen = torch.Generator().manual_seed(0)
@@ -432,7 +433,7 @@ def test_clip_tune_scores_statements_freezes_the_text_side_on_request_and_skips_
     from dataclasses import replace
 
     from erasekit.models.tokenizer import clip_tokenizer
-    from erasekit_worlds.recipes.minicanvas.train_clip import build_clip
+    from erasekit_worlds.recipes.clip import build_clip
     from erasekit_worlds.recipes.minifaces.recipe import quick_config
     from erasekit_worlds.recipes.minifaces.train_clip import (
         _statement_prototypes,
@@ -515,7 +516,7 @@ def test_load_model_resolves_minifaces_specs(minifaces_world, tmp_path):
 def test_world_cli_rejects_bad_exclusions_before_work(tmp_path, capsys):
     from erasekit.cli.main import main
 
-    assert main(["world", "train", "minifaces", "--exclude", "banana", "--out", str(tmp_path / "w")]) == 1
+    assert main(["world", "train", "minifaces", "--exclude", "banana", "--out", str(tmp_path / "w")]) == 2
     assert "MiniFaces attribute" in capsys.readouterr().err and not (tmp_path / "w").exists()
     from erasekit_worlds.recipes.minifaces.recipe import check_exclude
 
@@ -548,7 +549,7 @@ def test_recipe_work_folder_resumes_finished_stages_and_refuses_other_settings(t
     with pytest.raises(ValueError, match="gan stage trained with other settings"):
         train_world(tmp_path / "c", device="cpu", config=cfg, work=work)
     assert not (tmp_path / "c").exists()
-    assert main(["world", "train", "minicanvas", "--quick", "--out", str(tmp_path / "d"), "--work", str(work)]) == 1
+    assert main(["world", "train", "minicanvas", "--quick", "--out", str(tmp_path / "d"), "--work", str(work)]) == 2
     assert "--work is for minifaces" in capsys.readouterr().err
 
 
@@ -575,9 +576,9 @@ def test_reuse_copies_matching_stages_and_retrains_the_rest(minifaces_world, tmp
     assert set(reusable_stages(minifaces_world, cfg, 0, ["glasses"])) == {"classifier"}
     with pytest.raises(ValueError, match="not an intact MiniFaces world folder"):
         reusable_stages(tmp_path, cfg, 0, [])
-    assert main(["world", "train", "minicanvas", "--quick", "--gan-steps", "3", "--out", str(tmp_path / "c")]) == 1
+    assert main(["world", "train", "minicanvas", "--quick", "--gan-steps", "3", "--out", str(tmp_path / "c")]) == 2
     assert "--gan-steps and --gan-from are for minifaces" in capsys.readouterr().err
-    assert main(["world", "train", "minicanvas", "--quick", "--set", "gan.lr=1", "--out", str(tmp_path / "c")]) == 1
+    assert main(["world", "train", "minicanvas", "--quick", "--set", "gan.lr=1", "--out", str(tmp_path / "c")]) == 2
     assert "--set is for minifaces worlds" in capsys.readouterr().err
 
 
@@ -657,33 +658,11 @@ def test_gan_from_continues_a_world_generator(minifaces_world, tmp_path, capsys)
         (["--exclude", "glasses"], "trained without \\[\\], this run excludes \\['glasses'\\]"),
         (["--set", "gan.w_dim=8"], "another architecture \\(w_dim 16 \\(this run: 8\\)\\)"),
     ]:
-        assert main([*argv, *extra, "--out", str(tmp_path / "bad")]) == 1
+        assert main([*argv, *extra, "--out", str(tmp_path / "bad")]) == 2
         assert re.search(message, capsys.readouterr().err), message
         assert not (tmp_path / "bad").exists()
-    assert main([*argv[:-1], str(tmp_path), "--out", str(tmp_path / "bad")]) == 1
+    assert main([*argv[:-1], str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
     assert "not an intact MiniFaces world folder" in capsys.readouterr().err
-
-
-def test_recipe_overrides_are_typed_and_name_what_exists():
-    from erasekit_worlds.recipes.minifaces.recipe import RecipeConfig, apply_overrides
-
-    base = RecipeConfig()
-    cfg = apply_overrides(base, ["gan.lr=3e-3", "gan.pair_weight=1", "gan.pixel_loss=mse", "check_samples=500"])
-    assert (cfg.gan.lr, cfg.gan.pair_weight, cfg.gan.pixel_loss, cfg.check_samples) == (0.003, 1.0, "mse", 500)
-    assert isinstance(cfg.gan.pair_weight, float) and base.gan.lr is None and base.check_samples == 2000
-    assert apply_overrides(cfg, ["gan.lr=null"]).gan.lr is None
-    for bad, message in [
-        ("gan.lrr=1", "gan has no setting 'lrr'; it has z_dim"),
-        ("gann.lr=1", "no section 'gann'; sections: classifier, clip, clip_tune, gan"),
-        ("gan.lr=fast", "lr must be float or None, got 'fast' (str)"),
-        ("gan.steps=true", "steps must be int, got True (bool)"),
-        ("gan.steps=2.5", "steps must be int, got 2.5 (float)"),
-        ("gan.pair_weight=-1", "pair_weight must be >= 0"),
-        ("gan", "expected NAME=VALUE"),
-        ("gan=1", "the recipe has no setting 'gan'"),
-    ]:
-        with pytest.raises(ValueError, match=re.escape(message)):
-            apply_overrides(base, [bad])
 
 
 def test_shipped_world_matches_its_manifest_and_the_issue_bars():
@@ -733,13 +712,13 @@ def test_erase_cli_end_to_end_on_the_quick_world(minifaces_world, tmp_path, caps
     model = ["--model", f"minifaces:{minifaces_world}", "--device", "cpu"]
     assert main(["generate", *model, "--seeds", "0-3", "--patch", str(out), "--out", str(grid_png)]) == 0
     assert grid_png.stat().st_size > 0
-    assert main(["generate", *model, "--prompt", "a face", "--out", str(grid_png)]) == 1
+    assert main(["generate", *model, "--prompt", "a face", "--out", str(grid_png)]) == 2
     assert "takes no prompts" in capsys.readouterr().err
     argv = ["eval", *model, "--suite", "minifaces", "--patch", str(out), "--target", "glasses", "--seeds", "0-3"]
     assert main([*argv, "--no-fid", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["targets"] == ["glasses"] and "glasses_rate_before" in json.dumps(result["metrics"])
-    assert main(["eval", *model, "--suite", "minifaces", "--json", str(report)]) == 1
+    assert main(["eval", *model, "--suite", "minifaces", "--json", str(report)]) == 2
     assert "needs --target" in capsys.readouterr().err
 
 

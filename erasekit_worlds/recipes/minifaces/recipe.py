@@ -11,7 +11,8 @@ with it never reach CLIP or the GAN (attributes are independent, so the other at
 
 ``work=DIR`` keeps each finished stage (and the generator's checkpoints) so an interrupted run resumes;
 ``reuse=WORLD`` copies the stages of an earlier world folder whose settings match this run's (the classifier, the
-CLIP with its tune, the generator; see :func:`reusable_stages`), e.g. to retrain only the generator with more steps;
+CLIP with its tune, the generator; see :func:`reusable_stages` and :mod:`erasekit_worlds.recipes.framework`), e.g.
+to retrain only the generator with more steps;
 ``gan_from=WORLD`` starts the generator from that world's generator instead of from scratch (a warm start: its
 ``gan.steps`` are more steps on a fresh schedule, and the manifest adds them up in ``total_steps``).
 
@@ -27,25 +28,29 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-import platform
 import shutil
-import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from erasekit._io import atomic_dir, write_json
-
-from ...minicanvas.manifest import MANIFEST, copy_stage, file_table, read_manifest
 from ...minifaces.classifier import load_attribute_classifier
-from ...minifaces.data import HAIR_COLOURS, INDICATORS, FaceBank, render_bank, resolve_indicator
+from ...minifaces.data import (
+    ATTRIBUTES,
+    HAIR_COLOURS,
+    INDICATORS,
+    PROBABILITIES,
+    FaceBank,
+    render_bank,
+    resolve_indicator,
+)
 from ...minifaces.manifest import CLASSIFIER, GENERATOR, verify_manifest
-from ..minicanvas.training import Stopwatch, resolve_device
+from .. import framework
+from ..clip import reload_clip, save_clip
+from ..framework import Stage, WorldBuild, WorldRecipe, check_seed, describe, earlier_world, plain, write_world
+from ..training import Stopwatch, resolve_device
 from .train_classifier import ClassifierTrainConfig, evaluate_classifier, train_attribute_classifier
 from .train_clip import FaceClipTrainConfig, FaceClipTuneConfig, train_face_clip, tune_face_clip, zero_shot
 from .train_gan import GanTrainConfig, config_differences, train_gan
@@ -69,6 +74,7 @@ class RecipeConfig:
     quick: bool = False  # a seconds-long smoke run: the models are untrained and the metrics meaningless
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (the manifest's ``config``)."""
         return asdict(self)
 
 
@@ -85,39 +91,25 @@ def quick_config() -> RecipeConfig:
     return cfg
 
 
-def apply_overrides(cfg: RecipeConfig, overrides) -> RecipeConfig:
-    """A copy of ``cfg`` with ``["gan.lr=3e-3", "check_samples=500"]``-style settings applied (values read the way
-    ``erasekit erase --set`` reads them). Unknown names and values of the wrong type are errors that list what may
-    be set."""
-    import dataclasses
+def _not_continued(old: dict) -> bool:
+    """Whether an earlier world's generator was trained from scratch: a continued one's config says only the steps
+    of its last run, not what a from-scratch run trains."""
+    return "continued_from" not in old.get("stages", {}).get("gan", {})
 
-    from erasekit.methods.config import _check_types, parse_override
 
-    out = copy.deepcopy(cfg)
-    for item in overrides or []:
-        key, value = parse_override(str(item)) if "=" in str(item) else ("", None)
-        if not key:
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. gan.lr=0.003")
-        head, _, name = key.rpartition(".")
-        target = getattr(out, head, None) if head else out
-        if head and not dataclasses.is_dataclass(target):
-            sections = [f.name for f in dataclasses.fields(out) if dataclasses.is_dataclass(getattr(out, f.name))]
-            raise ValueError(f"--set {item!r}: no section {head!r}; sections: {', '.join(sections)}")
-        names = [f.name for f in dataclasses.fields(target) if not dataclasses.is_dataclass(getattr(target, f.name))]
-        if name not in names:
-            raise ValueError(
-                f"--set {item!r}: {head or 'the recipe'} has no setting {name!r}; it has {', '.join(names)}"
-            )
-        try:
-            changed = replace(target, **{name: value})  # the section's __post_init__ checks the value
-            _check_types(changed)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"--set {item!r}: {e}") from e
-        if head:
-            setattr(out, head, changed)
-        else:
-            out = changed
-    return out
+CLASSIFIER_STAGE = Stage("classifier", files=(CLASSIFIER,), excludable=False)  # the judge sees every face
+CLIP_STAGE = Stage("clip", files=("clip",), tail="clip_tune", tail_metrics=("clip_before_tune",))
+CLIP_TUNE = Stage("clip_tune", files=("clip",))  # the CLIP's tail: done here unless copied with the CLIP
+GAN_STAGE = Stage("gan", files=(GENERATOR,), accepts=_not_continued)
+WORLD = WorldRecipe(
+    world="minifaces",
+    title="MiniFaces",
+    version=RECIPE,
+    stages=(CLASSIFIER_STAGE, CLIP_STAGE, GAN_STAGE),  # they do not read each other: any subset may be copied
+    data=("train_images",),
+    verify=verify_manifest,
+    same_version=True,
+)
 
 
 def check_exclude(exclude) -> list[str]:
@@ -172,94 +164,19 @@ def train_world(
         The manifest (also written to ``out/manifest.json``).
     """
     excluded = check_exclude(exclude)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     device = resolve_device(device)
     cfg = config or (quick_config() if quick else RecipeConfig())
     reused = reusable_stages(reuse, cfg, seed, excluded) if reuse is not None else {}
     init = generator_to_continue(gan_from, cfg, excluded) if gan_from is not None else None
     if init is not None:
         reused.pop("gan", None)  # continued, not copied
-    started = time.perf_counter()
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        cache = StageCache(work) if work else None
-        manifest = _train_into(Path(tmp), cfg, seed, excluded, device, cache, reused, init)
-        manifest["total_seconds"] = round(time.perf_counter() - started, 1)
-        copied = sum(manifest["stages"][name].get("seconds", 0.0) for name in manifest["reused"])
-        manifest["full_recipe_seconds"] = round(manifest["total_seconds"] + copied, 1)
-        manifest["files"] = file_table(tmp)
-        manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
-        write_json(Path(tmp) / MANIFEST, manifest)
-    logger.info("wrote the MiniFaces world to %s (%.1f MB)", out, manifest["total_bytes"] / 1e6)
-    return manifest
+    identity = {"recipe": RECIPE, "seed": seed, "train_images": cfg.train_images, "quick": cfg.quick}
 
+    def train(build: WorldBuild) -> dict:
+        return _train_into(build, cfg, seed, excluded, device, init)
 
-class StageCache:
-    """Finished recipe stages kept in a work folder: ``<work>/<stage>/`` holds the stage's files and ``stage.json``
-    (the settings that made them and the stage's statistics); each is written atomically when the stage ends."""
-
-    def __init__(self, work: str | os.PathLike):
-        self.root = Path(work)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def restore(self, stage: str, identity: dict, into: Path, files: list[str]) -> dict | None:
-        """Copy the stage's ``files`` into ``into`` and return its statistics, or None when it has not finished; a
-        stage finished with other settings is an error (it would silently mix two recipes)."""
-        folder = self.root / stage
-        if not (folder / "stage.json").exists():
-            return None
-        record = json.loads((folder / "stage.json").read_text(encoding="utf-8"))
-        if record.get("identity") != json.loads(json.dumps(identity)):
-            raise ValueError(
-                f"{folder} holds a {stage} stage trained with other settings; use another --work folder, or delete "
-                f"{folder} to train the stage again"
-            )
-        for name in files:
-            source, target = folder / name, into / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():  # a later stage's version of an earlier stage's files (the tuned CLIP)
-                shutil.rmtree(target)
-            (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
-        logger.info("%s: reusing the finished stage in %s", stage, folder)
-        return {**record["stats"], "resumed_from": str(folder)}
-
-    def store(self, stage: str, identity: dict, source: Path, files: list[str], stats: dict) -> None:
-        with atomic_dir(self.root / stage, overwrite=True) as tmp:
-            for name in files:
-                target = tmp / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                (shutil.copytree if (source / name).is_dir() else shutil.copy2)(source / name, target)
-            write_json(tmp / "stage.json", {"identity": identity, "stats": stats})
-
-    def checkpoint(self, stage: str) -> Path:
-        return self.root / f"{stage}.checkpoint.safetensors"
-
-
-# stage -> (files it writes, the stage-statistics entries it owns, the config sections that shape it)
-REUSABLE = {
-    "classifier": ((CLASSIFIER,), ("classifier",), ("classifier",)),
-    "clip": (("clip",), ("clip", "clip_tune"), ("clip",)),
-    "gan": ((GENERATOR,), ("gan",), ("gan",)),
-}
-
-
-def _plain(value):
-    """A config dict as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(value))
-
-
-def _earlier_world(root: Path, option: str, hint: str = "") -> dict:
-    """The manifest of an earlier MiniFaces world folder given to ``option``; ValueError unless it is intact."""
-    problems = verify_manifest(root)
-    if problems:
-        raise ValueError(
-            f"{option} {root}: not an intact MiniFaces world folder ({problems[0]}); pass a folder written by "
-            f"`erasekit world train minifaces`{hint}"
-        )
-    old = read_manifest(root)
-    if old.get("world") != "minifaces":
-        raise ValueError(f"{option} {root}: a {old.get('world')!r} world folder, not a MiniFaces one")
-    return old
+    return write_world(WORLD, out, train, overwrite=overwrite, reused=reused, work=work, identity=identity)
 
 
 def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excluded: list[str]) -> dict:
@@ -268,43 +185,16 @@ def reusable_stages(world: str | os.PathLike, cfg: RecipeConfig, seed: int, excl
     A stage is reusable when the folder's files match its manifest and it was made by this recipe version, with the
     same seed, quick setting and number of training faces, the same exclusions (except the classifier, which always
     sees every face) and the same stage config. The CLIP's tune must match too, unless the old CLIP was never tuned:
-    it is then copied and tuned here (``"tuned": False``). The stages do not read each other, so any subset may be
-    copied: a run with only ``gan.steps`` changed copies the classifier and the CLIP and trains the generator.
-    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}, "metrics": {...}}}``.
+    it is then copied and tuned here (``"tail_done": False``). The stages do not read each other, so any subset may
+    be copied: a run with only ``gan.steps`` changed copies the classifier and the CLIP and trains the generator.
+    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}, "metrics": {...}}}`` (see
+    :func:`erasekit_worlds.recipes.framework.reusable_stages`).
 
     Raises:
         ValueError: the folder is not an intact MiniFaces world folder.
     """
-    root = Path(world)
-    old = _earlier_world(root, "--reuse", ", or leave --reuse out")
-    old_cfg = old.get("config", {})
-    same_data = (
-        old.get("recipe") == RECIPE
-        and old.get("seed") == seed
-        and bool(old.get("quick")) == cfg.quick
-        and old_cfg.get("train_images") == cfg.train_images
-    )
-    found = {}
-    for stage, (_, stat_keys, sections) in REUSABLE.items():
-        same_exclusions = stage == "classifier" or sorted(old.get("exclude", [])) == sorted(excluded)
-        same_config = all(old_cfg.get(k) == _plain(asdict(getattr(cfg, k))) for k in sections)
-        if not (same_data and same_exclusions and same_config):
-            continue
-        if stage == "gan" and "continued_from" in old.get("stages", {}).get("gan", {}):
-            continue  # its config's steps are only the last of several runs: not what a from-scratch run trains
-        entry = {"dir": root, "created": old.get("created"), "metrics": {}}
-        if stage == "clip":
-            old_tune, tuned = old_cfg.get("clip_tune"), bool(old_cfg.get("clip_tune", {}).get("steps"))
-            if tuned and old_tune != _plain(asdict(cfg.clip_tune)):
-                continue  # a differently tuned CLIP cannot be untuned
-            entry["tuned"] = tuned
-            stat_keys = stat_keys if tuned else ("clip",)
-            if tuned and "clip_before_tune" in old.get("metrics", {}):
-                entry["metrics"]["clip_before_tune"] = old["metrics"]["clip_before_tune"]
-        entry["stats"] = {k: old["stages"][k] for k in stat_keys if k in old.get("stages", {})}
-        found[stage] = entry
-    logger.info("reusing %s from %s", ", ".join(found) or "no stage", root)
-    return found
+    run = {"seed": seed, "quick": cfg.quick, "config": plain(cfg.to_dict()), "exclude": excluded}
+    return framework.reusable_stages(WORLD, world, run)
 
 
 def generator_to_continue(world: str | os.PathLike, cfg: RecipeConfig, excluded: list[str]) -> dict:
@@ -321,7 +211,7 @@ def generator_to_continue(world: str | os.PathLike, cfg: RecipeConfig, excluded:
     from erasekit.models.stylegan import load_generator
 
     root = Path(world)
-    old = _earlier_world(root, "--gan-from")
+    old = earlier_world(WORLD, root, "--gan-from")
     if sorted(old.get("exclude", [])) != sorted(excluded):
         raise ValueError(
             f"--gan-from {root}: its generator was trained without {old.get('exclude', [])}, this run excludes "
@@ -346,127 +236,87 @@ def generator_to_continue(world: str | os.PathLike, cfg: RecipeConfig, excluded:
     }
 
 
-def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
-    copy_stage(REUSABLE[stage][0], reused[stage], tmp, stages)
-    logger.info("%s: copied from %s", stage, reused[stage]["dir"])
-
-
-def _train_into(
-    tmp: Path,
-    cfg: RecipeConfig,
-    seed: int,
-    excluded: list[str],
-    device: torch.device,
-    cache: StageCache | None,
-    reused: dict | None = None,
-    init: dict | None = None,
-) -> dict:
-    from erasekit.models.stylegan import save_generator
+def _train_into(build: WorldBuild, cfg: RecipeConfig, seed: int, excluded: list[str], device, init) -> dict:
+    """Run every stage into ``build``'s folder (``init``: the generator to continue); returns the manifest's
+    description."""
     from erasekit.models.tokenizer import clip_tokenizer
 
-    reused = reused or {}
-    stages, metrics, clock = {}, {}, Stopwatch(device)
+    clock = Stopwatch(device)
     train = render_bank(cfg.train_images, seed, "train", "rendering train faces").to(device)
     heldout = render_bank(cfg.heldout_images, seed, "heldout", "rendering held-out faces").to(device)
     world = train.without(excluded)
-    stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
-    base = {"recipe": RECIPE, "seed": seed, "train_images": cfg.train_images, "quick": cfg.quick}
+    build.stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
+    _classifier_stage(build, (train, heldout), cfg, seed, device)
+    banks = (world, heldout.without(excluded))
+    _clip_stages(build, banks, clip_tokenizer(), cfg, seed, device, excluded)
+    _gan_stage(build, world, cfg, seed, device, excluded, init)
+    clock = Stopwatch(device)
+    build.metrics["generator"] = _check_generator(build.tmp, cfg, *banks, device)
+    build.stages["check"] = {"seconds": clock.seconds(), "samples": cfg.check_samples}
+    facts = {"attributes": list(ATTRIBUTES), "hair_colours": list(HAIR_COLOURS), "probabilities": PROBABILITIES}
+    sampling = {"truncation_psi": 1.0, "noise_mode": "const", "seeds": f"0..{cfg.check_samples - 1}"}
+    return describe(build, cfg, seed, excluded, device, facts, sampling)
 
-    def stage(name: str, identity: dict, files: list[str], run) -> dict:
-        identity = {**base, **identity}
-        stats = cache.restore(name, identity, tmp, files) if cache else None
-        if stats is None:
-            stats = run()
-            if cache:
-                cache.store(name, identity, tmp, files, stats)
-        return stats
 
-    def classifier_stage() -> dict:
+def _classifier_stage(build: WorldBuild, banks, cfg: RecipeConfig, seed: int, device) -> None:
+    """The attribute classifier, trained on the first of ``banks`` (every face) and measured on the second."""
+    train, heldout = banks
+
+    def run() -> dict:
         classifier, stats = train_attribute_classifier(train, cfg.classifier, seed, device)
-        classifier.save(tmp / CLASSIFIER)
+        classifier.save(build.tmp / CLASSIFIER)
         return stats
 
-    if "classifier" in reused:
-        _copy_stage("classifier", reused, tmp, stages)
-    else:
-        identity = {"config": asdict(cfg.classifier)}
-        stages["classifier"] = stage("classifier", identity, [CLASSIFIER], classifier_stage)
-    metrics["classifier"] = evaluate_classifier(load_attribute_classifier(tmp / CLASSIFIER, device), heldout, device)
-    tokenizer = clip_tokenizer()
+    build.run(CLASSIFIER_STAGE, run, {"config": asdict(cfg.classifier)})
+    judge = load_attribute_classifier(build.tmp / CLASSIFIER, device)
+    build.metrics["classifier"] = evaluate_classifier(judge, heldout, device)
 
-    def clip_stage() -> dict:
+
+def _clip_stages(build: WorldBuild, banks, tokenizer, cfg: RecipeConfig, seed: int, device, excluded) -> None:
+    """The CLIP and its tune on the first of ``banks``, each measured on the second (held out)."""
+    (world, heldout), path = banks, build.tmp / "clip"
+
+    def train() -> dict:
         clip, stats = train_face_clip(world, tokenizer, cfg.clip, seed, device)
-        _save_clip(clip, tokenizer, tmp / "clip")
+        save_clip(clip, tokenizer, path)
         return stats
 
-    if "clip" in reused:
-        _copy_stage("clip", reused, tmp, stages)
-        metrics.update(reused["clip"]["metrics"])
-    else:
-        identity = {"config": asdict(cfg.clip), "exclude": excluded}
-        stages["clip"] = stage("clip", identity, ["clip"], clip_stage)
-    metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
-
-    def clip_tune_stage() -> dict:
-        clip = _reload_clip(tmp / "clip", device)  # the saved fp16 weights: a resumed run tunes the same start
+    def tune() -> dict:
+        clip = reload_clip(path, device)  # the saved fp16 weights: a resumed run tunes the same start
         stats = tune_face_clip(clip, world, tokenizer, cfg.clip, cfg.clip_tune, seed, device, excluded)
-        shutil.rmtree(tmp / "clip")
-        _save_clip(clip, tokenizer, tmp / "clip")
+        shutil.rmtree(path)
+        save_clip(clip, tokenizer, path)
         return stats
 
-    if cfg.clip_tune.steps and not reused.get("clip", {}).get("tuned"):
+    build.run(CLIP_STAGE, train, {"config": asdict(cfg.clip), "exclude": excluded})
+    build.metrics["clip"] = zero_shot(reload_clip(path, device), tokenizer, heldout)
+    if cfg.clip_tune.steps and not build.tail_copied("clip"):
         identity = {"config": asdict(cfg.clip), "tune": asdict(cfg.clip_tune), "exclude": excluded}
-        stages["clip_tune"] = stage("clip_tune", identity, ["clip"], clip_tune_stage)
-        metrics["clip_before_tune"] = metrics["clip"]
-        metrics["clip"] = zero_shot(_reload_clip(tmp / "clip", device), tokenizer, heldout.without(excluded))
+        build.run(CLIP_TUNE, tune, identity)
+        build.metrics["clip_before_tune"] = build.metrics["clip"]
+        build.metrics["clip"] = zero_shot(reload_clip(path, device), tokenizer, heldout)
 
-    def gan_stage() -> dict:
-        checkpoint = cache.checkpoint("gan") if cache else None
+
+def _gan_stage(build: WorldBuild, world: FaceBank, cfg: RecipeConfig, seed: int, device, excluded, init) -> None:
+    """The generator, from scratch or continued from ``init``; its training checkpoint lives in the work folder."""
+    from erasekit.models.stylegan import save_generator
+
+    def train() -> dict:
+        checkpoint = build.cache.checkpoint("gan") if build.cache else None
         G, stats = train_gan(
             world, cfg.gan, seed, device, excluded, checkpoint=checkpoint, init=init and init["generator"]
         )
-        save_generator(copy.deepcopy(G).cpu(), tmp / GENERATOR, dtype=torch.float16)
+        save_generator(copy.deepcopy(G).cpu(), build.tmp / GENERATOR, dtype=torch.float16)
         if init is not None:
             stats["continued_from"] = init["entry"]
             stats["total_steps"] = init["entry"]["steps"] + cfg.gan.steps
         return stats
 
-    if "gan" in reused:
-        _copy_stage("gan", reused, tmp, stages)
-    else:
-        identity = {"config": asdict(cfg.gan), "exclude": excluded}
-        if init is not None:
-            identity["continued_from"] = init["entry"]["generator_sha256"]
-        stages["gan"] = stage("gan", identity, [GENERATOR], gan_stage)
-        if cache:
-            cache.checkpoint("gan").unlink(missing_ok=True)  # the finished stage holds the generator now
-    clock = Stopwatch(device)
-    metrics["generator"] = _check_generator(tmp, cfg, world, heldout.without(excluded), device)
-    stages["check"] = {"seconds": clock.seconds(), "samples": cfg.check_samples}
-    manifest = _manifest(cfg, seed, excluded, device, stages, metrics)
-    manifest["reused"] = [
-        key for stage in reused for key in REUSABLE[stage][1] if "reused_from" in stages.get(key, {})
-    ]
-    return manifest
-
-
-def _save_clip(clip, tokenizer, path: Path) -> None:
-    """Save CLIP in fp16 with a processor for 64×64 faces; the config says float32 so it loads for fp32 compute."""
-    from transformers import CLIPProcessor
-
-    from ..minicanvas.train_clip import image_processor
-
-    copy.deepcopy(clip).to(device="cpu", dtype=torch.float16).save_pretrained(path, safe_serialization=True)
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    config["dtype"] = "float32"
-    write_json(path / "config.json", config)
-    CLIPProcessor(image_processor=image_processor(), tokenizer=tokenizer).save_pretrained(path)
-
-
-def _reload_clip(path: Path, device: torch.device):
-    from transformers import CLIPModel
-
-    return CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
+    identity = {"config": asdict(cfg.gan), "exclude": excluded}
+    if init is not None:
+        identity["continued_from"] = init["entry"]["generator_sha256"]
+    if not build.run(GAN_STAGE, train, identity) and build.cache:
+        build.cache.checkpoint("gan").unlink(missing_ok=True)  # the finished stage holds the generator now
 
 
 def _check_generator(tmp: Path, cfg: RecipeConfig, world: FaceBank, heldout: FaceBank, device) -> dict:
@@ -485,7 +335,7 @@ def _check_generator(tmp: Path, cfg: RecipeConfig, world: FaceBank, heldout: Fac
     rates = attribute_rates(load_attribute_classifier(tmp / CLASSIFIER, device).indicators(samples))
     data = world.frequencies()
     diff = {k: round(100 * abs(rates[k] - data[k]), 2) for k in data}
-    clip = _reload_clip(tmp / "clip", torch.device("cpu"))
+    clip = reload_clip(tmp / "clip", torch.device("cpu"))
     extractor = CLIPImageFeatures(clip, CLIPProcessor.from_pretrained(tmp / "clip", local_files_only=True))
     real = heldout.floats(torch.arange(min(len(heldout), len(samples)), device=heldout.images.device)).cpu()
     return {
@@ -497,36 +347,4 @@ def _check_generator(tmp: Path, cfg: RecipeConfig, world: FaceBank, heldout: Fac
         "fid_clip": round(clip_fid(real, samples, extractor), 4),
         "fid_features": extractor.name,
         "fid_reference_images": len(real),
-    }
-
-
-def _manifest(cfg: RecipeConfig, seed: int, excluded: list[str], device, stages: dict, metrics: dict) -> dict:
-    import transformers
-
-    from erasekit import __version__
-
-    from ...minifaces.data import ATTRIBUTES, HAIR_COLOURS, PROBABILITIES
-
-    return {
-        "world": "minifaces",
-        "recipe": RECIPE,
-        "seed": seed,
-        "exclude": excluded,
-        "quick": cfg.quick,
-        "attributes": list(ATTRIBUTES),
-        "hair_colours": list(HAIR_COLOURS),
-        "probabilities": PROBABILITIES,
-        "sampling": {"truncation_psi": 1.0, "noise_mode": "const", "seeds": f"0..{cfg.check_samples - 1}"},
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "torch_threads": torch.get_num_threads(),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "erasekit": __version__,
-        },
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "stages": stages,
-        "metrics": metrics,
-        "config": cfg.to_dict(),
     }

@@ -1,4 +1,5 @@
-"""Recipe stage: MiniFaces' own small CLIP (transformers ``CLIPModel``), trained contrastively on faces and captions.
+"""Recipe stage: MiniFaces' own small CLIP, trained contrastively on faces and captions with the shared CLIP core
+(:mod:`erasekit_worlds.recipes.clip`).
 
 Captions name a random subset of what a face has and of what it lacks ("a photo of a smiling person with glasses,
 without a hat"). A caption is a correct description of *many* faces in a batch, so the loss counts every caption
@@ -19,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ...minicanvas.data import stable_seed
+from ...common import stable_seed
 from ...minifaces.data import (
     BINARY_ATTRIBUTES,
     HAIR_COLOURS,
@@ -34,17 +34,9 @@ from ...minifaces.data import (
     describe,
     prompt_phrase,
 )
-from ..minicanvas.train_clip import _multi_positive_nce, build_clip, image_embeds, text_embeds
-from ..minicanvas.training import (
-    Stopwatch,
-    adamw,
-    augment,
-    check_finite,
-    generator,
-    log_progress,
-    n_params,
-    warmup_cosine,
-)
+from .. import clip
+from ..clip import build_clip, image_embeds, logit_scale, multi_positive_nce, text_embeds
+from ..training import augment, n_params
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +44,11 @@ CAPTION_TOKENS = 64  # the longest caption is ~40 tokens; the causal text tower 
 
 
 @dataclass
-class FaceClipTrainConfig:
-    """The CLIP architecture (the fields :func:`~erasekit_worlds.recipes.minicanvas.train_clip.build_clip` reads) and
-    its training (each field's comment says why its default)."""
+class FaceClipTrainConfig(clip.ClipTrainConfig):
+    """The CLIP architecture and its training (see the base class for the shared fields)."""
 
-    text_hidden: int = 64  # text width; the 49,408-row token embedding costs 6 MB in fp16
-    text_layers: int = 4  # text transformer blocks
-    text_heads: int = 4  # text attention heads
-    vision_hidden: int = 128  # ViT width
-    vision_layers: int = 4  # ViT blocks
-    vision_heads: int = 4  # ViT attention heads
-    patch_size: int = 8  # 64 px faces -> 8x8 patches
-    projection_dim: int = 64  # shared embedding size
     steps: int = 3000  # optimiser steps
     batch_size: int = 128  # faces (and captions) per step
-    lr: float = 1e-3  # AdamW peak learning rate (warm-up, then cosine)
-    weight_decay: float = 0.1  # also shrinks the embeddings of tokens never seen in training
-    warmup: int = 100  # warm-up steps
-    blur_prob: float = 0.3  # image augmentation: share blurred (sigma <= 1 px), as generated faces are softer
-    noise_prob: float = 0.3  # image augmentation: share with Gaussian noise (std <= 0.04)
 
 
 def _captions(labels: torch.Tensor, templates: Sequence[str], seed: int, step: int) -> tuple[list[str], torch.Tensor]:
@@ -95,29 +73,23 @@ def train_face_clip(
 ) -> tuple[object, dict]:
     """Train the world's CLIP on ``bank`` with captions from the training templates."""
     model = build_clip(cfg, seed).to(device).train()  # seeded inside
-    opt = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.98))
-    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
-    gen, clock = generator(device, "minifaces-clip-data", seed), Stopwatch(device)
-    for step in tqdm(range(cfg.steps), desc="clip", unit="step", disable=None, mininterval=2.0):
+
+    def batch_loss(step: int, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         idx = torch.randint(len(bank), (min(cfg.batch_size, len(bank)),), generator=gen, device=device)
         x = augment(bank.floats(idx), gen, blur_prob=cfg.blur_prob, noise_prob=cfg.noise_prob)
         texts, claims = _captions(bank.labels[idx], TRAIN_TEMPLATES, seed, step)
-        scale = model.logit_scale.exp().clamp(max=100.0)
-        logits = scale * image_embeds(model, x) @ text_embeds(model, tokenize(tokenizer, texts, device)).T
-        loss = _multi_positive_nce(logits, consistent(bank.labels[idx], claims))
-        check_finite(loss, "clip", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        log_progress("clip", step, cfg.steps, loss, clock)
+        logits = logit_scale(model) * image_embeds(model, x) @ text_embeds(model, tokenize(tokenizer, texts, device)).T
+        return multi_positive_nce(logits, consistent(bank.labels[idx], claims)), cfg.batch_size  # the configured
+        # size, as the manifests record it
+
+    steps = (cfg.steps, cfg.lr, cfg.weight_decay, cfg.warmup)
+    stats = clip.fit_clip(model, batch_loss, *steps, ("minifaces-clip-data", seed), device)
     model.eval()
-    stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": cfg.batch_size, "params": n_params(model)}
-    return model, stats
+    return model, {**stats, "params": n_params(model)}
 
 
 @dataclass
-class FaceClipTuneConfig:
+class FaceClipTuneConfig(clip.ClipTuneConfig):
     """The CLIP stage's second part: the CLIP tuned on per-attribute statements. The main stage's captions name a
     random subset of a face's attributes, and a small attribute (earrings: a few pixels) can come out of it unlearnt
     (seed 0: zero-shot 65 %, "never"); here every face is also scored against the two statements of every attribute
@@ -128,7 +100,6 @@ class FaceClipTuneConfig:
     steps: int = 1500  # optimiser steps (0: no tuning); 600 left earrings at 73 %
     batch_size: int = 128  # faces per step
     lr: float = 1e-3  # AdamW peak learning rate (warm-up, then cosine), the main stage's
-    warmup: int = 50  # warm-up steps
     statement_weight: float = 1.0  # weight of the per-attribute statement loss (the captions' loss has weight 1)
     train_text: bool = True  # also tune the text side (frozen, the image side alone left earrings at 65 %)
 
@@ -187,10 +158,8 @@ def tune_face_clip(
         with torch.no_grad():
             frozen = _statement_prototypes(model, tokenizer, excluded)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = adamw(model, tune.lr, cfg.weight_decay, betas=(0.9, 0.98))
-    sched = warmup_cosine(opt, tune.warmup, tune.steps)
-    gen, clock = generator(device, "minifaces-clip-tune-data", seed), Stopwatch(device)
-    for step in tqdm(range(tune.steps), desc="clip tune", unit="step", disable=None, mininterval=2.0):
+
+    def batch_loss(step: int, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         idx = torch.randint(len(bank), (min(tune.batch_size, len(bank)),), generator=gen, device=device)
         x = augment(bank.floats(idx), gen, blur_prob=cfg.blur_prob, noise_prob=cfg.noise_prob)
         labels = bank.labels[idx]
@@ -199,18 +168,16 @@ def tune_face_clip(
             txt = text_embeds(model, tokenize(tokenizer, texts, device))
             pairs, hair, colours = frozen or _statement_prototypes(model, tokenizer, excluded)
         feats = image_embeds(model, x)
-        scale = model.logit_scale.exp().clamp(max=100.0)
-        loss = _multi_positive_nce(scale * feats @ txt.T, consistent(labels, claims))
-        loss = loss + tune.statement_weight * statement_loss(feats, labels, pairs, hair, colours, scale)
-        check_finite(loss, "clip tune", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        log_progress("clip tune", step, tune.steps, loss, clock)
+        scale = logit_scale(model)
+        loss = multi_positive_nce(scale * feats @ txt.T, consistent(labels, claims))
+        return loss + tune.statement_weight * statement_loss(
+            feats, labels, pairs, hair, colours, scale
+        ), tune.batch_size
+
+    steps = (tune.steps, tune.lr, cfg.weight_decay, tune.warmup)
+    stats = clip.fit_clip(model, batch_loss, *steps, ("minifaces-clip-tune-data", seed), device, name="clip tune")
     model.eval().requires_grad_(True)
-    trainable = sum(p.numel() for p in params)
-    return {"seconds": clock.seconds(), "steps": tune.steps, "batch_size": tune.batch_size, "params": trainable}
+    return {**stats, "params": sum(p.numel() for p in params)}
 
 
 def _prototype(model, tokenizer, description: str, templates: Sequence[str]) -> torch.Tensor:

@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from erasekit._io import save_safetensors
 from erasekit.models.stylegan import Generator, StyleGAN2Config, _normalize_2nd_moment
@@ -55,7 +54,7 @@ from ...minifaces.data import (
     encode,
     render_uniforms,
 )
-from ..minicanvas.training import Stopwatch, check_finite, generator, log_progress, n_params, seeded
+from ..training import Stopwatch, check_finite, generator, log_progress, n_params, progress, seeded
 from .discriminator import Discriminator, DiscriminatorConfig
 from .train_classifier import ClassifierTrainConfig, attribute_loss, train_attribute_classifier
 
@@ -556,9 +555,7 @@ def train_gan(
 
     desc = "stylegan2 (render)" if cfg.objective == "render" else "stylegan2"
     G.train()
-    for step in tqdm(
-        range(start, cfg.steps), desc=desc, unit="step", initial=start, total=cfg.steps, disable=None, mininterval=2.0
-    ):
+    for step in progress(range(start, cfg.steps), desc, initial=start, total=cfg.steps):
         for opt in opts.values():
             for group in opt.param_groups:
                 group["lr"] = cfg.lr_at(step)
