@@ -22,8 +22,8 @@ from erasekit_worlds.minicanvas import (
     verify_manifest,
     weights_dir,
 )
+from erasekit_worlds.recipes.minicanvas.banks import CaptionBank
 from erasekit_worlds.recipes.minicanvas.recipe import check_exclude, check_exclude_from, quick_config, train_world
-from erasekit_worlds.recipes.minicanvas.training import CaptionBank, _shift, augment, generator
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -89,7 +89,7 @@ def test_clip_folder_and_its_processor(world):
     from transformers import CLIPModel, CLIPProcessor
 
     from erasekit.models.tokenizer import clip_tokenizer
-    from erasekit_worlds.recipes.minicanvas.train_clip import normalise
+    from erasekit_worlds.recipes.clip import normalise
 
     model = CLIPModel.from_pretrained(world / "clip", local_files_only=True)
     processor = CLIPProcessor.from_pretrained(world / "clip", local_files_only=True)
@@ -176,7 +176,7 @@ def test_reuse_copies_matching_stages_and_gives_the_from_scratch_files(world, tm
     broken = tmp_path / "broken"
     shutil.copytree(world, broken)
     (broken / "clip" / "config.json").write_text("{}")
-    with pytest.raises(ValueError, match="not an intact world folder"):
+    with pytest.raises(ValueError, match="not an intact MiniCanvas world folder"):
         train_world(tmp_path / "x", quick=True, reuse=broken)
     assert not (tmp_path / "x").exists()
 
@@ -325,17 +325,6 @@ def test_classifier_bad_files(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- pieces
-
-
-def test_shift_moves_pixels_and_augment_is_seeded():
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
-    out = _shift(x, torch.tensor([[1, 2], [0, 0]]))
-    assert torch.equal(out[0, :, 1:, 2:], x[0, :, :-1, :-2]) and torch.equal(out[1], x[1])
-    images = torch.rand(4, 3, 16, 16)
-    kw = dict(blur_prob=0.5, noise_prob=0.5)
-    a = augment(images, generator(torch.device("cpu"), "t", 0), **kw)
-    b = augment(images, generator(torch.device("cpu"), "t", 0), **kw)
-    assert torch.equal(a, b) and a.shape == images.shape and 0 <= a.min() and a.max() <= 1
 
 
 def test_caption_bank_insertion_keeps_the_caption_words():

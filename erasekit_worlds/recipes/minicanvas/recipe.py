@@ -6,9 +6,9 @@ saved as fp16 safetensors, reloaded and measured, and ``manifest.json`` records 
 
 Every stage after the first trains against what the earlier stages *ship*: the UNet reads the saved (fp16) text
 tower and VAE latents, reloaded, so the shipped parts fit each other exactly. ``reuse=DIR`` copies the classifier,
-CLIP and VAE stages from an earlier world folder whose settings for them match (same seed, exclusions, data and
-stage config) instead of retraining them; the result is the same as a from-scratch run, and the manifest says
-which stages were copied and what the whole recipe would have cost.
+CLIP, VAE and UNet stages from an earlier world folder whose settings for them match (same seed, exclusions, data
+and stage config) instead of retraining them (:mod:`erasekit_worlds.recipes.framework`); the result is the same as a
+from-scratch run, and the manifest says which stages were copied and what the whole recipe would have cost.
 
 ``exclude=["style:Ink"]`` trains the gold standard of unlearning, the world *retrained without the concept*: the
 concept's images never reach CLIP, the autoencoder or the UNet (the classifiers still know it, since they judge).
@@ -25,41 +25,28 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import json
-import logging
 import os
-import platform
 import shutil
-import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
-from erasekit._io import atomic_dir, write_json
-
-from ...minicanvas.data import OBJECTS, STYLES, UNLEARNCANVAS_TEMPLATE, parse_exclude
-from ...minicanvas.manifest import MANIFEST, copy_stage, file_table, read_manifest, verify_manifest
+from ...minicanvas.data import OBJECTS, STYLES, parse_exclude
+from ...minicanvas.manifest import verify_manifest
+from .. import framework
+from ..clip import reload_clip, save_clip, text_encoder_from_clip
+from ..framework import Stage, WorldBuild, WorldRecipe, check_seed, describe, half, plain, write_world
+from ..training import Stopwatch, resolve_device
+from .banks import ImageBank, render_bank
+from .pipeline import check_pipeline, reload_classifiers, reload_unet, reload_vae, save_pipeline
 from .train_classifiers import ClassifierTrainConfig, evaluate_classifiers, train_classifier
-from .train_clip import (
-    ClipTrainConfig,
-    ClipTuneConfig,
-    image_processor,
-    text_encoder_from_clip,
-    train_clip,
-    tune_clip_image_side,
-    zero_shot,
-)
-from .train_unet import UnetTrainConfig, noise_schedulers, train_unet
-from .train_vae import VaeTrainConfig, encode_bank, evaluate_vae, train_vae
-from .training import ImageBank, Stopwatch, render_bank, resolve_device
-
-logger = logging.getLogger(__name__)
+from .train_clip import ClipTrainConfig, ClipTuneConfig, train_clip, tune_clip_image_side, zero_shot
+from .train_unet import UnetTrainConfig, train_unet
+from .train_vae import VaeTrainConfig, encode_bank, train_vae
 
 RECIPE = "minicanvas-v3"  # v2: offset noise in the UNet stage; later stages read the saved fp16 parts. v3: the
 # CLIP stage ends by tuning the image side against the frozen text tower (the pipeline is unchanged)
+EXCLUDABLE = ("clip", "vae", "unet")  # the stages an exclusion can apply to
 
 
 @dataclass
@@ -80,6 +67,7 @@ class RecipeConfig:
     quick: bool = False  # a seconds-long smoke run: the models are untrained and the metrics meaningless
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (the manifest's ``config``)."""
         return asdict(self)
 
 
@@ -111,9 +99,6 @@ def check_exclude(exclude) -> tuple[list[str], list[str], list[str]]:
     return styles, objects, canonical
 
 
-EXCLUDABLE = ("clip", "vae", "unet")  # the stages an exclusion can apply to
-
-
 def check_exclude_from(exclude_from) -> list[str]:
     """Validate ``exclude_from`` (default: every stage); returns the stages in recipe order.
 
@@ -132,6 +117,31 @@ def check_exclude_from(exclude_from) -> list[str]:
 def stage_exclusions(excluded: list[str], exclude_from) -> dict[str, list[str]]:
     """What each excludable stage leaves out: ``excluded`` for the stages in ``exclude_from``, nothing elsewhere."""
     return {stage: sorted(excluded) if stage in exclude_from else [] for stage in EXCLUDABLE}
+
+
+CLASSIFIERS = Stage(
+    "classifiers",
+    files=("classifiers",),
+    entries=("style_classifier", "object_classifier"),
+    sections=("classifier",),
+    excludable=False,
+)
+CLIP = Stage("clip", files=("clip",), tail="clip_tune")
+CLIP_TUNE = Stage("clip_tune", files=("clip",))  # the CLIP's tail: done here unless copied with the CLIP
+VAE = Stage("vae", files=("pipeline/vae",))
+UNET = Stage("unet", entries=("latents", "unet"), inputs=("clip", "vae"))  # no files of its own: the UNet is read
+# back from the earlier world and saved with the rest of the pipeline (the tune leaves the text tower alone, so a
+# tuned and an untuned CLIP give the same UNet)
+WORLD = WorldRecipe(
+    world="minicanvas",
+    title="MiniCanvas",
+    version=RECIPE,
+    stages=(CLASSIFIERS, CLIP, VAE, UNET),
+    data=("train_per_pair", "heldout_per_pair"),
+    verify=verify_manifest,
+    exclusions=lambda m: stage_exclusions(m.get("exclude", []), m.get("exclude_from", EXCLUDABLE)),
+    packages=("diffusers", "transformers"),
+)
 
 
 def train_world(
@@ -165,36 +175,15 @@ def train_world(
     """
     styles, objects, excluded = check_exclude(exclude)
     exclude_from = check_exclude_from(exclude_from)
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     device = resolve_device(device)
     cfg = config or (quick_config() if quick else RecipeConfig())
     reused = reusable_stages(reuse, cfg, seed, excluded, exclude_from) if reuse is not None else {}
-    started = time.perf_counter()
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        manifest = _train_into(Path(tmp), cfg, seed, styles, objects, (excluded, exclude_from), device, reused)
-        manifest["total_seconds"] = round(time.perf_counter() - started, 1)
-        copied = sum(manifest["stages"][name].get("seconds", 0.0) for name in manifest["reused"])
-        manifest["full_recipe_seconds"] = round(manifest["total_seconds"] + copied, 1)
-        manifest["files"] = file_table(tmp)
-        manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
-        write_json(Path(tmp) / MANIFEST, manifest)
-    logger.info("wrote the MiniCanvas world to %s (%.1f MB)", out, manifest["total_bytes"] / 1e6)
-    return manifest
 
+    def train(build: WorldBuild) -> dict:
+        return _train_into(build, cfg, seed, (styles, objects), (excluded, exclude_from), device)
 
-# stage name -> (files it writes, the stage-statistics entries it owns, the config section that shapes it)
-REUSABLE = {
-    "classifiers": (("classifiers",), ("style_classifier", "object_classifier"), "classifier"),
-    "clip": (("clip",), ("clip", "clip_tune"), "clip"),
-    "vae": (("pipeline/vae",), ("vae",), "vae"),
-    "unet": ((), ("latents", "unet"), "unet"),  # read back by _train_into, saved with the rest of the pipeline
-}
-
-
-def _tuned(section) -> bool:
-    """Whether a manifest's ``clip_tune`` section (absent before recipe v3) tuned the CLIP."""
-    return bool(section) and section.get("steps", 0) > 0
+    return write_world(WORLD, out, train, overwrite=overwrite, reused=reused)
 
 
 def reusable_stages(
@@ -206,120 +195,54 @@ def reusable_stages(
     with the same seed, the same exclusions for that stage (the classifiers ignore exclusions; see
     :func:`stage_exclusions`), the same amount of training data and the same stage config. The CLIP stage's
     tuning (``clip_tune``) must match too, unless the old CLIP was never tuned: then it is copied and tuned here
-    (``"tuned": False``). The UNet is reusable only with the CLIP and the VAE, its inputs (the tuning leaves the text
-    tower alone, so a tuned and an untuned CLIP give the same UNet).
-    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}}}`` (the CLIP's entry also says ``"tuned"``).
+    (``"tail_done": False``). The UNet is reusable only with the CLIP and the VAE, its inputs.
+    Returns ``{stage: {"dir": Path, "created": ..., "stats": {...}, ...}}`` (see
+    :func:`erasekit_worlds.recipes.framework.reusable_stages`).
 
     Raises:
-        ValueError: the folder is not an intact world folder.
+        ValueError: the folder is not an intact MiniCanvas world folder.
     """
-    root = Path(world)
-    problems = verify_manifest(root)
-    if problems:
-        raise ValueError(
-            f"--reuse {root}: not an intact world folder ({problems[0]}); pass a folder written by `erasekit world "
-            "train minicanvas`, or leave --reuse out"
-        )
-    old = read_manifest(root)
-    old_cfg = old.get("config", {})
-    same_data = (
-        old.get("seed") == seed
-        and bool(old.get("quick")) == cfg.quick
-        and old_cfg.get("train_per_pair") == cfg.train_per_pair
-        and old_cfg.get("heldout_per_pair") == cfg.heldout_per_pair
-    )
-    ours = stage_exclusions(excluded, exclude_from)
-    theirs = stage_exclusions(old.get("exclude", []), old.get("exclude_from", EXCLUDABLE))
-    found = {}
-    for stage, (_, stat_keys, section) in REUSABLE.items():
-        same_exclusions = stage == "classifiers" or ours[stage] == theirs[stage]
-        if not (same_data and same_exclusions and old_cfg.get(section) == _plain(asdict(getattr(cfg, section)))):
-            continue
-        entry = {"dir": root, "created": old.get("created")}
-        if stage == "clip":
-            old_tune, our_tune = old_cfg.get("clip_tune"), _plain(asdict(cfg.clip_tune))
-            if _tuned(old_tune) and old_tune != our_tune:
-                continue  # a differently tuned CLIP cannot be untuned
-            entry["tuned"] = _tuned(old_tune)
-            stat_keys = stat_keys if entry["tuned"] else ("clip",)
-        if stage == "unet" and not ("clip" in found and "vae" in found):
-            continue
-        entry["stats"] = {k: old["stages"][k] for k in stat_keys if k in old["stages"]}
-        found[stage] = entry
-    logger.info("reusing %s from %s", ", ".join(found) or "no stage", root)
-    return found
+    run = {
+        "seed": seed,
+        "quick": cfg.quick,
+        "config": plain(cfg.to_dict()),
+        "exclude": excluded,
+        "exclude_from": list(exclude_from),
+    }
+    return framework.reusable_stages(WORLD, world, run)
 
 
-def _plain(value):
-    """A config dict as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(value))
-
-
-def _copy_stage(stage: str, reused: dict, tmp: Path, stages: dict) -> None:
-    copy_stage(REUSABLE[stage][0], reused[stage], tmp, stages)
-
-
-def _train_into(tmp: Path, cfg: RecipeConfig, seed: int, styles, objects, exclusion, device, reused: dict) -> dict:
-    excluded, exclude_from = exclusion
-    stages, metrics = {}, {}
+def _train_into(build: WorldBuild, cfg: RecipeConfig, seed: int, classes, exclusion, device) -> dict:
+    """Run every stage into ``build``'s folder; returns the manifest's description."""
+    (styles, objects), (excluded, exclude_from) = classes, exclusion
     clock = Stopwatch(device)
     train = render_bank(cfg.train_per_pair, seed, "train", "rendering train").to(device)
     heldout = render_bank(cfg.heldout_per_pair, seed, "heldout", "rendering held-out").to(device)
-    stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
-    if "classifiers" in reused:
-        _copy_stage("classifiers", reused, tmp, stages)
-    else:
-        for kind in ("style", "object"):
-            model, stages[f"{kind}_classifier"] = train_classifier(kind, train, cfg.classifier, seed, device)
-            model.save(tmp / "classifiers" / f"{kind}.safetensors")
+    build.stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
+    build.run(CLASSIFIERS, lambda: _train_classifiers(build, train, cfg, seed, device))
     world = train.subset(styles, objects)
     full = train.subset(list(STYLES), list(OBJECTS))  # the same data the full world's stages learn from
     data = {stage: world if stage in exclude_from else full for stage in EXCLUDABLE}
-    metrics["classifiers"] = evaluate_classifiers(_reload_classifiers(tmp, device), heldout, device)
+    build.metrics["classifiers"] = evaluate_classifiers(reload_classifiers(build.tmp, device), heldout, device)
     tokenizer = _tokenizer()
-    if "clip" in reused:
-        _copy_stage("clip", reused, tmp, stages)
-    else:
-        clip, stages["clip"] = train_clip(data["clip"], tokenizer, cfg.clip, seed, device)
-        _save_clip(clip, tokenizer, tmp / "clip")
-    clip = _reload_clip(tmp / "clip", device)  # later stages read what ships (fp16 weights, computed in fp32)
-    if cfg.clip_tune.steps > 0 and not reused.get("clip", {}).get("tuned"):
-        metrics["clip_before_tune"] = zero_shot(clip, tokenizer, heldout, styles, objects)
-        stages["clip_tune"] = tune_clip_image_side(
-            clip, data["clip"], tokenizer, cfg.clip, cfg.clip_tune, seed, device
-        )
-        shutil.rmtree(tmp / "clip")
-        _save_clip(clip, tokenizer, tmp / "clip")
-        clip = _reload_clip(tmp / "clip", device)
-    metrics["clip"] = zero_shot(clip, tokenizer, heldout, styles, objects)
-    if "vae" in reused:
-        _copy_stage("vae", reused, tmp, stages)
-    else:
-        vae, stages["vae"] = train_vae(data["vae"], cfg.vae, seed, device)
-        _half(vae).save_pretrained(tmp / "pipeline" / "vae", safe_serialization=True)
-    vae = _reload_vae(tmp / "pipeline" / "vae", device)
+    clip = _clip_stages(build, (data["clip"], heldout), tokenizer, classes, cfg, seed, device)
+    vae = _vae_stage(build, data["vae"], cfg, seed, device)
     text_encoder = text_encoder_from_clip(clip)
-    if "unet" in reused:
-        _copy_stage("unet", reused, tmp, stages)
-        unet = _reload_unet(reused["unet"]["dir"] / "pipeline" / "unet", device)
-    else:
-        clock = Stopwatch(device)
-        means, stds = encode_bank(vae, world)
-        stages["latents"] = {"seconds": clock.seconds(), "images": len(world)}
-        latents = (means, stds, vae.config.scaling_factor)
-        unet, stages["unet"] = train_unet(
-            latents, (world.style_ids, world.object_ids), text_encoder, tokenizer, cfg.unet, seed, device
-        )
-    _save_pipeline(tmp / "pipeline", vae, text_encoder, _tokenizer(), unet)  # a fresh tokenizer: the same files
+    unet = _unet_stage(build, world, (vae, text_encoder, tokenizer), cfg, seed, device)
+    save_pipeline(build.tmp / "pipeline", vae, text_encoder, _tokenizer(), unet)  # a fresh tokenizer: the same files
     # whether or not this run saved a CLIPProcessor (which tags the tokenizer it is given)
     clock = Stopwatch(device)
-    metrics["vae"], metrics["fidelity"] = _check_pipeline(tmp, cfg, heldout.subset(styles, objects), styles, objects)
-    stages["check"] = {"seconds": clock.seconds(), "images": metrics["fidelity"]["images"]}
-    manifest = _manifest(cfg, seed, excluded, styles, objects, device, stages, metrics)
+    vae_metrics, fidelity = check_pipeline(build.tmp, cfg, heldout.subset(styles, objects), styles, objects)
+    build.metrics["vae"], build.metrics["fidelity"] = vae_metrics, fidelity
+    build.stages["check"] = {"seconds": clock.seconds(), "images": fidelity["images"]}
+    facts = {
+        "styles": styles,
+        "objects": objects,
+        "classifier_labels": {"style": list(STYLES), "object": list(OBJECTS)},
+    }
+    sampling = {"scheduler": "DPMSolverMultistepScheduler", "steps": cfg.sample_steps, "guidance": cfg.guidance}
+    manifest = describe(build, cfg, seed, excluded, device, facts, sampling)
     manifest["exclude_from"] = list(exclude_from)
-    manifest["reused"] = [
-        key for stage in reused for key in REUSABLE[stage][1] if "reused_from" in stages.get(key, {})
-    ]
     return manifest
 
 
@@ -329,130 +252,75 @@ def _tokenizer():
     return clip_tokenizer()
 
 
-def _half(module: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(module).to(device="cpu", dtype=torch.float16)
+def _train_classifiers(build: WorldBuild, bank: ImageBank, cfg: RecipeConfig, seed: int, device) -> dict:
+    """Both classifiers, on every image (the judge knows every class); their statistics by entry."""
+    stats = {}
+    for kind in ("style", "object"):
+        model, stats[f"{kind}_classifier"] = train_classifier(kind, bank, cfg.classifier, seed, device)
+        model.save(build.tmp / "classifiers" / f"{kind}.safetensors")
+    return stats
 
 
-def _load_in_fp32(config_path: Path) -> None:
-    """transformers loads a model in the dtype its config names; the weights are stored fp16 but erasekit computes
-    in fp32 by default on CPU (as diffusers does), so the config says float32."""
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["dtype"] = "float32"
-    write_json(config_path, config)
+def _clip_stages(build: WorldBuild, banks, tokenizer, classes, cfg: RecipeConfig, seed: int, device):
+    """The CLIP and its tune (each trained, or copied from the earlier world) on the first of ``banks``, measured on
+    the second (held out); returns the saved CLIP, reloaded."""
+    (bank, heldout), path = banks, build.tmp / "clip"
+
+    def train() -> dict:
+        clip, stats = train_clip(bank, tokenizer, cfg.clip, seed, device)
+        save_clip(clip, tokenizer, path)
+        return stats
+
+    build.run(CLIP, train)
+    clip = reload_clip(path, device)  # later stages read what ships (fp16 weights, computed in fp32)
+
+    def tune() -> dict:
+        stats = tune_clip_image_side(clip, bank, tokenizer, cfg.clip, cfg.clip_tune, seed, device)
+        shutil.rmtree(path)
+        save_clip(clip, tokenizer, path)
+        return stats
+
+    if cfg.clip_tune.steps > 0 and not build.tail_copied("clip"):
+        build.metrics["clip_before_tune"] = zero_shot(clip, tokenizer, heldout, *classes)
+        build.run(CLIP_TUNE, tune)
+        clip = reload_clip(path, device)
+    build.metrics["clip"] = zero_shot(clip, tokenizer, heldout, *classes)
+    return clip
 
 
-def _save_clip(clip, tokenizer, path: Path) -> None:
-    from transformers import CLIPProcessor
+def _vae_stage(build: WorldBuild, bank: ImageBank, cfg: RecipeConfig, seed: int, device):
+    """The autoencoder (trained, or copied from the earlier world); returns the saved one, reloaded."""
+    path = build.tmp / "pipeline" / "vae"
 
-    _half(clip).save_pretrained(path, safe_serialization=True)
-    _load_in_fp32(path / "config.json")
-    CLIPProcessor(image_processor=image_processor(), tokenizer=tokenizer).save_pretrained(path)
+    def train() -> dict:
+        vae, stats = train_vae(bank, cfg.vae, seed, device)
+        half(vae).save_pretrained(path, safe_serialization=True)
+        return stats
 
-
-def _reload_clip(path: Path, device: torch.device):
-    from transformers import CLIPModel
-
-    return CLIPModel.from_pretrained(path, local_files_only=True).to(device).eval()
-
-
-def _reload_unet(path: Path, device: torch.device):
-    from diffusers import UNet2DConditionModel
-
-    loaded = UNet2DConditionModel.from_pretrained(path, local_files_only=True)
-    unet = UNet2DConditionModel.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
-    unet.load_state_dict(loaded.state_dict())  # rebuilt as _reload_vae does, for the same reason
-    return unet.float().to(device).eval()
+    build.run(VAE, train)
+    return reload_vae(path, device)
 
 
-def _reload_vae(path: Path, device: torch.device):
-    from diffusers import AutoencoderKL
+def _unet_stage(build: WorldBuild, world: ImageBank, parts, cfg: RecipeConfig, seed: int, device):
+    """The VAE latents and the UNet (trained on ``world`` with ``parts``: the VAE, the text encoder and the tokenizer,
+    or the earlier world's UNet read back); returns the UNet."""
+    (vae, text_encoder, tokenizer), trained = parts, {}
 
-    loaded = AutoencoderKL.from_pretrained(path, local_files_only=True)
-    # rebuilt from its config so the saved pipeline does not record the temporary folder as `_name_or_path`
-    vae = AutoencoderKL.from_config({k: v for k, v in loaded.config.items() if not k.startswith("_")})
-    vae.load_state_dict(loaded.state_dict())
-    return vae.float().to(device).eval()  # .float(): to(dtype=...) makes diffusers warn about fp32 modules
+    def train() -> dict:
+        clock = Stopwatch(device)
+        means, stds = encode_bank(vae, world)
+        latents = {"seconds": clock.seconds(), "images": len(world)}
+        trained["unet"], stats = train_unet(
+            (means, stds, vae.config.scaling_factor),
+            (world.style_ids, world.object_ids),
+            text_encoder,
+            tokenizer,
+            cfg.unet,
+            seed,
+            device,
+        )
+        return {"latents": latents, "unet": stats}
 
-
-def _reload_classifiers(tmp: Path, device: torch.device) -> dict:
-    from ...minicanvas.classifier import load_classifier
-
-    return {k: load_classifier(tmp / "classifiers" / f"{k}.safetensors", device=device) for k in ("style", "object")}
-
-
-def _save_pipeline(path: Path, vae, text_encoder, tokenizer, unet) -> None:
-    from diffusers import StableDiffusionPipeline
-
-    _, sampler = noise_schedulers()
-    pipe = StableDiffusionPipeline(
-        vae=_half(vae),
-        text_encoder=_half(text_encoder),
-        tokenizer=tokenizer,
-        unet=_half(unet),
-        scheduler=sampler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(path, safe_serialization=True)
-    _load_in_fp32(path / "text_encoder" / "config.json")
-
-
-def _check_pipeline(tmp: Path, cfg: RecipeConfig, heldout: ImageBank, styles, objects) -> tuple[dict, dict]:
-    """Reload what was saved and measure it: VAE reconstructions and a one-seed-per-pair fidelity grid."""
-    from erasekit.models import DiffusionHandle, load_pipeline
-
-    from .fidelity import fidelity
-
-    device = heldout.images.device
-    handle = DiffusionHandle(load_pipeline(str(tmp / "pipeline"), device=device, dtype=torch.float32))
-    classifiers = _reload_classifiers(tmp, device)
-    vae_metrics = evaluate_vae(handle.pipe.vae, heldout, classifiers)
-    seeds = list(range(cfg.check_seeds))
-    if cfg.check_classes:
-        styles, objects = styles[: cfg.check_classes], objects[: cfg.check_classes]
-    result, _ = fidelity(
-        handle,
-        classifiers["style"],
-        classifiers["object"],
-        styles,
-        objects,
-        [UNLEARNCANVAS_TEMPLATE],
-        seeds,
-        cfg.sample_steps,
-        cfg.guidance,
-        progress=False,
-    )
-    return vae_metrics, {"template": UNLEARNCANVAS_TEMPLATE, "seeds": seeds, **result}
-
-
-def _manifest(cfg: RecipeConfig, seed: int, excluded, styles, objects, device, stages, metrics) -> dict:
-    import diffusers
-    import transformers
-
-    from erasekit import __version__
-
-    return {
-        "world": "minicanvas",
-        "recipe": RECIPE,
-        "seed": seed,
-        "exclude": excluded,
-        "quick": cfg.quick,
-        "styles": styles,
-        "objects": objects,
-        "classifier_labels": {"style": list(STYLES), "object": list(OBJECTS)},
-        "sampling": {"scheduler": "DPMSolverMultistepScheduler", "steps": cfg.sample_steps, "guidance": cfg.guidance},
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "torch_threads": torch.get_num_threads(),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-            "erasekit": __version__,
-        },
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "stages": stages,
-        "metrics": metrics,
-        "config": cfg.to_dict(),
-    }
+    if build.run(UNET, train):
+        return reload_unet(build.reused["unet"]["dir"] / "pipeline" / "unet", device)
+    return trained["unet"]

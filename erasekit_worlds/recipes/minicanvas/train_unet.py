@@ -15,22 +15,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ...minicanvas.data import TRAIN_TEMPLATES
-from .training import (
-    EMA,
-    MAX_TOKENS,
-    CaptionBank,
-    Stopwatch,
-    adamw,
-    check_finite,
-    generator,
-    log_progress,
-    n_params,
-    seeded,
-    warmup_cosine,
-)
+from ..clip import MAX_TOKENS
+from ..training import EMA, Stopwatch, adamw, generator, n_params, run_steps, seeded, warmup_cosine
+from .banks import CaptionBank
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +119,8 @@ def train_unet(
     opt = adamw(unet, cfg.lr, cfg.weight_decay)
     lr_sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen, clock = generator(device, "unet-data", seed), Stopwatch(device)
-    bar = tqdm(range(cfg.steps), desc="unet", unit="step", disable=None, mininterval=2.0)
-    for step in bar:
+
+    def loss_at(step: int) -> torch.Tensor:
         idx = torch.randint(len(means), (cfg.batch_size,), generator=gen, device=device)
         x0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen, device=device)) * scale
         ids = captions.sample(labels[0][idx], labels[1][idx], gen, cfg.insert_prob, cfg.caption_dropout)
@@ -143,15 +132,8 @@ def train_unet(
             noise = noise + cfg.offset_noise * torch.randn((*x0.shape[:2], 1, 1), generator=gen, device=device)
         pred = unet(train_sched.add_noise(x0, noise, t), t, encoder_hidden_states=emb).sample
         per_item = F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))
-        loss = (snr_weights(train_sched, t, cfg.min_snr_gamma) * per_item).mean()
-        check_finite(loss, "unet", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lr_sched.step()
-        ema.update(unet)
-        log_progress("unet", step, cfg.steps, loss, clock)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        return (snr_weights(train_sched, t, cfg.min_snr_gamma) * per_item).mean()
+
+    run_steps("unet", cfg.steps, loss_at, opt, lr_sched, clock, after=lambda: ema.update(unet))
     stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": cfg.batch_size, "params": n_params(unet)}
     return ema.shadow, stats

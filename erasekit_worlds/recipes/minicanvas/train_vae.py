@@ -14,20 +14,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .training import (
-    ImageBank,
-    Stopwatch,
-    adamw,
-    augment,
-    check_finite,
-    generator,
-    log_progress,
-    n_params,
-    seeded,
-    warmup_cosine,
-)
+from ..classifier import accuracy
+from ..training import Stopwatch, adamw, augment, generator, n_params, run_steps, seeded, warmup_cosine
+from .banks import ImageBank
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +80,17 @@ def train_vae(bank: ImageBank, cfg: VaeTrainConfig, seed: int, device: torch.dev
     opt = adamw(vae, cfg.lr, 0.0)
     sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen, clock = generator(device, "vae-data", seed), Stopwatch(device)
-    bar = tqdm(range(cfg.steps), desc="vae", unit="step", disable=None, mininterval=2.0)
-    for step in bar:
+
+    def loss_at(step: int) -> torch.Tensor:
         idx = torch.randint(len(bank), (cfg.batch_size,), generator=gen, device=device)
         x = augment(bank.floats(idx), gen, shift=0) * 2 - 1
         if step < cfg.steps - cfg.full_size_steps:
             x = _crop(x, cfg.crop, gen)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen, device=device)
-        loss = reconstruction_loss(vae.decode(z).sample, x, cfg.edge_weight) + cfg.kl_weight * post.kl().mean()
-        check_finite(loss, "vae", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        log_progress("vae", step, cfg.steps, loss, clock)
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        return reconstruction_loss(vae.decode(z).sample, x, cfg.edge_weight) + cfg.kl_weight * post.kl().mean()
+
+    run_steps("vae", cfg.steps, loss_at, opt, sched, clock)
     vae.eval().requires_grad_(False)
     mean, std = encode_bank(vae, bank)
     scale = 1.0 / float(mean.std())
@@ -149,8 +133,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def evaluate_vae(vae, heldout: ImageBank, classifiers: dict) -> dict:
     """Held-out reconstruction PSNR, and whether the classifiers still recognise style and object afterwards."""
-    from .train_classifiers import accuracy
-
     device = next(vae.parameters()).device
     images = heldout.floats(torch.arange(len(heldout), device=device))
     recon = reconstruct(vae, images)
