@@ -76,8 +76,12 @@ def _load_folder(path: Path, dtype: torch.dtype):
             f"{path} is not a diffusers pipeline folder (no model_index.json). Save one with "
             "pipe.save_pretrained(DIR), or pass 'tiny-sd'."
         )
-    # SD 1.x folders name a safety checker, which erasekit never loads; other pipelines have none to skip
-    extra = {"safety_checker": None} if "safety_checker" in json.loads(index.read_text()) else {}
+    entries = json.loads(index.read_text())
+    # components saved as absent (SD3 without T5: [null, null]) must be named as None to load; SD 1.x folders name a
+    # safety checker, which erasekit never loads
+    extra = {k: None for k, v in entries.items() if isinstance(v, list) and v and v[0] is None}
+    if "safety_checker" in entries:
+        extra["safety_checker"] = None
     pipe = DiffusionPipeline.from_pretrained(
         path, **_dtype_kwarg(dtype), local_files_only=True, use_safetensors=True, **extra
     )

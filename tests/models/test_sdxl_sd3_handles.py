@@ -152,7 +152,7 @@ def test_sd3_flow_matching_targets_and_timesteps(tiny_sd3_pipe):
     assert handle.prediction_type == "flow_matching" and handle.latent_shape() == (16, 16, 16)
 
 
-def test_sd3_without_t5_encodes_zeros_in_its_place(tiny_sd3_pipe):
+def test_sd3_without_t5_encodes_zeros_in_its_place_and_loads_from_its_folder(tmp_path):
     from erasekit.models.tiny import tiny_sd3_pipeline
 
     no_t5 = DiffusionHandle(tiny_sd3_pipeline(t5=False))
@@ -160,6 +160,9 @@ def test_sd3_without_t5_encodes_zeros_in_its_place(tiny_sd3_pipe):
     want, _, _, _ = _pipe_encode(no_t5.pipe, "a cat")
     torch.testing.assert_close(tokens, want, rtol=0, atol=1e-5)
     assert not tokens[:, 77:].any() and "text_encoder_3" not in no_t5.components
+    no_t5.pipe.save_pretrained(tmp_path / "no_t5", safe_serialization=True)  # text_encoder_3: [null, null]
+    loaded = load_model(f"local:{tmp_path / 'no_t5'}", device="cpu")
+    assert type(loaded) is SD3Handle and loaded.fingerprint() == no_t5.fingerprint()
 
 
 def test_folder_round_trip_keeps_class_and_fingerprint(pipe, tmp_path):
