@@ -215,14 +215,10 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
     from dataclasses import replace
 
     from erasekit_worlds.minifaces.data import indicators
+    from erasekit_worlds.recipes.minifaces.gan_config import GanTrainConfig
     from erasekit_worlds.recipes.minifaces.recipe import quick_config
-    from erasekit_worlds.recipes.minifaces.train_gan import (
-        GanTrainConfig,
-        latent_uniforms,
-        render_latents,
-        render_loss,
-        train_gan,
-    )
+    from erasekit_worlds.recipes.minifaces.render_objective import latent_uniforms, render_latents, render_loss
+    from erasekit_worlds.recipes.minifaces.train_gan import train_gan
 
     # the latents' faces have the data's attribute frequencies; excluded indicators never appear
     z = torch.randn(4000, 64, generator=torch.Generator().manual_seed(0))
@@ -273,7 +269,12 @@ def test_render_objective_draws_the_data_distribution_and_fits_the_renderer():
 
 def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_region():
     from erasekit.models.stylegan import _normalize_2nd_moment
-    from erasekit_worlds.recipes.minifaces.train_gan import flipped_latents, latent_uniforms, pair_loss, render_latents
+    from erasekit_worlds.recipes.minifaces.render_objective import (
+        flipped_latents,
+        latent_uniforms,
+        pair_loss,
+        render_latents,
+    )
 
     gen = torch.Generator().manual_seed(0)
     x = _normalize_2nd_moment(torch.randn(64, 64, generator=gen))
@@ -294,7 +295,7 @@ def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_reg
     with pytest.raises(ValueError, match="nothing to flip"):
         flipped_latents(x, gen, excluded=list(BINARY_ATTRIBUTES))
     with pytest.raises(ValueError, match="batch_size must be even"):
-        from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig
+        from erasekit_worlds.recipes.minifaces.gan_config import GanTrainConfig
 
         GanTrainConfig(objective="render", pair_weight=1.0, batch_size=7)
 
@@ -302,8 +303,9 @@ def test_flipped_pairs_change_one_attribute_and_the_pair_loss_reads_only_its_reg
 def test_flip_weights_choose_which_attribute_a_pair_flips_and_the_pair_distance_may_be_squared():
     from erasekit.models.stylegan import _normalize_2nd_moment
     from erasekit_worlds.recipes.framework import apply_overrides
+    from erasekit_worlds.recipes.minifaces.gan_config import GanTrainConfig
     from erasekit_worlds.recipes.minifaces.recipe import quick_config
-    from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig, flipped_latents, latent_uniforms, pair_loss
+    from erasekit_worlds.recipes.minifaces.render_objective import flipped_latents, latent_uniforms, pair_loss
 
     gen = torch.Generator().manual_seed(0)
     x = _normalize_2nd_moment(torch.randn(2000, 64, generator=gen))
@@ -342,8 +344,8 @@ def test_flip_weights_choose_which_attribute_a_pair_flips_and_the_pair_distance_
 
 def test_the_region_loss_sees_the_level_of_a_flip_that_the_pair_loss_leaves_free():
     from erasekit.models.stylegan import _normalize_2nd_moment
-    from erasekit_worlds.recipes.minifaces.train_gan import (
-        GanTrainConfig,
+    from erasekit_worlds.recipes.minifaces.gan_config import GanTrainConfig
+    from erasekit_worlds.recipes.minifaces.render_objective import (
         flip_region,
         flipped_latents,
         pair_loss,
@@ -391,7 +393,8 @@ def test_gan_training_resumes_from_a_checkpoint_with_the_same_weights(objective,
 def _resume_and_compare(bank, cfg, cpu, tmp_path):
     from dataclasses import replace
 
-    from erasekit_worlds.recipes.minifaces.train_gan import checkpoint_generator, train_gan
+    from erasekit_worlds.recipes.minifaces.gan_checkpoint import checkpoint_generator
+    from erasekit_worlds.recipes.minifaces.train_gan import train_gan
 
     straight, _ = train_gan(bank, cfg, seed=0, device=cpu)
 
@@ -585,8 +588,9 @@ def test_reuse_copies_matching_stages_and_retrains_the_rest(minifaces_world, tmp
 def test_warm_start_begins_at_the_given_weights_and_refuses_another_architecture(tmp_path):
     from dataclasses import replace
 
+    from erasekit_worlds.recipes.minifaces.gan_checkpoint import warm_start, weights_digest
     from erasekit_worlds.recipes.minifaces.recipe import quick_config
-    from erasekit_worlds.recipes.minifaces.train_gan import train_gan, warm_start, weights_digest
+    from erasekit_worlds.recipes.minifaces.train_gan import train_gan
 
     cfg = replace(quick_config().gan, steps=1, batch_size=4, pair_weight=0.5, lr=1e-9)
     bank, cpu = render_bank(16, 0, "train", "test"), torch.device("cpu")

@@ -51,9 +51,11 @@ from .. import framework
 from ..clip import reload_clip, save_clip
 from ..framework import Stage, WorldBuild, WorldRecipe, check_seed, describe, earlier_world, plain, write_world
 from ..training import Stopwatch, resolve_device
+from .gan_checkpoint import config_differences
+from .gan_config import GanTrainConfig
 from .train_classifier import ClassifierTrainConfig, evaluate_classifier, train_attribute_classifier
 from .train_clip import FaceClipTrainConfig, FaceClipTuneConfig, train_face_clip, tune_face_clip, zero_shot
-from .train_gan import GanTrainConfig, config_differences, train_gan
+from .train_gan import train_gan
 
 logger = logging.getLogger(__name__)
 
