@@ -17,7 +17,8 @@ project's test (tests/methods/test_uce.py). Results: one JSON (written after eve
 already in it) and a Markdown table.
 
 Rows (``--rows``): uce-authors (current script), uce-authors-2023, uce-last_word, uce-from_last_word, uce-words_eos
-(erasekit's ``keys`` values), esd-authors, esd (ESD-x for style targets, ESD-u for object targets). Settings are the
+(erasekit's ``keys`` values), esd-authors, esd-authors-fp32 (their code with the models kept in fp32 rather than their
+bf16: a diagnostic), esd (ESD-x for style targets, ESD-u for object targets). Settings are the
 authors' current defaults (UCE: λ 0.5, guide "art" for styles and "" for objects, the other classes preserved; the
 2023 release at its preserve scale max(0.1, 1/n) = 0.1 here and erasekit's from_last_word row with the same; ESD:
 200 iterations, lr 5e-5, negative guidance 2 in their parameterisation = 1 in erasekit's, CFG 3) except the ESD
@@ -130,10 +131,12 @@ def runner_args(row: str, plan: dict, args, model_dir: str) -> tuple[list[str], 
             options["preserve_scale"] = 0.1  # the 2023 release's default here: max(0.1, 1/(1 + n preserved))
         return ["--side", "erasekit", "--method", "uce", "--model", "minicanvas", *common], options
     variant = "x" if plan["kind"] == "style" else "u"
-    if row == "esd-authors":
+    if row.startswith("esd-authors"):
         esd = ["--variant", variant, "--iterations", str(ESD["iterations"]), "--lr", str(ESD["lr"])]
         esd += ["--negative-guidance", str(ESD["negative_guidance"]), "--steps", str(args.esd_steps)]
         esd += ["--guidance", str(ESD["guidance"]), "--seed", str(args.esd_seed), "--size", str(args.image_size)]
+        if row.endswith("fp32"):  # diagnostic: their code with the models kept in fp32 instead of bf16
+            esd += ["--force-dtype", "float32"]
         return ["--side", "authors-esd", "--code", args.esd_code, "--model", model_dir, *esd, *common], {
             "variant": variant,
             **ESD,
@@ -327,8 +330,8 @@ def _label(r: dict) -> tuple[str, str]:
         return "UCE", "authors, 2023 (from last word)"
     if row.startswith("uce-"):
         return "UCE", f"erasekit, keys: {row[4:]}"
-    variant = r["options"]["variant"]
-    return f"ESD-{variant}", "authors" if row == "esd-authors" else "erasekit"
+    side = {"esd-authors": "authors (bf16, as shipped)", "esd-authors-fp32": "authors, models in fp32 (diagnostic)"}
+    return f"ESD-{r['options']['variant']}", side.get(row, "erasekit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("%s on %s", row, target)
             result = run_side(row, target, args, model_dir, work)
             patch = Path(result["weights"])
-            if row in ("esd-authors", "uce-authors", "uce-authors-2023"):
-                if row != "esd-authors":
+            if row in ("esd-authors", "esd-authors-fp32", "uce-authors", "uce-authors-2023"):
+                if row.startswith("uce"):
                     result["weights_check"] = uce_weights_check(row, result)
                     logger.info("weights check: %s", result["weights_check"])
                 patch = authors_patch(patch, patch.with_name("authors_patch.safetensors"))

@@ -49,6 +49,28 @@ def _redirect_hub_id(model: str) -> None:
         cls.from_pretrained = classmethod(patched)
 
 
+def _force_dtype(dtype_name: str) -> None:
+    """Load and keep every model in ``dtype_name`` whatever dtype the script asks for (a diagnostic run only)."""
+    import torch
+    from diffusers import DiffusionPipeline, ModelMixin
+
+    dtype = getattr(torch, dtype_name)
+    for cls in (ModelMixin, DiffusionPipeline):
+        load, move = cls.from_pretrained.__func__, cls.to
+
+        def loaded(klass, *a, _load=load, **k):
+            k.pop("torch_dtype", None)
+            return _load(klass, *a, **{**k, "dtype": dtype})
+
+        def moved(self, *a, _move=move, **k):
+            a = tuple(x for x in a if not isinstance(x, torch.dtype))
+            k.pop("dtype", None)
+            k.pop("torch_dtype", None)
+            return _move(self, *a, **k)
+
+        cls.from_pretrained, cls.to = classmethod(loaded), moved
+
+
 def _run_authors_uce(args) -> Path:
     script = Path(args.code) / "trainscripts" / "uce_sd_erase.py"
     argv = [str(script), "--model_id", args.model, "--device", args.device, "--concept_type", args.concept_type]
@@ -112,6 +134,8 @@ def _run_authors_esd(args) -> Path:
     code = Path(args.code)
     sys.path.insert(0, str(code))
     os.chdir(code)
+    if args.force_dtype:
+        _force_dtype(args.force_dtype)
     _redirect_hub_id(args.model)
     import utils.sd_utils as sd_utils  # their module; its sampler is wrapped so the image size is ours
 
@@ -177,6 +201,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--guidance", type=float, default=3.0, help="ESD: CFG scale of the partial sampling")
     p.add_argument("--size", type=int, default=64, help="ESD: image size of the partial sampling")
     p.add_argument("--seed", type=int, default=0, help="ESD: seed of python's and torch's generators")
+    p.add_argument(
+        "--force-dtype", default=None, help="ESD diagnostic: keep the models in this dtype (e.g. float32), not theirs"
+    )
     p.add_argument("--method", default="uce", help="erasekit: method name")
     p.add_argument("--config", help="erasekit: YAML config")
     return p.parse_args(argv)
