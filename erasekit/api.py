@@ -12,6 +12,27 @@ from .models import load_model
 from .patch import ErasurePatch
 
 
+def _read_yaml(path: Path) -> dict:
+    """A YAML config file's mapping; every way it can be wrong is a ``ValueError`` that says how to fix it."""
+    if not path.is_file():
+        raise ValueError(f"No config file at {path}; check the path (`erasekit list METHOD --yaml` prints one).")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ValueError(
+            f"{path} is not valid YAML{at}: {getattr(err, 'problem', None) or err}; fix the syntax."
+        ) from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path} must hold a mapping of option: value (e.g. 'steps: 100'), not a {type(data).__name__}."
+        )
+    return data
+
+
 def resolve_config(
     method: str,
     config: MethodConfig | dict | str | Path | None = None,
@@ -29,8 +50,7 @@ def resolve_config(
             raise TypeError(f"Method {method!r} takes a {cls.__name__}, got a {type(config).__name__}.")
         cfg = config
     else:
-        data = config if isinstance(config, dict) else yaml.safe_load(Path(config).read_text()) or {}
-        data = dict(data)
+        data = dict(config) if isinstance(config, dict) else _read_yaml(Path(config))
         named = data.pop("method", method)
         if named != method:
             raise ValueError(f"The config is for method {named!r} but {method!r} was requested.")

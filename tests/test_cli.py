@@ -62,7 +62,7 @@ def test_apply_saves_a_loadable_pipeline_and_exports_lora(patch_file, tmp_path, 
     base = load_pipeline("tiny-sd", device="cpu")
     expected = dict(base.unet.named_parameters())[key[5:]] + patch.deltas[key].to_dense()
     torch.testing.assert_close(dict(pipe.unet.named_parameters())[key[5:]], expected, rtol=0, atol=1e-7)
-    assert main(["apply", "--patch", str(patch_file), "--out", str(tmp_path / "pipe")]) == 1  # exists
+    assert main(["apply", "--patch", str(patch_file), "--out", str(tmp_path / "pipe")]) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
     assert main(["apply", "--patch", str(patch_file), "--lora", str(tmp_path / "l.safetensors"), "--rank", "2"]) == 0
     assert "relative_error" in capsys.readouterr().out and (tmp_path / "l.safetensors").is_file()
@@ -89,7 +89,7 @@ def test_list_and_method_options(capsys):
 )
 def test_bad_input_gives_a_clear_error_and_exit_1(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing half-written
 

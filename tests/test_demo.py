@@ -366,7 +366,7 @@ def test_cli_demo_defaults_to_loopback_and_checks_the_port(capsys):
 
     args = build_parser().parse_args(["demo"])
     assert (args.host, args.port, args.model_dir) == ("127.0.0.1", 7860, [])
-    assert main(["demo", "--port", "70000"]) == 1
+    assert main(["demo", "--port", "70000"]) == 2
     assert "between 1 and 65535" in capsys.readouterr().err
 
 

@@ -243,7 +243,7 @@ def test_cli_eval_on_unlearncanvas_layout(tmp_path, capsys):
     assert report["target"] == "style:Van_Gogh" and "ua_heldout" not in report["metrics"]  # suite has no paraphrases
     assert report["metrics"]["patch_bytes"] > 0 and (tmp_path / "g.png").is_file()
     assert "| ua |" in (tmp_path / "r.md").read_text()
-    assert main([*argv[:-6], "--target", "style:Monet", "--json", str(tmp_path / "x.json")]) == 1
+    assert main([*argv[:-6], "--target", "style:Monet", "--json", str(tmp_path / "x.json")]) == 2
     assert "choose one of" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_model_args, load_handle, load_patches, subparser
+from .common import add_model_args, check_output, load_handle, load_patches, subparser
 
 EXAMPLES = """  erasekit apply --model tiny-sd --patch p.safetensors --out erased_pipeline/
   erasekit apply --model local:/models/sd15 --patch a.safetensors --patch b.safetensors --scale 0.8 --out sd15_erased/
@@ -52,6 +52,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from .._io import atomic_dir
 
+    for option in ("out", "lora", "single_file"):
+        check_output(getattr(args, option), "--" + option.replace("_", "-"))
+    if args.single_file and not args.single_file.endswith(".safetensors"):
+        raise ValueError(f"--single-file must end in .safetensors, got {args.single_file!r}.")
     patch = load_patches(args.patch)
     if args.lora_format != "peft" and not args.lora:
         raise ValueError("--lora-format applies to --lora; add --lora OUT.safetensors.")

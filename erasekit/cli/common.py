@@ -83,10 +83,28 @@ def parse_seeds(text: str) -> list[int]:
     try:
         if "-" in text and "," not in text:
             lo, hi = text.split("-")
-            return list(range(int(lo), int(hi) + 1))
-        return [int(s) for s in text.split(",") if s.strip()]
+            seeds = list(range(int(lo), int(hi) + 1))
+        else:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--seeds {text!r}: use a list like 0,1,2 or a range like 0-7.") from None
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: use a list like 0,1,2 or a range like 0-7 (seeds >= 0, low to high).")
+    return seeds
+
+
+def check_output(path: str | None, option: str = "--out") -> None:
+    """Fail before any work when ``path`` cannot be written: its folder must exist and be writable."""
+    import os
+    from pathlib import Path
+
+    if not path:
+        return
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist; create it first (mkdir -p {folder}).")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable; choose another folder.")
 
 
 def load_patches(paths: list[str] | None):

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .common import add_model_args, add_override_arg, load_handle, subparser
+from .common import add_model_args, add_override_arg, check_output, load_handle, subparser
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {out.name!r}.")
+    check_output(args.out)
     if args.config and Path(args.config).is_dir():  # `--model x.safetensors --config DIR`: the architecture
         if args.model_config:
             raise ValueError("--config names a folder and --model-config is given too; give the folder once.")

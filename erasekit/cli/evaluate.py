@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_model_args, load_handle, load_patches, parse_seeds, subparser
+from .common import add_model_args, check_output, load_handle, load_patches, parse_seeds, subparser
 
 EXAMPLES = """  erasekit eval --model minicanvas --patch p.safetensors --suite minicanvas --target style:Watercolor --json r.json --grid g.png
   erasekit eval --model minicanvas --json base.json             # no target: every class of the unpatched model
@@ -107,6 +107,8 @@ def _run_gan(args, suite) -> int:
 def run(args) -> int:
     from ..eval import GanSuite, evaluate, get_suite
 
+    for option in ("json", "markdown", "grid"):
+        check_output(getattr(args, option), "--" + option)
     suite = get_suite(args.suite, **_suite_kwargs(args))
     if isinstance(suite, GanSuite):
         return _run_gan(args, suite)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_model_args, load_handle, load_patches, parse_seeds, subparser
+from .common import add_model_args, check_output, load_handle, load_patches, parse_seeds, subparser
 
 EXAMPLES = """  erasekit generate --model tiny-sd --prompt "a cat" --prompt "a dog" --seeds 0-3 --out grid.png
   erasekit generate --model tiny-sd --prompt "a cat" --patch p.safetensors --scale 0.5 --out half.png
@@ -65,6 +65,7 @@ def run(args) -> int:
     from ..sampling import generate_grid
 
     seeds = parse_seeds(args.seeds)
+    check_output(args.out)
     prompts = list(args.prompt)
     if args.prompts_file:
         prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]

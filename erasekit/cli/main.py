@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(sub)
@@ -40,8 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that mean "the input is wrong" (a bad option, file, folder or model): one line naming the fix, exit 2.
+BAD_INPUT = (ValueError, TypeError, OSError, LookupError)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    if isinstance(err, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        text += " (check the path and its permissions)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 success, 1 failure, 2 usage error)."""
+    """Run the CLI; returns the exit code (0 success, 1 a run that failed, 2 bad input or usage).
+
+    Bad input prints one line, ``erasekit COMMAND: error: ...`` naming the fix, and no traceback (``--debug`` shows
+    it).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -50,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, FileExistsError) as err:
-        print(f"erasekit {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except BAD_INPUT as err:
+        if args.debug:
+            raise
+        print(f"erasekit {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -91,6 +91,11 @@ def _check_config(config: str | Path | None) -> Path:
             f"({', '.join(ARCHITECTURES)}) or --model-config DIR, a diffusers folder of the same architecture (only "
             "its JSON configs and tokenizer are read). No hub is contacted."
         )
+    if isinstance(config, str) and config not in ARCHITECTURES and "/" not in config and not Path(config).exists():
+        raise ValueError(
+            f"--model-config {config}: Unknown architecture {config!r}; erasekit ships {', '.join(ARCHITECTURES)}, "
+            "or pass a local diffusers folder of the same architecture."
+        )
     folder = Path(resolve_config(config)).expanduser()
     if not (folder / "model_index.json").is_file():
         raise ValueError(f"--model-config {folder}: not a diffusers pipeline folder (no model_index.json).")

@@ -79,6 +79,8 @@ class MethodConfig:
         check_choice("optimizer_states", self.optimizer_states, ("targeted", "full"))
         if self.sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {self.sync_every!r}.")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0 (seeds are drawn from it as unsigned numbers), got {self.seed!r}.")
         if self.checkpoint_every < 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("checkpoint_every, max_grad_norm and weight_decay must be >= 0.")
         if isinstance(self.target, tuple):

@@ -43,7 +43,14 @@ def _stylegan_file(spec) -> bool:
     path = Path(str(spec)).expanduser()
     if not path.is_file():
         raise ValueError(f"No model file at {path}.")
-    return checkpoint_kind(path) in ("stylegan", "unknown")  # unknown: load_generator explains what it expected
+    kind = checkpoint_kind(path)
+    if kind == "unknown":
+        raise ValueError(
+            f"{path} is neither an erasekit StyleGAN2 generator (no 'erasekit_stylegan2_config' header entry) nor a "
+            "single-file Stable Diffusion checkpoint (no 'model.diffusion_model.' keys). Pass a diffusers folder, an "
+            "LDM checkpoint with --model-config, or convert a StyleGAN2 checkpoint with save_generator()."
+        )
+    return kind == "stylegan"
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
