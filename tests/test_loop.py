@@ -8,8 +8,8 @@ import erasekit
 from erasekit.methods import Callback, LossHistory, NonFiniteError
 from erasekit.methods.esd import ESD
 
-FAST = {**FAST_CONFIGS["esd"], "steps": 4}
 FAST_LR = 1e-5
+FAST = {**FAST_CONFIGS["esd"], "steps": 4, "lr": FAST_LR}  # the bounds below are in units of this lr
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_state(tiny_pipe, tmp_path, monkeypatch):

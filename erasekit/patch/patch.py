@@ -36,7 +36,7 @@ def as_components(model) -> dict[str, nn.Module]:
         return {"generator": model}
     if isinstance(model, Mapping) and all(isinstance(m, nn.Module) for m in model.values()):
         return dict(model)
-    if getattr(model, "unet", None) is not None:
+    if getattr(model, "unet", None) is not None or getattr(model, "transformer", None) is not None:
         from ..models.sd import DiffusionHandle
 
         return DiffusionHandle(model).components
