@@ -29,7 +29,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check erasekit erasekit_worlds tests benchmarks
-	$(BIN)/python -m pytest --durations=15
+	ERASEKIT_BAD_INPUT_DIR=docs/reference/bad-inputs $(BIN)/python -m pytest --durations=15
 
 # The reference site (docs/, mkdocs.yml) into site/; warnings are errors.
 docs: install
