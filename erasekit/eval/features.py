@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.clip import feature_tensor, text_features
+
 logger = logging.getLogger(__name__)
 
 INCEPTION_INPUT_RANGE = (-1.0, 0.9921875)  # what the TF-ported Inception expects (uint8 / 128 - 1)
@@ -55,18 +57,8 @@ class CLIPImageFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = clip_pixels(self.processor, images).to(next(self.model.parameters()).device)
-        feats = _as_tensor(self.model.get_image_features(pixel_values=pixels))
+        feats = feature_tensor(self.model.get_image_features(pixel_values=pixels))
         return F.normalize(feats.float(), dim=-1)
-
-
-def _as_tensor(out) -> torch.Tensor:
-    """transformers 5 may wrap projected features in an output object."""
-    if torch.is_tensor(out):
-        return out
-    for name in ("image_embeds", "text_embeds", "pooler_output"):
-        if getattr(out, name, None) is not None:
-            return getattr(out, name)
-    raise TypeError(f"Unexpected CLIP output {type(out).__name__}.")
 
 
 class TensorCLIP(nn.Module):
@@ -79,10 +71,10 @@ class TensorCLIP(nn.Module):
         self.config = model.config
 
     def get_image_features(self, pixel_values, *args, **kwargs) -> torch.Tensor:
-        return _as_tensor(self.model.get_image_features(pixel_values=pixel_values))
+        return feature_tensor(self.model.get_image_features(pixel_values=pixel_values))
 
     def get_text_features(self, input_ids, attention_mask=None, *args, **kwargs) -> torch.Tensor:
-        return _as_tensor(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        return feature_tensor(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
 
 def clip_pixels(processor, images: torch.Tensor) -> torch.Tensor:
@@ -91,15 +83,8 @@ def clip_pixels(processor, images: torch.Tensor) -> torch.Tensor:
     return processor(images=list(uint8), return_tensors="pt")["pixel_values"]
 
 
-def clip_text_features(model, processor, texts: list[str]) -> torch.Tensor:
-    """L2-normalised CLIP text embeddings."""
-    tok = processor.tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt")
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        feats = _as_tensor(
-            model.get_text_features(input_ids=tok.input_ids.to(device), attention_mask=tok.attention_mask.to(device))
-        )
-    return F.normalize(feats.float(), dim=-1)
+# L2-normalised CLIP text embeddings: the same function Text-to-Unlearn trains against.
+clip_text_features = text_features
 
 
 def feature_extractor(kind: str, clip=None) -> nn.Module:
