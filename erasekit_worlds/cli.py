@@ -185,13 +185,7 @@ def _train(args) -> int:
         reuse=args.reuse,
         exclude_from=args.exclude_from,
     )
-    m = manifest["metrics"]
-    print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")
-    if manifest["reused"]:
-        print(
-            f"copied from {args.reuse}: {', '.join(manifest['reused'])}; the whole recipe from scratch: "
-            f"{manifest['full_recipe_seconds'] / 60:.1f} min"
-        )
+    m = _print_written(args, manifest)
     print(
         f"classifiers {m['classifiers']['style_accuracy']:.3f} / {m['classifiers']['object_accuracy']:.3f}, "
         f"CLIP zero-shot {m['clip']['style_accuracy_heldout_templates']:.3f} / "
@@ -201,6 +195,17 @@ def _train(args) -> int:
     if manifest["quick"]:
         print("(--quick: the models are barely trained; the numbers above are meaningless)")
     return 0
+
+
+def _print_written(args, manifest: dict) -> dict:
+    """Say what was written and what was reused; returns the manifest's metrics."""
+    print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")
+    if manifest["reused"]:
+        print(
+            f"copied from {args.reuse}: {', '.join(manifest['reused'])}; the whole recipe from scratch: "
+            f"{manifest['full_recipe_seconds'] / 60:.1f} min"
+        )
+    return manifest["metrics"]
 
 
 def _train_faces(args) -> int:
@@ -223,13 +228,7 @@ def _train_faces(args) -> int:
         reuse=args.reuse,
         gan_from=args.gan_from,
     )
-    m = manifest["metrics"]
-    print(f"wrote {args.out}: {manifest['total_bytes'] / 1e6:.1f} MB in {manifest['total_seconds'] / 60:.1f} min")
-    if manifest["reused"]:
-        print(
-            f"copied from {args.reuse}: {', '.join(manifest['reused'])}; the whole recipe from scratch: "
-            f"{manifest['full_recipe_seconds'] / 60:.1f} min"
-        )
+    m = _print_written(args, manifest)
     continued = manifest["stages"]["gan"].get("continued_from")
     if continued:
         print(
