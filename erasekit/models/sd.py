@@ -188,6 +188,19 @@ class DiffusionHandle(ModelHandle):
         prefix = component + "."
         return {k[len(prefix) :]: v for k, v in (params or {}).items() if k.startswith(prefix)}
 
+    def _clip_states(
+        self, prompts, name: str, tokenizer, max_length: int, params
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A CLIP text encoder's penultimate hidden states and its first output (the pooled projection where the
+        encoder has one), for SDXL and SD3; gradients flow only when ``params`` override that encoder's weights."""
+        ids = tokenizer(
+            list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+        overrides = self._split(params, name)
+        with contextlib.nullcontext() if overrides else torch.no_grad():
+            out = _call(getattr(self.pipe, name), overrides, ids, output_hidden_states=True)
+        return out.hidden_states[-2], out[0]
+
     def check_concept(self, concept: str) -> list[int]:
         """Token ids of ``concept`` without special tokens; a clear error if it is empty or too long."""
         if not isinstance(concept, str) or not concept.strip():

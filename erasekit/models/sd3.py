@@ -76,19 +76,6 @@ class SD3Handle(DiffusionHandle):
         return self.max_prompt_tokens + self.t5_tokens
 
     # ---- prompts ------------------------------------------------------------------------------------------------
-    def _clip(self, prompts: Sequence[str], name: str, tokenizer, params) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.max_prompt_tokens,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(self.device)
-        overrides = self._split(params, name)
-        with contextlib.nullcontext() if overrides else torch.no_grad():
-            out = _call(getattr(self.pipe, name), overrides, ids, output_hidden_states=True)
-        return out.hidden_states[-2], out[0]
-
     def _t5(self, prompts: Sequence[str], params) -> torch.Tensor:
         encoder = getattr(self.pipe, "text_encoder_3", None)
         if encoder is None:  # SD3 without T5: zeros in its place, as the pipeline does
@@ -108,8 +95,12 @@ class SD3Handle(DiffusionHandle):
     def encode_prompts(self, prompts: Sequence[str], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The conditioning ``[N, 77 + 256 + k, joint_attention_dim]``: CLIP token states (both encoders
         concatenated, zero-padded), T5's, then the pooled CLIP projections in ``k`` rows."""
-        states_1, pooled_1 = self._clip(prompts, "text_encoder", self.pipe.tokenizer, params)
-        states_2, pooled_2 = self._clip(prompts, "text_encoder_2", self.pipe.tokenizer_2, params)
+        states_1, pooled_1 = self._clip_states(
+            prompts, "text_encoder", self.pipe.tokenizer, self.max_prompt_tokens, params
+        )
+        states_2, pooled_2 = self._clip_states(
+            prompts, "text_encoder_2", self.pipe.tokenizer_2, self.max_prompt_tokens, params
+        )
         clip = torch.cat([states_1, states_2], dim=-1)
         t5 = self._t5(prompts, params).to(clip.dtype)
         clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))

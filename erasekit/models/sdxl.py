@@ -15,7 +15,6 @@ rescales them to what the UNet reads, so partial sampling, ``add_noise`` and the
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -61,19 +60,10 @@ class SDXLHandle(DiffusionHandle):
         """Both encoders' penultimate hidden states, concatenated, and the second one's pooled projection."""
         states, pooled = [], None
         for name, tok in (("text_encoder", self.pipe.tokenizer), ("text_encoder_2", self.pipe.tokenizer_2)):
-            ids = tok(
-                list(prompts),
-                padding="max_length",
-                max_length=tok.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.device)
-            overrides = self._split(params, name)
-            with contextlib.nullcontext() if overrides else torch.no_grad():
-                out = _call(getattr(self.pipe, name), overrides, ids, output_hidden_states=True)
-            states.append(out.hidden_states[-2])
-            if out[0].ndim == 2:  # the encoder with a projection gives the pooled embedding
-                pooled = out[0]
+            hidden, first = self._clip_states(prompts, name, tok, tok.model_max_length, params)
+            states.append(hidden)
+            if first.ndim == 2:  # the encoder with a projection gives the pooled embedding
+                pooled = first
         return torch.cat(states, dim=-1), pooled
 
     def encode_prompts(self, prompts: Sequence[str], params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
