@@ -1,4 +1,5 @@
-"""What both worlds share at run time: stable seeds, and world folders checked against their manifests."""
+"""What both worlds share at run time: stable seeds, the judge classifiers' conv stage, and world folders checked against
+their manifests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ import os
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+
+
+def conv_stage(c_in: int, c_out: int):
+    """conv3x3-BN-SiLU twice, the first with stride 2: a stage of both worlds' judge classifiers."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.SiLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.SiLU(inplace=True),
+    )
 
 
 def stable_seed(*parts: object) -> int:

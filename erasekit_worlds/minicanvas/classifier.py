@@ -21,6 +21,8 @@ from torch import nn
 
 from erasekit._io import save_safetensors
 
+from ..common import conv_stage
+
 HEADER_KEY = "erasekit_classifier"
 FORMAT_VERSION = 1
 
@@ -49,18 +51,6 @@ class ClassifierConfig:
         return cls(**data)
 
 
-def _stage(c_in: int, c_out: int) -> nn.Sequential:
-    """conv3x3-BN-SiLU twice, the first with stride 2."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.SiLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.SiLU(inplace=True),
-    )
-
-
 class ImageClassifier(nn.Module):
     """A small CNN over RGB images in ``[0, 1]``; ``forward`` returns logits over :attr:`labels`.
 
@@ -80,7 +70,7 @@ class ImageClassifier(nn.Module):
             raise ValueError(f"labels must be a non-empty list of distinct strings, got {labels!r}")
         self.config, self.labels = config, list(labels)
         chans = [config.width * 2**i for i in range(config.stages)]
-        layers = [_stage(c_in, c_out) for c_in, c_out in zip([3, *chans[:-1]], chans, strict=True)]
+        layers = [conv_stage(c_in, c_out) for c_in, c_out in zip([3, *chans[:-1]], chans, strict=True)]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(chans[-1], len(labels)))
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from erasekit._io import save_safetensors
 
+from ..common import conv_stage
 from .data import BINARY_ATTRIBUTES, HAIR_COLOURS, indicators
 
 HEADER_KEY = "erasekit_attribute_classifier"
@@ -50,17 +51,6 @@ class AttributeClassifierConfig:
         return cls(**data)
 
 
-def _stage(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.SiLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.SiLU(inplace=True),
-    )
-
-
 class AttributeClassifier(nn.Module):
     """Logits ``[N, 6 + 4]`` for images ``[N, 3, 64, 64]`` in ``[0, 1]``: one per binary attribute (in
     ``binary`` order), then the hair colours (in ``hair`` order)."""
@@ -69,7 +59,7 @@ class AttributeClassifier(nn.Module):
         super().__init__()
         self.config, self.binary, self.hair = config, tuple(binary), tuple(hair)
         chans = [config.width * 2**i for i in range(config.stages)]
-        layers = [_stage(a, b) for a, b in zip([3, *chans[:-1]], chans, strict=True)]
+        layers = [conv_stage(a, b) for a, b in zip([3, *chans[:-1]], chans, strict=True)]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
         outputs = len(self.binary) + len(self.hair)
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(chans[-1] * 16, outputs))
