@@ -76,8 +76,10 @@ class World:
 
 def register_world(world: World) -> World:
     """Register ``world`` under ``world.name``; a duplicate name is an error (two plugins claiming one scheme)."""
+    from .models.specs import BUILTIN_SPECS
+
     with _lock:
-        if world.name in _WORLDS or world.name in ("local", "tiny-sd"):
+        if world.name in _WORLDS or world.name == "local" or world.name in BUILTIN_SPECS:
             raise ValueError(f"A world named {world.name!r} is already registered.")
         _WORLDS[world.name] = world
     return world
