@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -11,6 +13,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# Helper modules that live beside the tests using them and are imported by basename from other folders too
+# (tests/eval/eval_fixtures.py: the tiny evaluation suite, also used by tests/demo/).
+sys.path.insert(0, str(Path(__file__).parent / "eval"))
 
 # Fast settings for the shared method suite; every registered method must have an entry (see test_methods_suite).
 FAST_CONFIGS = {

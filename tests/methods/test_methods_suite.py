@@ -166,7 +166,7 @@ def test_config_yaml_round_trip_and_shipped_defaults(method, tmp_path):
     assert cls.from_yaml(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
     import yaml
 
-    shipped = Path(__file__).parents[1] / "configs" / "methods" / f"{method}.yaml"
+    shipped = Path(__file__).parents[2] / "configs" / "methods" / f"{method}.yaml"
     assert shipped.is_file(), f"configs/methods/{method}.yaml is missing"
     written = yaml.safe_load(shipped.read_text()) or {}
     assert set(written) == {"method"} | {f.name for f in dataclasses.fields(cls)}, "regenerate with erasekit list"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 BENCH = ROOT / "benchmarks"
 # the maintained benchmarks: each has a test here or in tests/worlds/, and its results are named after it
 MAINTAINED = {
