@@ -275,30 +275,3 @@ def test_open_clip_checkpoint_behind_the_clip_interface(tmp_path):
         clip_loader("open_clip:ViT-B-32")
     with pytest.raises(ValueError, match="not a transformers CLIP folder"):
         clip_loader(str(tmp_path))
-
-
-def test_minicanvas_suite_from_a_world_folder(tmp_path):
-    from erasekit_worlds.minicanvas import OBJECTS, STYLES
-    from erasekit_worlds.minicanvas.classifier import ClassifierConfig, ImageClassifier
-    from erasekit_worlds.minicanvas.suite import minicanvas_suite
-
-    with pytest.raises(ValueError, match="erasekit world train minicanvas"):
-        minicanvas_suite(tmp_path)
-    (tmp_path / "classifiers").mkdir()
-    for name, labels in (("style", STYLES), ("object", OBJECTS)):
-        ImageClassifier(ClassifierConfig(), list(labels)).save(tmp_path / "classifiers" / f"{name}.safetensors")
-    suite = minicanvas_suite(tmp_path)
-    assert suite.styles == list(STYLES) and suite.objects == list(OBJECTS) and suite.clip is None
-    assert suite.caption("Pop Art", "apple") == "A apple image in Pop Art style."
-    assert suite.parse_target("style:pop art").name == "Pop Art"
-    refs = suite.reference_images(3)
-    assert refs.shape == (3, 3, 64, 64) and 0 <= refs.min() and refs.max() <= 1
-
-
-def test_generate_pairs_matches_the_grid_image_for_image(tiny_handle):
-    from erasekit.sampling import generate_grid, generate_pairs
-
-    grid = generate_grid(tiny_handle, ["a cat", "a dog"], [0, 1], steps=2, batch_size=4, progress=False)
-    pairs = generate_pairs(tiny_handle, [("a dog", 1), ("a cat", 0)], steps=2, batch_size=2, progress=False)
-    # an image depends only on its (prompt, seed), not on its neighbours in the batch
-    torch.testing.assert_close(pairs, grid[[3, 0]], rtol=0, atol=1e-5)

@@ -14,7 +14,6 @@ import erasekit
 from erasekit.methods import LossHistory
 from erasekit.methods.text_to_unlearn import TextToUnlearnConfig, concept_parts, prompt_pair
 from erasekit.models import StyleGANHandle
-from erasekit.models.clip import pixel_spec
 
 
 def _erase(generator, clip_dir, concept="glasses", callbacks=(), **extra):
@@ -36,23 +35,6 @@ def test_prompt_pairs_and_concept_parts():
     assert concept_parts(["glasses", " hat "]) == ["glasses", "hat"]
     with pytest.raises(ValueError, match="empty"):
         concept_parts(" , ")
-
-
-def test_pixel_spec_of_transformers_and_open_clip_processors(tiny_clip_dir):
-    from torchvision import transforms
-    from transformers import CLIPProcessor
-
-    size, mean, _ = pixel_spec(CLIPProcessor.from_pretrained(tiny_clip_dir))
-    assert size == 32 and len(mean) == 3
-    preprocess = transforms.Compose(
-        [
-            transforms.Resize(224),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize([0.1] * 3, [0.2] * 3),
-        ]
-    )
-    assert pixel_spec(SimpleNamespace(preprocess=preprocess)) == (224, [0.1] * 3, [0.2] * 3)
 
 
 # ---------------------------------------------------------------------------------------------------- the method

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 import erasekit
 import erasekit.methods.uce as uce_module
-from erasekit.methods.uce import UCEConfig
+from erasekit.methods.uce import UCEConfig, aligned_rows, random_words
 from erasekit.models import DiffusionHandle
 from erasekit.ops import uce_closed_form
 from erasekit.ops.uce import expand_prompt_pairs, uce_erase_positions, uce_preserve_positions
@@ -187,3 +188,48 @@ def test_last_word_edit_matches_the_authors_recorded_weights(minicanvas, case):
         bound = case["tolerance"] * rec["max_abs"]
         diff = (proj - torch.tensor(rec["projections"], dtype=torch.float64)).abs().max()
         assert diff <= bound, f"{name}: {float(diff):.3g} > {bound:.3g}"
+
+
+# ---- the edit on the tiny pipeline -----------------------------------------------------------------------------
+
+
+def _rows(handle, prompt: str) -> torch.Tensor:
+    n = len(handle.token_ids(prompt))
+    return handle.encode_prompts([prompt])[0][1 : n + 2].double()
+
+
+def test_uce_edits_only_kv_and_sends_the_concept_to_the_guide_values(tiny_pipe):
+    handle = DiffusionHandle(tiny_pipe)
+    before = {k: v.detach().double().clone() for k, v in handle.named_parameters().items()}
+    patch = erasekit.erase(
+        tiny_pipe, "uce", "a cat", guide="art", preserve=["dog"], lam=1e-6, keys="words_eos", progress=False
+    )
+    assert patch.deltas and all(re.fullmatch(r"unet\..*\.attn2\.to_[kv]\.weight", k) for k in patch.deltas)
+    assert patch.metadata["anchor"] == "art" and patch.metadata["stats"]["erase_seconds"] >= 0
+    c_e, c_p = _rows(handle, "a cat"), _rows(handle, "dog")
+    guide = handle.encode_prompts(["art"])[0].double()[aligned_rows(2, 1)]  # "a", "cat", EOS <- BOS, "art", EOS
+    for key, delta in patch.deltas.items():
+        w0 = before[key]
+        w = w0 + delta.to_dense().double()
+        target = guide @ w0.T
+        assert (c_e @ w.T - target).norm() < 1e-2 * (c_e @ w0.T - target).norm(), key
+        torch.testing.assert_close(c_p @ w.T, c_p @ w0.T, rtol=0, atol=1e-3 * float(w0.abs().max()))
+
+
+def test_uce_guide_defaults_and_bad_targets(tiny_pipe):
+    assert erasekit.erase(tiny_pipe, "uce", "a cat", progress=False).metadata["anchor"] == ""
+    assert erasekit.erase(tiny_pipe, "uce", "a cat", anchor="a dog", progress=False).metadata["anchor"] == "a dog"
+    with pytest.raises(ValueError, match="to_k/to_v"):
+        erasekit.erase(tiny_pipe, "uce", "a cat", target="xattn", progress=False)
+
+
+def test_uce_alignment_and_random_words():
+    assert aligned_rows(2, 0) == [0, 0, 1]  # words -> BOS, EOS -> EOS
+    assert aligned_rows(1, 3) == [3, 4]  # a longer guide: its last word and EOS
+    from erasekit.models.tiny import _cached_tokenizer
+
+    tok = _cached_tokenizer()
+    a = random_words(tok, 5, torch.Generator().manual_seed(0), {"cat"})
+    assert a == random_words(tok, 5, torch.Generator().manual_seed(0), {"cat"})
+    assert a != random_words(tok, 5, torch.Generator().manual_seed(1), {"cat"})
+    assert all(w.isalpha() and len(w) >= 3 and w != "cat" for w in a)
