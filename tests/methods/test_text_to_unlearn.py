@@ -1,7 +1,7 @@
 """Text-to-Unlearn on a tiny random StyleGAN2 with a tiny random CLIP: layer selection, prompts, terms, errors.
 
-The shared invariants (caller unchanged, bit-exact remove, save/load, seeds, YAML) run in test_methods_suite.py; the
-pure math (directional loss, retention terms, layer ranking) in tests/ops/.
+The shared invariants (caller unchanged, bit-exact remove, save/load, seeds, YAML) run in
+tests/methods/test_methods_suite.py; the pure math (directional loss, retention terms, layer ranking) in tests/ops/.
 """
 
 from types import SimpleNamespace

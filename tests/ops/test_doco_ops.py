@@ -1,6 +1,6 @@
 """Known answers for DoCo's math: x̂₀ from the network output, the adversarial losses, the surrogate loss.
 
-The gradient surgery (PCGrad and the reference rule) is pinned in tests/test_ops_methods.py.
+The gradient surgery (PCGrad and the reference rule) is pinned in tests/ops/test_surgery_ops.py.
 """
 
 import math
