@@ -157,6 +157,11 @@ def tiny_clip_dir(tmp_path_factory):
     return out
 
 
+# ---------------------------------------------------------------------------------------------------- quick worlds
+# Each quick world is trained once per session, when a test first asks for it; tests read it and never write into it
+# (a test that needs to change a world works on a copy).
+
+
 @pytest.fixture(scope="session")
 def minifaces_world(tmp_path_factory):
     """A MiniFaces world from the quick recipe, trained once per session through the CLI (seconds)."""
@@ -164,4 +169,26 @@ def minifaces_world(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("minifaces") / "world"
     assert main(["world", "train", "minifaces", "--quick", "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def minicanvas_world(tmp_path_factory):
+    """A MiniCanvas world from the quick recipe trained without the Ink style, once per session through the CLI."""
+    from erasekit.cli.main import main
+
+    out = tmp_path_factory.mktemp("minicanvas") / "no_ink"
+    argv = ["world", "train", "minicanvas", "--quick", "--exclude", "style:ink", "--out", str(out)]
+    assert main([*argv, "--threads", str(min(2, torch.get_num_threads()))]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def minicanvas_full_world(tmp_path_factory):
+    """A MiniCanvas world from the quick recipe with every style and object, once per session (the reuse tests'
+    source world)."""
+    from erasekit_worlds.recipes.minicanvas.recipe import train_world
+
+    out = tmp_path_factory.mktemp("minicanvas") / "full"
+    train_world(out, quick=True)  # the device the tests' own quick worlds use (auto), so their files compare
     return out

@@ -1,6 +1,8 @@
 """The MiniCanvas training recipe: the --quick world end to end, the folder layout, manifests, classifiers, the CLI.
 
-One quick world is trained per module (through the CLI functions, ~20 s on 2 CPU cores); every other test reads it.
+The quick worlds are trained once per session (``minicanvas_world``, without Ink, and ``minicanvas_full_world`` in
+conftest.py, ~20 s each on 2 CPU cores); the tests read them. The reuse tests train only the worlds whose training
+path they check, and ask :func:`reusable_stages` for the decisions that need no training to check.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from erasekit_worlds.minicanvas import (
     weights_dir,
 )
 from erasekit_worlds.recipes.minicanvas.banks import CaptionBank
-from erasekit_worlds.recipes.minicanvas.recipe import check_exclude, check_exclude_from, quick_config, train_world
+from erasekit_worlds.recipes.minicanvas.recipe import (
+    check_exclude,
+    check_exclude_from,
+    quick_config,
+    reusable_stages,
+    train_world,
+)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -33,13 +41,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world") / "no_ink"
-    args = parse(["world", "train", "minicanvas", "--quick", "--exclude", "style:ink", "--out", str(out)])
-    args.threads = min(2, torch.get_num_threads())
-    assert world_cli.run(args) == 0
-    return out
+@pytest.fixture
+def world(minicanvas_world):
+    """The session's quick world without Ink (read only)."""
+    return minicanvas_world
 
 
 # ---------------------------------------------------------------------------------------------------- the folder
@@ -170,9 +175,11 @@ def test_reuse_copies_matching_stages_and_gives_the_from_scratch_files(world, tm
     assert manifest["full_recipe_seconds"] > manifest["total_seconds"]
     first = json.loads((world / "manifest.json").read_text())["files"]
     assert manifest["files"] == first  # the UNet read back and saved with the pipeline: the same bytes
-    other_exclusion = train_world(tmp_path / "other", exclude=["object:apple"], quick=True, reuse=world)
-    assert other_exclusion["reused"] == ["style_classifier", "object_classifier"]  # the judge ignores exclusions
-    assert train_world(tmp_path / "seed1", exclude=["style:Ink"], seed=1, quick=True, reuse=world)["reused"] == []
+    # another exclusion or seed copies less (a run copies what reusable_stages finds: the copy-some-and-train-the-rest
+    # path is trained in the next two tests)
+    cfg = quick_config()
+    assert list(reusable_stages(world, cfg, 0, ["object:apple"])) == ["classifiers"]  # the judge ignores exclusions
+    assert reusable_stages(world, cfg, 1, ["style:Ink"]) == {}
     broken = tmp_path / "broken"
     shutil.copytree(world, broken)
     (broken / "clip" / "config.json").write_text("{}")
@@ -181,8 +188,8 @@ def test_reuse_copies_matching_stages_and_gives_the_from_scratch_files(world, tm
     assert not (tmp_path / "x").exists()
 
 
-def test_exclude_from_unet_trains_clip_and_vae_on_everything_and_reuses_them(tmp_path):
-    full = train_world(tmp_path / "full", quick=True)
+def test_exclude_from_unet_trains_clip_and_vae_on_everything_and_reuses_them(minicanvas_full_world, tmp_path):
+    full = json.loads((minicanvas_full_world / "manifest.json").read_text())
     gold = train_world(tmp_path / "gold", exclude=["style:Ink"], exclude_from=["unet"], quick=True)
     assert gold["exclude"] == ["style:Ink"] and gold["exclude_from"] == ["unet"]
     assert full["exclude_from"] == ["clip", "vae", "unet"]
@@ -191,25 +198,25 @@ def test_exclude_from_unet_trains_clip_and_vae_on_everything_and_reuses_them(tmp
     unet = "pipeline/unet/diffusion_pytorch_model.safetensors"
     assert gold["files"][unet] != full["files"][unet]
     again = train_world(
-        tmp_path / "again", exclude=["style:Ink"], exclude_from=["unet"], quick=True, reuse=tmp_path / "full"
+        tmp_path / "again", exclude=["style:Ink"], exclude_from=["unet"], quick=True, reuse=minicanvas_full_world
     )
     assert again["reused"] == ["style_classifier", "object_classifier", "clip", "clip_tune", "vae"]
     # the classifiers' dropout draws from the process's global RNG, so two trainings in one process differ: the
     # comparison leaves them out
     models = {f: h for f, h in gold["files"].items() if not f.startswith("classifiers/")}
     assert models == {f: h for f, h in again["files"].items() if not f.startswith("classifiers/")}
-    everywhere = train_world(tmp_path / "all", exclude=["style:Ink"], quick=True, reuse=tmp_path / "gold")
-    assert everywhere["reused"] == ["style_classifier", "object_classifier"]  # gold's CLIP saw Ink: not reusable
+    everywhere = reusable_stages(tmp_path / "gold", quick_config(), 0, ["style:Ink"])  # excluded from every stage
+    assert list(everywhere) == ["classifiers"]  # gold's CLIP saw Ink: not reusable
 
 
-def test_reuse_tunes_an_untuned_clip_and_keeps_the_pipeline(tmp_path):
+def test_reuse_tunes_an_untuned_clip_and_keeps_the_pipeline(minicanvas_full_world, tmp_path):
     """A world from before the tuning (recipe v2, ``clip_tune`` absent) or with it off: ``--reuse`` copies its CLIP,
     tunes it as a from-scratch run does, and keeps the UNet (its text tower is the tuned CLIP's, bit for bit)."""
     untuned_cfg = quick_config()
     untuned_cfg.clip_tune.steps = 0
     untuned = train_world(tmp_path / "untuned", config=untuned_cfg)
     assert "clip_tune" not in untuned["stages"] and "clip_before_tune" not in untuned["metrics"]
-    fresh = train_world(tmp_path / "fresh", quick=True)
+    fresh = json.loads((minicanvas_full_world / "manifest.json").read_text())  # a from-scratch run of quick_config()
     tuned = train_world(tmp_path / "tuned", quick=True, reuse=tmp_path / "untuned")
     every = ["style_classifier", "object_classifier", "clip", "vae", "latents", "unet"]
     assert tuned["reused"] == every and "reused_from" not in tuned["stages"]["clip_tune"]
@@ -226,8 +233,7 @@ def test_reuse_tunes_an_untuned_clip_and_keeps_the_pipeline(tmp_path):
     # a CLIP tuned otherwise cannot be untuned: CLIP and UNet are trained again
     other_cfg = quick_config()
     other_cfg.clip_tune.steps = 3
-    other = train_world(tmp_path / "other", config=other_cfg, reuse=tmp_path / "tuned")
-    assert other["reused"] == ["style_classifier", "object_classifier", "vae"]
+    assert list(reusable_stages(tmp_path / "tuned", other_cfg, 0, [])) == ["classifiers", "vae"]
 
 
 # ---------------------------------------------------------------------------------------------------- validation
