@@ -19,6 +19,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent / "eval"))
 
 # Fast settings for the shared method suite; every registered method must have an entry (see test_methods_suite).
+# tests/methods/test_expected_slices.py pins the patches they give: regenerate its table when changing them.
 FAST_CONFIGS = {
     "esd": {"steps": 2, "ddim_steps": 3, "progress": False},
     "salun": {"steps": 2, "batch_size": 1, "num_forget": 2, "num_retain": 1, "sample_steps": 2, "progress": False},
@@ -102,6 +103,34 @@ def fresh_pipe(request):
     return make
 
 
+class _Patches(dict):
+    """(method, arch) -> patch, each made on first use (with FAST_CONFIGS, concept "a cat") on a private copy of that
+    architecture's tiny pipeline; ``losses[method, arch]``: the values each step logged."""
+
+    def __init__(self, request):
+        super().__init__()
+        self.pipes, self.request, self.losses = {}, request, {}
+
+    def __missing__(self, key):
+        import erasekit
+        from erasekit.methods import LossHistory
+
+        method, arch = key
+        if arch not in self.pipes:
+            self.pipes[arch] = copy.deepcopy(self.request.getfixturevalue(DIFFUSION_ARCHS[arch]))
+        history = LossHistory()
+        self[key] = erasekit.erase(self.pipes[arch], method, "a cat", callbacks=[history], **FAST_CONFIGS[method])
+        self.losses[key] = history.history
+        return self[key]
+
+
+@pytest.fixture(scope="session")
+def method_patches(request):
+    """One patch per (diffusion method, architecture), made once per session (the method suite and the pinned
+    slices read the same patches)."""
+    return _Patches(request)
+
+
 def state_of(module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -126,6 +155,29 @@ def _tiny_generator_session():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return Generator(StyleGAN2Config(**TINY_GAN)).eval()
+
+
+class _GanPatches(dict):
+    """method -> patch (FAST_CONFIGS, concept "glasses", the tiny CLIP) on a private copy of the tiny generator;
+    ``losses[method]``: the values each step logged."""
+
+    def __init__(self, generator, clip: str):
+        import erasekit
+        from erasekit.methods import LossHistory, get_method, list_methods
+
+        super().__init__()
+        self.losses = {}
+        for m in [m for m in list_methods() if "stylegan" in get_method(m).kinds]:
+            history = LossHistory()
+            self[m] = erasekit.erase(generator, m, "glasses", callbacks=[history], **{**FAST_CONFIGS[m], "clip": clip})
+            self.losses[m] = history.history
+
+
+@pytest.fixture(scope="session")
+def gan_method_patches(request):
+    """One patch per StyleGAN2 method, made once per session (the method suite and the pinned slices read them)."""
+    generator = copy.deepcopy(request.getfixturevalue("_tiny_generator_session"))
+    return _GanPatches(generator, str(request.getfixturevalue("tiny_clip_dir")))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 SDXL and SD3 pipelines (every pair but those in ``UNSUPPORTED``, which must refuse with a clear error), StyleGAN2
 methods (``kinds = ("stylegan",)``) on a tiny random generator with a tiny random CLIP."""
 
-import copy
 import dataclasses
 
 import pytest
@@ -34,25 +33,10 @@ def _erase(pipe, method, **extra):
 CASES = [pytest.param(m, a, id=f"{m}-{a}") for a in DIFFUSION_ARCHS for m in METHODS if (m, a) not in UNSUPPORTED]
 
 
-class _Patches(dict):
-    """(method, arch) -> patch, each made on first use on a private copy of that architecture's tiny pipeline."""
-
-    def __init__(self, request):
-        super().__init__()
-        self.pipes, self.request = {}, request
-
-    def __missing__(self, key):
-        method, arch = key
-        if arch not in self.pipes:
-            self.pipes[arch] = copy.deepcopy(self.request.getfixturevalue(DIFFUSION_ARCHS[arch]))
-        self[key] = _erase(self.pipes[arch], method)
-        return self[key]
-
-
-@pytest.fixture(scope="module")
-def patches(request):
-    """One patch per (method, architecture), made once."""
-    return _Patches(request)
+@pytest.fixture
+def patches(method_patches):
+    """One patch per (method, architecture), made once per session (conftest.py)."""
+    return method_patches
 
 
 def _target(pipe):
@@ -180,11 +164,10 @@ def _erase_gan(generator, method, clip_dir, **extra):
     return erasekit.erase(generator, method, "glasses", **{**FAST_CONFIGS[method], "clip": str(clip_dir), **extra})
 
 
-@pytest.fixture(scope="module")
-def gan_patches(_tiny_generator_session, tiny_clip_dir):
-    """One patch per StyleGAN2 method, made once on a private copy of the tiny generator."""
-    generator = copy.deepcopy(_tiny_generator_session)
-    return {m: _erase_gan(generator, m, tiny_clip_dir) for m in GAN_METHODS}
+@pytest.fixture
+def gan_patches(gan_method_patches):
+    """One patch per StyleGAN2 method, made once per session (conftest.py)."""
+    return gan_method_patches
 
 
 def _allowed(method, handle) -> set[str]:
