@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="minicanvas", help="model spec (default: the shipped MiniCanvas pipeline)")
     p.add_argument("--seeds", default="0-3", help="seeds per prompt (default 0-3: 16 prompts x 4 = 64 images)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the CLI's, 25; smoke tests use 1)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs (the best and all are recorded)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", default="benchmarks/results/minicanvas_generate.json", help="JSON result path")
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         prompt_file.write_text("\n".join(prompts()) + "\n", encoding="utf-8")
         command = ["generate", "--model", args.model, "--prompts-file", str(prompt_file), "--seeds", args.seeds]
         command += ["--batch-size", str(args.batch_size), "--device", "cpu", "--out", str(Path(tmp) / "g.png")]
+        if args.steps is not None:
+            command += ["--steps", str(args.steps)]
         cli(command)  # warm-up: first-call allocations and kernel selection
         times = []
         for _ in range(args.repeats):

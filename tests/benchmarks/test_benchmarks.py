@@ -67,8 +67,11 @@ def test_sd_scale_tiny_runs_every_workload_and_records_its_environment(tmp_path)
 
 
 def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, monkeypatch):
-    """The control flow of a resumed benchmark (evaluation and erasure stubbed: no model is run)."""
+    """The control flow of a resumed benchmark (evaluation and erasure stubbed: no model is run); the real run on a
+    quick world is tests/worlds/test_minicanvas_recipe.py's."""
     import types
+
+    import torch
 
     import erasekit
     import erasekit.models
@@ -80,7 +83,8 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
     def fake_evaluate(handle, suite, target, patch, seeds, args, n_seeds):
         calls.append(("base" if patch is None else patch.method, target))
         metrics = {"ua": 0.5, "ua_heldout": 0.5, "ira": 0.9, "cra": 0.9, "erase_seconds": None}
-        return {"metrics": metrics, "sampling_seconds": {"total": 0.0}}, {}
+        dists = {kind: torch.tensor([[0.5, 0.5]]) for kind in ("style", "object")}
+        return {"metrics": metrics, "sampling_seconds": {"total": 0.0}}, dists
 
     def fake_erase(handle, method, concept, anchor=None, **config):
         return types.SimpleNamespace(method=method, metadata={"config": config})
@@ -118,6 +122,29 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
     settings = json.loads(out.read_text())["settings"]
     assert settings["methods"] == ["esd", "uce"] and settings["targets"] == ["style:Ink", "object:apple"]
     assert settings["gold"] == {"style:Ink": "/gone/no_ink"} and settings["gold_worlds"]["style:Ink"]["exclude"]
+    # a retrained gold world on resume: the gold row and the runs are measured again, the first gold row stays and
+    # the new world's scores sit beside it
+    gold, out = tmp_path / "gold", tmp_path / "g.json"
+    gold.mkdir()
+    manifest = {"exclude": ["style:Ink"], "created": "first"}
+    (gold / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["--seeds", "0", "--out", str(out), "--md", str(md), "--targets", "style:Ink", "--methods", "uce"]
+    argv += ["--gold", f"style:Ink={gold}"]
+    calls.clear()
+    bench.main(argv)
+    assert calls == [("base", "style:Ink")] * 2 + [("uce", "style:Ink")]  # gold (unpatched), base, uce
+    (gold / "manifest.json").write_text(json.dumps({**manifest, "created": "later"}))
+    bench.main([*argv, "--resume"])
+    assert calls[3:] == []  # nothing left to measure: the gold world is not evaluated again
+    result = json.loads(out.read_text())
+    result["runs"] = []
+    out.write_text(json.dumps(result))
+    bench.main([*argv, "--resume"])
+    assert calls[3:] == [("base", "style:Ink"), ("uce", "style:Ink")]  # the gold world, then the missing run
+    result = json.loads(out.read_text())
+    gold_row = result["reference"][0]
+    assert gold_row["created"] == "first" and [m["created"] for m in gold_row["remeasured"]] == ["later"]
+    assert result["runs"][0]["kl_to_gold"]["gold_created"] == "later"
 
 
 def test_environment_records_the_machine_and_its_current_speed():

@@ -159,11 +159,12 @@ def test_unlearncanvas_suite_from_folders(tmp_path, tiny_pipe, fmt):
     assert suite.styles == ["Photo", "Van_Gogh"] and suite.objects == ["Cats", "Dogs"]
     assert suite.caption("Van_Gogh", "Dogs") == "A Dogs image in Van Gogh style."
     assert suite.reference_images(3).shape == (3, 3, 32, 32)
-    report = evaluate(
-        tiny_pipe, suite, "style:Van_Gogh", seeds=[0], steps=2, metrics=["ua", "ira", "cra", "fid"], progress=False
-    )
+    fid = ["fid"] if fmt == ".safetensors" else []  # the classifiers' file format does not touch FID (seconds: once)
+    metrics = ["ua", "ira", "cra", *fid]
+    report = evaluate(tiny_pipe, suite, "style:Van_Gogh", seeds=[0], steps=2, metrics=metrics, progress=False)
     assert 0 <= report["ua"] <= 1
-    assert report["fid"] >= 0 and report["fid_features"].startswith("inception")  # no CLIP in this suite
+    if fid:
+        assert report["fid"] >= 0 and report["fid_features"].startswith("inception")  # no CLIP in this suite
 
 
 def test_unlearncanvas_errors(tmp_path):

@@ -403,16 +403,9 @@ def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, 
     created = manifest["created"]  # every KL names the gold world it was taken against
     assert result["reference"][0]["created"] == created and run["kl_to_gold"]["gold_created"] == created
     bench.main([*argv, "--resume"])  # nothing left to do: the run is not repeated
-    assert [r["method"] for r in json.loads(out.read_text())["runs"]] == ["uce"]
-    # a retrained gold world on resume: the first gold row stays, the new world's scores sit beside it
-    (gold / "manifest.json").write_text(json.dumps({**manifest, "exclude": ["style:Photo"], "created": "later"}))
-    result["runs"] = []
-    out.write_text(json.dumps(result))
-    bench.main([*argv, "--resume"])
-    result = json.loads(out.read_text())
-    gold_row = result["reference"][0]
-    assert gold_row["created"] == created and [m["created"] for m in gold_row["remeasured"]] == ["later"]
-    assert result["runs"][0]["kl_to_gold"]["gold_created"] == "later"
+    assert json.loads(out.read_text())["runs"] == result["runs"]  # the same row, its timestamps included
+    # a retrained gold world on resume (re-measured beside the first): the stubbed control-flow test in
+    # tests/benchmarks/test_benchmarks.py
 
 
 def test_unlearning_benchmark_prompt_plans():
@@ -436,9 +429,10 @@ def test_unlearning_benchmark_prompt_plans():
 def test_generate_benchmark_times_the_cli(world, tmp_path):
     out = tmp_path / "g.json"
     argv = ["--model", f"minicanvas:{world}", "--seeds", "0", "--repeats", "1", "--threads", "1", "--out", str(out)]
-    _bench("minicanvas_generate").main(argv)
+    _bench("minicanvas_generate").main([*argv, "--steps", "1"])
     result = json.loads(out.read_text())
     assert result["images"] == 16 and result["best_seconds"] > 0 and "generate" in result["command"]
+    assert result["command"].endswith("--steps 1")
 
 
 def test_quickstart_on_a_world_evaluates_before_and_after(world, tmp_path, capsys):
@@ -447,6 +441,7 @@ def test_quickstart_on_a_world_evaluates_before_and_after(world, tmp_path, capsy
     out = tmp_path / "qs"
     argv = ["quickstart", "--model", f"minicanvas:{world}", "--method", "salun", "--target", "style:photo"]
     argv += ["--seeds", "0", "--set", "steps=2", "--set", "num_forget=2", "--set", "num_retain=2"]
+    argv += ["--set", "sample_steps=1"]  # the forget and retain samples: 1 sampler step, like the evaluation's
     assert main([*argv, "--device", "cpu", "--out", str(out)]) == 0
     files = sorted(p.name for p in out.iterdir())
     assert files == ["before_after.png", "patch.safetensors", "report.json", "report.md"]

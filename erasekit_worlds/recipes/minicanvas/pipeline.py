@@ -66,7 +66,8 @@ def save_pipeline(path: Path, vae, text_encoder, tokenizer, unet) -> None:
 
 def check_pipeline(world: Path, cfg, heldout: ImageBank, styles, objects) -> tuple[dict, dict]:
     """Reload what was saved in ``world`` and measure it: VAE reconstructions and a one-seed-per-pair fidelity grid
-    (``cfg.check_seeds`` seeds, the first ``cfg.check_classes`` classes of each axis when set)."""
+    (``cfg.check_seeds`` seeds); with ``cfg.check_classes`` set, both measure only the first that many classes of
+    each axis."""
     from erasekit.models import DiffusionHandle, load_pipeline
 
     from .fidelity import fidelity
@@ -74,10 +75,11 @@ def check_pipeline(world: Path, cfg, heldout: ImageBank, styles, objects) -> tup
     device = heldout.images.device
     handle = DiffusionHandle(load_pipeline(str(world / "pipeline"), device=device, dtype=torch.float32))
     classifiers = reload_classifiers(world, device)
-    vae_metrics = evaluate_vae(handle.pipe.vae, heldout, classifiers)
-    seeds = list(range(cfg.check_seeds))
     if cfg.check_classes:
         styles, objects = styles[: cfg.check_classes], objects[: cfg.check_classes]
+        heldout = heldout.subset(styles, objects)
+    vae_metrics = evaluate_vae(handle.pipe.vae, heldout, classifiers)
+    seeds = list(range(cfg.check_seeds))
     result, _ = fidelity(
         handle,
         classifiers["style"],

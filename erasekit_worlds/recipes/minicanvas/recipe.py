@@ -63,7 +63,8 @@ class RecipeConfig:
     sample_steps: int = 25  # the pipeline's default sampler steps (DPM-Solver++ 2M)
     guidance: float = 7.5  # the world's default classifier-free guidance scale
     check_seeds: int = 1  # seeds per pair in the end-of-recipe fidelity check (benchmarks use more)
-    check_classes: int = 0  # 0: the check samples every pair; N: only the first N styles x first N objects
+    check_classes: int = 0  # 0: the check covers every pair; N: only the first N styles x first N objects (the
+    # fidelity grid and the VAE's held-out reconstructions)
     quick: bool = False  # a seconds-long smoke run: the models are untrained and the metrics meaningless
 
     def to_dict(self) -> dict:
@@ -73,7 +74,7 @@ class RecipeConfig:
 
 def quick_config() -> RecipeConfig:
     """The same architectures with tiny data and a few steps per stage (seconds on a CPU), for tests."""
-    cfg = RecipeConfig(train_per_pair=1, heldout_per_pair=1, sample_steps=2, check_classes=2, quick=True)
+    cfg = RecipeConfig(train_per_pair=1, heldout_per_pair=1, sample_steps=1, check_classes=2, quick=True)
     cfg.classifier = replace(cfg.classifier, steps=2, batch_size=16, warmup=1)
     cfg.clip = replace(cfg.clip, steps=2, styles_per_batch=2, warmup=1)
     cfg.clip_tune = replace(cfg.clip_tune, steps=2, warmup=1)
