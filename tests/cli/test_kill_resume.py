@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill harness forks (POSIX only)")
+
 HARNESS = Path(__file__).with_name("kill_harness.py")
 KILLED = -9
 STEPS = 4
