@@ -280,3 +280,53 @@ def test_apply_survives_random_kills(runner, reference, tmp_path, seed):
         assert tree(out) == tree(reference["pipeline"])
     assert runner.cli(*apply)[0] == 0
     assert tree(out) == tree(reference["pipeline"]) and leftovers(tmp_path) == []
+
+
+METHODS = {  # other loop methods: ESD samples inside its steps, DoCo checkpoints a discriminator and its optimiser
+    "esd": ["--set", "ddim_steps=3"],
+    "doco": ["--set", "batch_size=1", "--set", "warmup_steps=1", "--set", "num_anchor=1", "--set", "sample_steps=2"]
+    + ["--set", "disc_channels=4"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("kill_at", ["step:3", "write:checkpoint.safetensors:2", "write:p.safetensors:1"])
+def test_other_loop_methods_resume_to_the_same_patch(runner, tmp_path, method, kill_at):
+    argv = ["erase", "--model", "tiny-sd", "--method", method, "--concept", "a cat", *METHODS[method]]
+    argv += ["--set", f"steps={STEPS}", "--set", "checkpoint_every=1", "--set", "progress=false"]
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "run").mkdir()
+    assert runner.cli(*argv, "--out", str(tmp_path / "ref" / "p.safetensors"))[0] == 0
+    code, log = runner.cli(*argv, "--out", str(tmp_path / "run" / "p.safetensors"), kill_at=kill_at)
+    assert code == KILLED, log
+    code, log = runner.cli(*argv, "--out", str(tmp_path / "run" / "p.safetensors"), "--resume")
+    assert code == 0 and f"resumed {method} from step" in log, log
+    assert_same_patch(tmp_path / "run" / "p.safetensors", tmp_path / "ref" / "p.safetensors")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["p.safetensors"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["write:clip:1", "write:gan:1", "write:world:1", "delay"])
+def test_the_minifaces_recipe_killed_reruns_to_the_same_world(runner, tmp_path_factory, kill_at):
+    """The real recipe (``erasekit world train minifaces --quick --work``): killed while storing a stage or the
+    world folder, or after a random delay, the rerun gives the same model files."""
+    root = tmp_path_factory.mktemp("minifaces")
+
+    def train(name: str, **kill):
+        folder = root / name
+        argv = ["world", "train", "minifaces", "--quick", "--out", str(folder / "world"), "--work", str(folder / "w")]
+        return runner.cli(*argv, **kill)
+
+    assert train("ref")[0] == 0
+    seconds = runner.last_seconds
+    kill = {"kill_after": random.Random(7).uniform(0, seconds)} if kill_at == "delay" else {"kill_at": kill_at}
+    code, log = train("run", **kill)
+    assert code in ((0, KILLED) if kill_at == "delay" else (KILLED,)), log
+    code, log = train("run")
+    assert code == 0, log
+    ref, run = tree(root / "ref" / "world"), tree(root / "run" / "world")
+    for volatile in ("manifest.json",):
+        ref.pop(volatile), run.pop(volatile)
+    assert run == ref
+    assert leftovers(root / "run") == []
