@@ -1,17 +1,29 @@
-"""Atomic file output: every file erasekit writes goes to a temporary sibling first and is renamed into place."""
+"""Atomic file output: every file erasekit writes goes to a temporary sibling first and is renamed into place.
+
+A temporary sibling is named ``.<name>.<owner>.<random>.tmp``, where the owner tags this machine and process. A
+process killed before its rename (SIGKILL, power loss) leaves its temporary behind; the next write of the same path
+on the same machine deletes such leftovers of processes that no longer run (:func:`remove_stale_temps`), so reruns
+neither trip on them nor pile them up. The output path itself only ever holds a complete file or folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ._killpoints import kill_point
 
 
 @functools.cache
@@ -21,6 +33,59 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@functools.cache
+def _host_tag() -> str:
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
+def _owner() -> str:
+    """This machine and process, as temporary names record them (read per call: a forked child is another owner)."""
+    return f"h{_host_tag()}p{os.getpid()}"
+
+
+_OWNER = re.compile(r"h([0-9a-f]{8})p([0-9]+)")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary siblings of ``path`` left by processes of this machine that no longer run.
+
+    Temporaries of live processes, of other machines (a shared file system) and names this module did not make are
+    left alone. Returns what was deleted.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        owner = _OWNER.fullmatch(name[len(prefix) :].split(".", 1)[0])
+        if owner is None or owner.group(1) != _host_tag() or _alive(int(owner.group(2))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -33,16 +98,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; the result should read like any new file
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        kill_point(f"write:{path.name}")
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    kill_point(f"written:{path.name}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -76,24 +144,26 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     Raises:
         FileExistsError: ``path`` exists and is not empty, and ``overwrite`` is False.
     """
-    import shutil
-
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{path} exists and is not empty; choose another folder or pass --overwrite.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:
         yield tmp
+        kill_point(f"write:{path.name}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
     if path.exists():
-        old = path.with_name(f".{path.name}.old")
+        old = path.with_name(f".{path.name}.{_owner()}.old.tmp")  # swept like a temporary if a kill strands it
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
+        kill_point(f"swap:{path.name}")
     os.replace(tmp, path)
+    kill_point(f"written:{path.name}")
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -85,9 +85,11 @@ def run(args) -> int:
 
 
 def _remove_checkpoint(directory: Path) -> None:
-    """A finished run no longer needs its resume checkpoint."""
+    """A finished run no longer needs its resume checkpoint (nor what killed runs left half-written beside it)."""
+    from .._io import remove_stale_temps
     from ..methods.checkpoint import FILENAME
 
     (directory / FILENAME).unlink(missing_ok=True)
+    remove_stale_temps(directory / FILENAME)
     if directory.is_dir() and not any(directory.iterdir()):
         directory.rmdir()

@@ -58,7 +58,10 @@ def build_app(server: cb.DemoServer):
     limits, catalog = server.limits, server.catalog
     blocks_kw = _supported(gr.Blocks.__init__, theme=_theme(gr))  # gradio < 6 takes the theme here, 6 in launch()
     with gr.Blocks(title="erasekit demo", analytics_enabled=False, **blocks_kw) as demo:
-        session = gr.State(None, **_supported(gr.State.__init__, delete_callback=_close_session))
+        session = gr.State(  # per browser tab; closed when the tab goes or after limits.session_idle_seconds
+            None,
+            **_supported(gr.State.__init__, delete_callback=_close_session, time_to_live=limits.session_idle_seconds),
+        )
         gr.Markdown(INTRO)
         with gr.Row():
             model = gr.Dropdown(
@@ -80,7 +83,9 @@ def build_app(server: cb.DemoServer):
                     with gr.Accordion("More options", open=False, elem_id="options-accordion"):
                         options = gr.Textbox(label="key=value, one per line", lines=3, elem_id="options")
                         options_help = gr.Markdown()
-                    erase_button = gr.Button("Erase", variant="primary", elem_id="erase-button")
+                    with gr.Row():
+                        erase_button = gr.Button("Erase", variant="primary", elem_id="erase-button")
+                        stop_button = gr.Button("Stop", variant="stop", elem_id="stop-button")
                 with gr.Column():
                     erase_status = gr.Markdown(elem_id="erase-status")
                     patch_file = gr.File(
@@ -207,6 +212,9 @@ def build_app(server: cb.DemoServer):
             [session, method, concept, anchor, steps, lr, seed, rank, options],
             [erase_status, patch_file, lora_file, c_patches, e_patches],
         )
+        # Stop runs outside the queue (the erasure it stops holds the slot), which frees when that erasure ends at
+        # its next step and reports it; gradio's own cancel would free the slot while the job's thread still ran
+        stop_button.click(cb.cancel, session, erase_status, queue=False)
         compare_button.click(
             on_compare,
             [session, prompt, c_seed, c_images, c_steps, c_guidance, c_patches, c_scale],
@@ -238,7 +246,8 @@ def serve(server: cb.DemoServer, host: str = DEFAULT_HOST, port: int = DEFAULT_P
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("The demo listens on %s: anyone who can reach this address can run jobs on this machine.", host)
     demo = build_app(server)
-    demo.queue(default_concurrency_limit=1)
+    # jobs from every tab share one queue: limits.concurrent_jobs run at once, at most limits.max_queue wait
+    demo.queue(default_concurrency_limit=server.limits.concurrent_jobs, max_size=server.limits.max_queue)
     kwargs = _supported(
         demo.launch,
         theme=_theme(gr),

@@ -4,6 +4,11 @@ Nothing here imports gradio: the layout (:mod:`erasekit.demo.app`) only wires th
 the tests call them directly. Every function checks its inputs against :class:`~erasekit.demo.validation.Limits`
 before any work starts and raises ``ValueError`` with the fix in the message; :func:`run_safely` turns any failure
 into a message for the page, so a failing job leaves the app usable.
+
+Memory is bounded: a session keeps its ``Limits.keep_patches`` newest patches (erasing one more drops the oldest
+and its files), and the server keeps at most ``Limits.max_sessions`` sessions, closing the least recently used one
+beyond that and any unused for ``Limits.session_idle_seconds``. Sessions live in their :class:`DemoServer`, never in
+module globals, and a job sees only its own session's patches.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,22 +58,38 @@ class PatchEntry:
     summary: str
 
 
+class JobCancelled(Exception):
+    """The page's Stop button ended a job; nothing it was making is kept."""
+
+
 @dataclass
 class DemoSession:
-    """One browser session's server-side state: its model and the patches erased in it."""
+    """One browser session's server-side state: its model and the patches erased in it (oldest first)."""
 
     model_key: str
     folder: Path  # per-session folder for the files offered for download
     patches: dict[str, PatchEntry] = field(default_factory=dict)
     downloads: int = 0  # numbering of evaluation files
+    erasures: int = 0  # erasures run, dropped patches included (bounded by Limits.max_patches)
+    dropped: list[str] = field(default_factory=list)  # names of patches dropped to keep the newest
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    last_used: float = field(default_factory=time.monotonic)
+    closed: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _on_close: Callable[[DemoSession], None] | None = field(default=None, repr=False)
 
     def patch_names(self) -> list[str]:
         """Names of the patches made on the session's current model, oldest first."""
         return [n for n, e in self.patches.items() if e.model_key == self.model_key]
 
     def close(self) -> None:
-        """Delete the session's files (called when the browser session ends)."""
+        """Drop the session's patches and delete its files (the browser session ended, or the server evicted it)."""
+        self.closed = True
+        self.cancel.set()  # a job still running for it stops at its next step
+        self.patches.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._on_close is not None:
+            self._on_close(self)
 
 
 class DemoServer:
@@ -86,13 +108,46 @@ class DemoServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self._suites: dict[str, Any] = {}
         self._suite_lock = threading.Lock()
+        self._sessions: dict[str, DemoSession] = {}  # by id
+        self._sessions_lock = threading.Lock()
 
     def new_session(self, model_key: str | None = None) -> DemoSession:
-        """A session on ``model_key`` (default: the first usable model) with its own download folder."""
+        """A session on ``model_key`` (default: the first usable model) with its own download folder.
+
+        Idle sessions are closed first, then the least recently used ones while ``Limits.max_sessions`` are open.
+        """
         key = model_key or self.catalog.default_key()
         self.catalog.get(key)
+        self.close_idle_sessions()
+        with self._sessions_lock:
+            by_use = sorted(self._sessions.values(), key=lambda s: s.last_used)
+            evicted = by_use[: max(0, len(by_use) - self.limits.max_sessions + 1)]
+        for old in evicted:
+            logger.info("demo: closing session %s (the server keeps %d)", old.id[:8], self.limits.max_sessions)
+            old.close()
         folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=self.root))
-        return DemoSession(key, folder)
+        session = DemoSession(key, folder, _on_close=self._forget)
+        with self._sessions_lock:
+            self._sessions[session.id] = session
+        return session
+
+    def sessions(self) -> list[DemoSession]:
+        """The open sessions, least recently used first."""
+        with self._sessions_lock:
+            return sorted(self._sessions.values(), key=lambda s: s.last_used)
+
+    def close_idle_sessions(self) -> int:
+        """Close the sessions unused for ``Limits.session_idle_seconds``; returns how many."""
+        cutoff = time.monotonic() - self.limits.session_idle_seconds
+        idle = [s for s in self.sessions() if s.last_used < cutoff]
+        for session in idle:
+            logger.info("demo: closing session %s (idle)", session.id[:8])
+            session.close()
+        return len(idle)
+
+    def _forget(self, session: DemoSession) -> None:
+        with self._sessions_lock:
+            self._sessions.pop(session.id, None)
 
     def suite(self, model_key: str):
         """The evaluation suite of a model (built once); a clear error for models that have none."""
@@ -108,19 +163,31 @@ class DemoServer:
             return self._suites[model_key]
 
     def close(self) -> None:
-        """Delete every session's files."""
+        """Close every session and delete their files."""
+        for session in self.sessions():
+            session.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _check_session(session: Any) -> DemoSession:
-    if not isinstance(session, DemoSession):
+    if not isinstance(session, DemoSession) or session.closed:
         raise ValueError("This page has no session yet (or it expired); reload the page.")
+    session.last_used = time.monotonic()
     return session
+
+
+def cancel(session: Any) -> str:
+    """Ask the session's running erasure to stop at its next step (the page's Stop button); nothing is kept."""
+    if isinstance(session, DemoSession) and not session.closed:
+        session.cancel.set()
+    return "Stopping at the next step…"
 
 
 # ---- errors -----------------------------------------------------------------------------------------------------
 def format_error(err: BaseException) -> str:
     """The page's message for a failed job: the error's own text, which names the fix."""
+    if isinstance(err, JobCancelled):
+        return f"**{err}**"
     if isinstance(err, ValueError | TypeError | FileExistsError):
         return f"**Error:** {err}"
     return f"**Error ({type(err).__name__}):** {err}"
@@ -137,7 +204,9 @@ def run_safely(fn: Callable[..., Any], *args, **kwargs) -> tuple[Any, str | None
     try:
         return fn(*args, **kwargs), None
     except Exception as err:  # any failure is reported in the page; the server keeps serving
-        expected = isinstance(err, ValueError | TypeError | FileExistsError)  # bad input: no traceback needed
+        expected = isinstance(
+            err, ValueError | TypeError | FileExistsError | JobCancelled
+        )  # bad input, Stop: no traceback needed
         logger.log(
             logging.INFO if expected else logging.ERROR,
             "demo job %s failed: %s",
@@ -213,15 +282,22 @@ def method_form(server: DemoServer, method: str) -> MethodForm:
 
 # ---- erase ------------------------------------------------------------------------------------------------------
 class _PageProgress(Callback):
-    """Reports the shared loop's steps to the page."""
+    """Reports the shared loop's steps to the page, and ends the run when the session asks it to stop."""
 
-    def __init__(self, report: ProgressFn):
-        self.report = report
+    def __init__(self, report: ProgressFn | None, session: DemoSession):
+        self.report = report or (lambda fraction, text: None)
+        self.session = session
+
+    def _check(self) -> None:
+        if self.session.cancel.is_set():
+            raise JobCancelled("Stopped; nothing was kept. The app is ready for the next job.")
 
     def on_train_start(self, state) -> None:
+        self._check()
         self.report(state.step / state.total_steps, f"step {state.step}/{state.total_steps}")
 
     def on_step_end(self, state, logs: dict) -> None:
+        self._check()
         loss = f", loss {logs['loss']:.4g}" if "loss" in logs else ""
         self.report(state.step / state.total_steps, f"step {state.step}/{state.total_steps}{loss}")
 
@@ -288,25 +364,45 @@ def erase(
         "progress": False,
     }
     rank = limits.check_int("LoRA rank", lora_rank, 1, limits.max_lora_rank)
-    if len(session.patches) >= limits.max_patches:
-        raise ValueError(f"This session holds {len(session.patches)} patches, the most allowed; reload the page.")
+    if session.erasures >= limits.max_patches:
+        raise ValueError(f"This session has made {session.erasures} patches, the most allowed; reload the page.")
     from ..api import resolve_config
 
     cls = get_method(method)
     cfg = resolve_config(method, None, overrides)
-    callbacks = [_PageProgress(progress)] if progress and issubclass(cls, TrainedMethod) else []
+    session.cancel.clear()  # a Stop pressed before this job started is not for it
+    page = _PageProgress(progress, session)
+    callbacks = [page] if issubclass(cls, TrainedMethod) else []
     if progress:
         progress(0.0, f"{method}: preparing")
     with server.catalog.using(session.model_key) as handle:
+        page._check()  # stopped while waiting for the model
         patch = cls(cfg).erase(handle, concept, anchor=anchor, callbacks=callbacks)
+    page._check()
     if progress:
         progress(1.0, f"{method}: writing the patch and its LoRA")
+    session.erasures += 1
     name = _unique_name(session, f"{method}-{_slug(concept)}")
-    return _store(session, name, patch, rank)
+    return _store(session, name, patch, rank, limits.keep_patches)
 
 
-def _store(session: DemoSession, name: str, patch: ErasurePatch, rank: int) -> EraseResult:
-    """Write the patch and its LoRA (atomically) and remember the patch in the session."""
+def _drop_oldest(session: DemoSession, keep: int) -> None:
+    """Drop the session's oldest patches (and their files) until ``keep`` remain."""
+    while len(session.patches) > keep:
+        name = next(iter(session.patches))
+        entry = session.patches.pop(name)
+        for path in (entry.patch_file, entry.lora_file):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        session.dropped.append(name)
+        logger.info("demo: session %s dropped patch %s (keeps %d)", session.id[:8], name, keep)
+
+
+def _store(session: DemoSession, name: str, patch: ErasurePatch, rank: int, keep: int = 8) -> EraseResult:
+    """Write the patch and its LoRA (atomically) and remember the patch in the session, dropping the oldest one
+    when the session already keeps ``keep``."""
+    if session.closed:
+        raise ValueError("This page's session expired while the job ran; reload the page.")
     patch_file = patch.save(session.folder / f"{name}.safetensors")
     lora_file, lora_note = session.folder / f"{name}_lora.safetensors", ""
     try:
@@ -325,6 +421,7 @@ def _store(session: DemoSession, name: str, patch: ErasurePatch, rank: int) -> E
         + f". {lora_note}."
     )
     session.patches[name] = PatchEntry(name, session.model_key, patch, patch_file, lora_file, summary)
+    _drop_oldest(session, keep)
     return EraseResult(name, patch_file, lora_file, summary)
 
 
@@ -343,6 +440,10 @@ def compose(session: DemoSession, names: Sequence[str] | None) -> tuple[ErasureP
     names = list(names or [])
     for name in names:
         entry = session.patches.get(name) if isinstance(name, str) else None
+        if entry is None and name in session.dropped:
+            raise ValueError(
+                f"Patch {name!r} was dropped: a session keeps its newest patches only; download patches to keep them."
+            )
         if entry is None:
             raise ValueError(f"No patch named {name!r} in this session; erase a concept first.")
         if entry.model_key != session.model_key:

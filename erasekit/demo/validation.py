@@ -68,7 +68,19 @@ class Limits:
     max_list_items: int = 16  # entries of a list option (preserved concepts, retain prompts ...)
     max_guidance: float = 30.0  # classifier-free guidance scale
     max_lora_rank: int = 64  # rank of the exported LoRA
-    max_patches: int = 16  # patches one browser session may hold
+    max_patches: int = 64  # erasures one browser session may run; after that the page must be reloaded
+    keep_patches: int = 8  # patches a session keeps (memory bound); erasing one more drops the oldest and its files
+    max_sessions: int = 32  # sessions the server keeps; a new one beyond this closes the least recently used
+    session_idle_seconds: float = 3600.0  # a session unused this long is closed (its patches and files dropped)
+    concurrent_jobs: int = 1  # jobs (erase, compare, evaluate) running at once; the others wait in the queue
+    max_queue: int = 32  # jobs waiting at once; more are refused until the queue drains
+
+    def __post_init__(self):
+        for name in ("max_patches", "keep_patches", "max_sessions", "concurrent_jobs", "max_queue"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"Limits.{name} must be a whole number >= 1, got {getattr(self, name)!r}.")
+        if not self.session_idle_seconds > 0:
+            raise ValueError(f"Limits.session_idle_seconds must be > 0, got {self.session_idle_seconds!r}.")
 
     @staticmethod
     def check_int(name: str, value: Any, low: int, high: int) -> int:

@@ -1,10 +1,14 @@
 """Resumable checkpoints: trainable tensors, optimizer state and RNG state in one safetensors file.
 
 Everything non-tensor (step, config, optimizer hyper-parameters) goes in the JSON header; loading never unpickles.
+A checkpoint resumes only the run that wrote it: same method, concept, anchor, result-shaping config and the same
+base weights (an exact digest of the trained tensors' original values), so a resumed run ends bit-identical to an
+uninterrupted one. The file is written atomically; a process killed while writing it leaves the previous checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -46,7 +50,22 @@ def _identity(state) -> dict:
         "concept": state.concept,
         "anchor": state.anchor,
         "config": {k: v for k, v in state.config.to_dict().items() if k not in _RESUMABLE_FIELDS},
+        "base_digest": _base_digest(state),
     }
+
+
+def _base_digest(state) -> str:
+    """BLAKE2b of the trained tensors' original values (names, dtypes, shapes, bytes), computed once per run: a
+    checkpoint of another model, precision or target set is refused instead of resumed into a wrong patch."""
+    cached = state.ctx.get("_base_digest")
+    if cached is None:
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(state.params):
+            t = state.base[name].detach()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
+        cached = state.ctx["_base_digest"] = h.hexdigest()
+    return cached
 
 
 # Options a resumed run may change: the length of the run, where it saves, and how fast it runs (not what it computes).
@@ -87,14 +106,21 @@ def load_checkpoint(state, directory: str | Path) -> bool:
     path = Path(directory) / FILENAME
     if not path.is_file():
         return False
-    with safe_open(str(path), framework="pt") as f:
-        header = json.loads((f.metadata() or {})[HEADER_KEY])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {})[HEADER_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors and json raise their own types for a damaged file
+        why = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"The checkpoint {path} cannot be read ({why}); delete it to start the run over.") from err
     mine = _identity(state)
-    if {k: header.get(k) for k in mine} != json.loads(json.dumps(mine)):
+    theirs = {k: header.get(k) for k in mine}
+    if theirs != json.loads(json.dumps(mine)):
+        differ = [k for k in mine if theirs[k] != json.loads(json.dumps(mine[k]))]
+        what = "the base model's weights" if differ == ["base_digest"] else ", ".join(differ)
         raise ValueError(
-            f"The checkpoint in {directory} was made by a different run (method, concept or config "
-            "differ); delete it or point checkpoint_dir elsewhere."
+            f"The checkpoint in {directory} was made by a different run ({what} differ); rerun with the same "
+            "settings, or delete it or point checkpoint_dir elsewhere to start over."
         )
     with torch.no_grad():
         for k, p in state.params.items():

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._killpoints import kill_point
 from .loop import TrainState
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -67,6 +68,7 @@ def generated_latents(handle, prompts: list[str], generator, steps: int, guidanc
     """Final latents of the frozen model's own sampler, one per prompt (x₀ samples of what it generates)."""
     out = []
     for i in range(0, len(prompts), batch):
+        kill_point("sample")
         chunk = prompts[i : i + batch]
         start = handle.initial_latents(len(chunk), generator)
         cond, uncond = handle.encode_prompts(chunk), handle.encode_prompts([""] * len(chunk))

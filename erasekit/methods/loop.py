@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .. import __version__, distributed
+from .._killpoints import kill_point
 from ..models.base import component_fingerprint
 from ..patch import DenseDelta, ErasurePatch, resolve_targets
 from .base import EraseMethod
@@ -206,6 +207,7 @@ class TrainedMethod(EraseMethod):
         with _autocast(cfg.mixed_precision, state.device):
             loss, logs = self.training_step(state)
         loss.backward()
+        kill_point("step")
         grads = [p.grad for p in state.params.values() if p.grad is not None]
         loss = loss.detach().float().reshape(1)
         distributed.all_reduce_mean_([*grads, loss])  # data parallel: average before any gradient transform
