@@ -153,7 +153,17 @@ def apply_delta(param: torch.Tensor, delta: Delta, scale: float, current: torch.
     """
     if isinstance(delta, SparseDelta):
         if current is None:
-            current = param.detach().reshape(-1)[delta.indices.to(param.device)]
-        return (current.float() + scale * delta.values.to(current.device).float()).to(param.dtype)
+            current = param.detach().reshape(-1).index_select(0, delta.indices.to(param.device))
+        values = delta.values.to(current.device).float()
+        values = values if scale == 1.0 else scale * values  # x * 1.0 is x: skipping it changes no bit
+        return (current.float() + values).to(param.dtype)
     current = param.detach() if current is None else current
     return (current.float() + scale * delta.to_dense().to(current.device)).to(param.dtype)
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether every entry is finite. A NaN or an infinity makes the sum non-finite, so a finite sum settles it in
+    one cheap pass (summed in at least float32, so half-precision weights do not overflow it); only a sum that
+    overflows needs the entry-by-entry check."""
+    total = values.sum(dtype=torch.promote_types(values.dtype, torch.float32))
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(values).all())

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..models.base import component_fingerprint, fingerprint_mismatch, named_parameters
-from .deltas import Delta, DenseDelta, SparseDelta, add_deltas, apply_delta, delta_from_tensors
+from .deltas import Delta, DenseDelta, SparseDelta, add_deltas, all_finite, apply_delta, delta_from_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +207,10 @@ class ErasurePatch:
                 for key, delta in self.deltas.items():
                     param, idx = params[key], delta.touched()
                     idx = None if idx is None else idx.to(param.device)
-                    original = param.detach().clone() if idx is None else param.data.view(-1)[idx]  # a gather copies
+                    flat = param.data.view(-1)
+                    original = param.detach().clone() if idx is None else flat.index_select(0, idx)
                     value = apply_delta(param, delta, scale, current=original)
-                    if not torch.isfinite(value).all():
+                    if not all_finite(value):
                         raise ValueError(
                             f"Applying the patch at scale {scale} makes {key} non-finite; nothing was changed."
                         )
@@ -217,7 +218,7 @@ class ErasurePatch:
                     if idx is None:
                         param.data.copy_(value)
                     else:
-                        param.data.view(-1)[idx] = value
+                        flat.index_copy_(0, idx, value)
         except BaseException:
             _restore(reversed(list(backups.values())))
             raise
@@ -339,7 +340,7 @@ def _restore(backups) -> None:
             if idx is None:
                 param.data.copy_(original)
             else:
-                param.data.view(-1)[idx] = original
+                param.data.view(-1).index_copy_(0, idx, original)
 
 
 def _numel(shape) -> int:

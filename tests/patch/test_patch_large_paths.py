@@ -72,3 +72,14 @@ def test_randomized_svd_recovers_a_low_rank_delta_and_is_reproducible(tmp_path, 
     up, down = a["unet.proj.lora_B.weight"], a["unet.proj.lora_A.weight"]
     measured = float(((low + noise) - up @ down).norm() / (low + noise).norm())
     assert measured == pytest.approx(first.relative_error, rel=1e-4)
+
+
+def test_all_finite_settles_on_the_sum_and_checks_entries_only_when_the_sum_overflows():
+    from erasekit.patch.deltas import all_finite
+
+    assert all_finite(torch.tensor([1.0, -2.0, 3e-30]))
+    assert all_finite(torch.tensor([3e38, 3e38]))  # the sum overflows; every entry is finite
+    assert all_finite(torch.tensor([60000.0, 60000.0], dtype=torch.float16))  # summed in float32
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        assert not all_finite(torch.tensor([1.0, bad, 2.0]))
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))  # the sum is NaN
