@@ -11,7 +11,8 @@ Every step runs as its own process and is measured from outside: wall time, CPU 
 
 - ``build``: build and save the model folder;
 - ``uce``, ``salun``, ``esd``, ``doco``: ``erasekit erase --model local:DIR --method M`` with a few steps
-  (:data:`METHOD_SETTINGS`; SalUn keeps its default mask ratio 0.5 over the whole UNet);
+  (:data:`METHOD_SETTINGS`; SalUn keeps its default mask ratio 0.5 over the whole UNet, with gradient
+  checkpointing);
 - ``info``: ``erasekit info`` on the SalUn patch; ``lora``: ``erasekit apply --lora`` of it;
 - ``apply``: ``erasekit apply --out`` (the patched pipeline saved in fp16, like the input);
 - ``python``: load the model and the patch in Python, ``patch.apply`` then ``remove``, timed, with a SHA-256 of every
@@ -21,7 +22,7 @@ The results JSON (with the machine: CPU, cores, memory, matmul speed before each
 rewritten atomically after every step, and a step already recorded is skipped unless ``--force``: an interrupted
 run continues where it stopped. A Markdown table is written beside it (for ``--arch sd15``: docs/results/).
 
-    python benchmarks/sd15_cpu.py                                   # everything, full size (~19 GB peak, see docs)
+    python benchmarks/sd15_cpu.py                                   # everything, full size (see docs/performance.md)
     python benchmarks/sd15_cpu.py --only salun,info --force         # redo two steps
     python benchmarks/sd15_cpu.py --arch sd15-small                 # the same at ~1/6 of the size
     python benchmarks/sd15_cpu.py --arch sd15-tiny                  # a smoke run in a few minutes
@@ -61,10 +62,13 @@ ARCHS: dict[str, dict] = {
     },
 }  # fmt: skip
 # A few steps of each method on data the model generates itself (2 sampler steps), batch 1: what is measured is
-# memory and the cost of each phase, not the erasure's quality (random weights have nothing to erase).
+# memory and the cost of each phase, not the erasure's quality (random weights have nothing to erase). SalUn trains
+# the whole UNet with AdamW (16 bytes per parameter), so it recomputes activations in the backward pass, as a user
+# short of memory would: gradient checkpointing changes no result, only speed and memory.
 METHOD_SETTINGS: dict[str, dict] = {
     "uce": {},
-    "salun": {"steps": 2, "batch_size": 1, "num_forget": 2, "num_retain": 2, "sample_steps": 2, "sample_batch_size": 2},
+    "salun": {"steps": 2, "batch_size": 1, "num_forget": 2, "num_retain": 2, "sample_steps": 2, "sample_batch_size": 2,
+              "gradient_checkpointing": True},
     "esd": {"steps": 2, "ddim_steps": 4},
     "doco": {"steps": 3, "warmup_steps": 1, "batch_size": 1, "num_anchor": 2, "sample_steps": 2, "sample_batch_size": 2},
 }  # fmt: skip
