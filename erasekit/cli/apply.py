@@ -60,7 +60,8 @@ def run(args) -> int:
     if args.lora_format != "peft" and not args.lora:
         raise ValueError("--lora-format applies to --lora; add --lora OUT.safetensors.")
     if args.lora:
-        report = patch.scaled(args.scale).save_lora(args.lora, rank=args.rank, key_format=args.lora_format)
+        scaled = patch if args.scale == 1.0 else patch.scaled(args.scale)  # at full strength, no copy of the values
+        report = scaled.save_lora(args.lora, rank=args.rank, key_format=args.lora_format)
         summary = {k: v for k, v in report.to_dict().items() if k != "per_key_error"}
         print(json.dumps(summary, indent=2))
         return 0

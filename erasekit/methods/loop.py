@@ -143,7 +143,9 @@ class TrainedMethod(EraseMethod):
                 torch.cuda.reset_peak_memory_stats(state.device)
             with self._run_context(handle):
                 self._run(state, callbacks)
-        return self._finish(state, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        _release_training_memory(state)
+        return self._finish(state, seconds)
 
     @contextlib.contextmanager
     def _run_context(self, handle):
@@ -258,6 +260,14 @@ class TrainedMethod(EraseMethod):
             "stats": _stats(state, seconds),
         }
         return ErasurePatch(deltas, meta)
+
+
+def _release_training_memory(state: TrainState) -> None:
+    """Drop the optimizer's moments and the gradients once training is over: the patch is built from the trained
+    weights alone, and at Stable Diffusion's size those buffers are three float32 copies of the trained tensors."""
+    state.optimizer.state.clear()
+    for p in state.params.values():
+        p.grad = None
 
 
 def _autocast(mode: str, device: torch.device):

@@ -134,8 +134,18 @@ def resolve_config(config: str | Path | None) -> str | Path | None:
     return config
 
 
-def random_pipeline(name: str = "sd15", seed: int = 0):
-    """A full-size pipeline of architecture ``name`` with random weights (for speed and memory benchmarks)."""
+def random_pipeline(name: str = "sd15", seed: int = 0, overrides: dict[str, dict] | None = None):
+    """A full-size pipeline of architecture ``name`` with random weights (for speed and memory benchmarks).
+
+    Args:
+        name: a shipped architecture (``"sd15"``).
+        seed: seeds the weights' initialisation.
+        overrides: config entries replaced per component, e.g. ``{"unet": {"block_out_channels": [32, 64, 128,
+            128]}}``: a smaller model of the same architecture, for trying a benchmark out.
+
+    Example:
+        >>> pipe = random_pipeline("sd15", overrides={"unet": {"layers_per_block": 1}})
+    """
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -143,6 +153,12 @@ def random_pipeline(name: str = "sd15", seed: int = 0):
     from .tokenizer import clip_tokenizer
 
     spec = _check(name)
+    unknown = set(overrides or {}) - {"unet", "vae", "text_encoder", "scheduler"}
+    if unknown:
+        raise ValueError(
+            f"overrides name unknown components {sorted(unknown)}; use unet, vae, text_encoder, scheduler"
+        )
+    spec = {k: {**v, **(overrides or {}).get(k, {})} for k, v in spec.items()}
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_config({k: v for k, v in spec["unet"].items() if k != "_class_name"})
     vae = AutoencoderKL.from_config({k: v for k, v in spec["vae"].items() if k != "_class_name"})

@@ -145,10 +145,25 @@ def add_deltas(a: Delta, b: Delta) -> Delta:
     return DenseDelta(a.to_dense() + b.to_dense())
 
 
-def apply_delta(param: torch.Tensor, delta: Delta, scale: float) -> torch.Tensor:
-    """The new values of the entries ``delta`` touches (flat, for sparse deltas; full tensor otherwise)."""
+def apply_delta(param: torch.Tensor, delta: Delta, scale: float, current: torch.Tensor | None = None) -> torch.Tensor:
+    """The new values of the entries ``delta`` touches (flat, for sparse deltas; full tensor otherwise).
+
+    ``current``: the touched entries' present values when the caller already holds them (flat for a sparse delta,
+    the whole tensor otherwise), so they are not read twice; the result is the same.
+    """
     if isinstance(delta, SparseDelta):
-        flat = param.detach().reshape(-1)
-        idx = delta.indices.to(flat.device)
-        return (flat[idx].float() + scale * delta.values.to(flat.device).float()).to(param.dtype)
-    return (param.detach().float() + scale * delta.to_dense().to(param.device)).to(param.dtype)
+        if current is None:
+            current = param.detach().reshape(-1).index_select(0, delta.indices.to(param.device))
+        values = delta.values.to(current.device).float()
+        values = values if scale == 1.0 else scale * values  # x * 1.0 is x: skipping it changes no bit
+        return (current.float() + values).to(param.dtype)
+    current = param.detach() if current is None else current
+    return (current.float() + scale * delta.to_dense().to(current.device)).to(param.dtype)
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether every entry is finite. A NaN or an infinity makes the sum non-finite, so a finite sum settles it in
+    one cheap pass (summed in at least float32, so half-precision weights do not overflow it); only a sum that
+    overflows needs the entry-by-entry check."""
+    total = values.sum(dtype=torch.promote_types(values.dtype, torch.float32))
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(values).all())

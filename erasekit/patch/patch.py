@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..models.base import component_fingerprint, fingerprint_mismatch, named_parameters
-from .deltas import Delta, DenseDelta, SparseDelta, add_deltas, apply_delta, delta_from_tensors
+from .deltas import Delta, DenseDelta, SparseDelta, add_deltas, all_finite, apply_delta, delta_from_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +72,7 @@ class AppliedPatch:
                         "A patch applied after this one changes the same parameters; remove it first (last in, "
                         "first out)."
                     )
-        with torch.no_grad():
-            for param, idx, original in self._backups.values():
-                if idx is None:
-                    param.data.copy_(original)
-                else:
-                    param.data.view(-1)[idx] = original
+        _restore(self._backups.values())
         for module in self._modules:
             stack = _STACKS[module]
             stack["applied"].remove(self)
@@ -201,24 +196,32 @@ class ErasurePatch:
         return applied
 
     def _write(self, params: dict[str, torch.nn.Parameter], scale: float) -> dict:
-        """Compute every new value, refuse non-finite ones, then back up and write; returns the backups."""
-        new_values = {}
-        for key, delta in self.deltas.items():
-            value = apply_delta(params[key], delta, scale)
-            if not torch.isfinite(value).all():
-                raise ValueError(f"Applying the patch at scale {scale} makes {key} non-finite; nothing was changed.")
-            new_values[key] = value
-        backups = {}
-        with torch.no_grad():
-            for key, delta in self.deltas.items():
-                param, idx = params[key], delta.touched()
-                if idx is None:
-                    backups[key] = (param, None, param.detach().clone())
-                    param.data.copy_(new_values[key])
-                else:
-                    idx = idx.to(param.device)
-                    backups[key] = (param, idx, param.data.view(-1)[idx].clone())
-                    param.data.view(-1)[idx] = new_values[key]
+        """Back up, compute and write one tensor at a time; a non-finite new value puts back every tensor already
+        written and raises, so nothing is changed. Returns the backups.
+
+        One tensor at a time keeps the extra memory at the backups plus one tensor's temporaries (a SalUn patch on
+        Stable Diffusion touches ~430 M values)."""
+        backups: dict = {}
+        try:
+            with torch.no_grad():
+                for key, delta in self.deltas.items():
+                    param, idx = params[key], delta.touched()
+                    idx = None if idx is None else idx.to(param.device)
+                    flat = param.data.view(-1)
+                    original = param.detach().clone() if idx is None else flat.index_select(0, idx)
+                    value = apply_delta(param, delta, scale, current=original)
+                    if not all_finite(value):
+                        raise ValueError(
+                            f"Applying the patch at scale {scale} makes {key} non-finite; nothing was changed."
+                        )
+                    backups[key] = (param, idx, original)
+                    if idx is None:
+                        param.data.copy_(value)
+                    else:
+                        flat.index_copy_(0, idx, value)
+        except BaseException:
+            _restore(reversed(list(backups.values())))
+            raise
         return backups
 
     @contextlib.contextmanager
@@ -328,6 +331,16 @@ class ErasurePatch:
             }
             deltas[key] = delta_from_tensors(d.kind, tensors, d.shape)
         return ErasurePatch(deltas, copy.deepcopy(self.metadata))
+
+
+def _restore(backups) -> None:
+    """Write backed-up values (``(param, flat indices or None, values)``) back into their parameters."""
+    with torch.no_grad():
+        for param, idx, original in backups:
+            if idx is None:
+                param.data.copy_(original)
+            else:
+                param.data.view(-1).index_copy_(0, idx, original)
 
 
 def _numel(shape) -> int:
