@@ -49,19 +49,8 @@ def _identity(state) -> dict:
     }
 
 
-# Options a resumed run may change: the length of the run, where it saves, and how fast it runs (not what it computes).
-_RESUMABLE_FIELDS = (
-    "steps",
-    "checkpoint_every",
-    "checkpoint_dir",
-    "resume",
-    "progress",
-    "compile",
-    "channels_last",
-    "sync_every",
-    "gradient_checkpointing",
-    "mixed_precision",
-)
+# A resumed run may change how it runs (the RunConfig, which is not part of the config) and nothing it computes.
+_RESUMABLE_FIELDS: tuple[str, ...] = ()
 
 
 def save_checkpoint(state, directory: str | Path) -> Path:
