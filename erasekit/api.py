@@ -74,6 +74,7 @@ def erase(
     preset: str | Path | None = None,
     run: RunConfig | dict | None = None,
     on: ErasurePatch | str | Path | None = None,
+    world: str | None = None,
     **overrides,
 ) -> ErasurePatch:
     """Erase ``concept`` from ``model`` with ``method``; the model is left unchanged and a patch is returned.
@@ -91,6 +92,8 @@ def erase(
             go there too. They never change the result.
         on: an earlier patch (or its file): erase from the model with it applied (a patch on a patch). The result is
             one patch relative to the original base model, holding the earlier erasure and this one.
+        world: the world whose preset, plan and concept kinds apply when ``model`` is a loaded pipeline or handle
+            that does not say where it comes from (``"minicanvas"``, ``"minicanvas:DIR"``).
 
     Example:
         >>> patch = erasekit.erase("tiny-sd", "esd", "a cat", steps=2)
@@ -98,7 +101,7 @@ def erase(
     """
     from .presets import resolve_erasure
 
-    resolved = resolve_erasure(method, model, concept, anchor, config, overrides, preset, run)
+    resolved = resolve_erasure(method, model, concept, anchor, config, overrides, preset, run, world)
     return erase_resolved(load_model(model), resolved, callbacks, on)
 
 

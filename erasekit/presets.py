@@ -207,6 +207,7 @@ def resolve_erasure(
     overrides: dict[str, Any] | list[str] | None = None,
     preset: str | Path | Preset | None = None,
     run: RunConfig | dict | None = None,
+    world: str | None = None,
 ) -> ResolvedErasure:
     """Resolve everything an erasure needs before any work (see the module docstring for the order).
 
@@ -220,6 +221,8 @@ def resolve_erasure(
         overrides: ``key=value`` strings or a mapping applied last; run options among them go to the RunConfig.
         preset: see :func:`find_preset`, or a :class:`Preset`.
         run: run options (a RunConfig or a mapping), before those among ``overrides``.
+        world: the world (a spec, ``"minicanvas"`` or ``"minicanvas:DIR"``) whose presets, plan and concept kinds
+            apply, for a model handle that does not say where it comes from (default: the model's own world).
     """
     from .api import read_config_source
 
@@ -234,9 +237,10 @@ def resolve_erasure(
         cfg = config.with_overrides(method_items) if method_items else config
         return ResolvedErasure(method, cfg, run_cfg.with_overrides(run_items), concepts, anchor)
     source, source_run = split_run_options(read_config_source(method, config))
-    chosen = preset if isinstance(preset, Preset) else find_preset(preset, method, model)
+    where = world if world is not None else model
+    chosen = preset if isinstance(preset, Preset) else find_preset(preset, method, where)
     kind, targets, plan = None, None, {}
-    world = model_world(model)
+    world = model_world(where)
     if world is not None and world.target_of is not None:
         found = [world.target_of(c) for c in concepts]
         if all(found):
