@@ -31,7 +31,8 @@ class EraseMethod:
         if run is not None and not isinstance(run, RunConfig):
             raise TypeError(f"run must be a RunConfig, got {type(run).__name__}.")
         self.config = config
-        self.run = run if run is not None else RunConfig()
+        legacy = getattr(config, "run_options", None)  # run options given to the config's constructor (old code)
+        self.run = run if run is not None else RunConfig.from_dict(legacy or {})
 
     def erase(self, model, concept: str | list[str], anchor: str | None = None, callbacks=()):
         """Erase ``concept`` (or several concepts at once, a list) from ``model``; returns an ErasurePatch."""

@@ -43,8 +43,27 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
 
 
+class _ConfigType(type):
+    """Lets code written before the config split pass run options to a config's constructor: they are kept aside
+    (``run_options``, never part of the config or its dict) with a warning, and the method takes them into its
+    :class:`RunConfig` when it is given none."""
+
+    def __call__(cls, *args, **kwargs):
+        run = {k: kwargs.pop(k) for k in list(kwargs) if k in RUN_FIELDS}
+        cfg = super().__call__(*args, **kwargs)
+        if run:
+            warnings.warn(
+                f"{cls.__name__}: {sorted(run)} are run options; pass them as a RunConfig (erasekit.erase(..., "
+                "run=...) or keywords of erasekit.erase), not to the method's config.",
+                FutureWarning,
+                stacklevel=2,
+            )
+        object.__setattr__(cfg, "run_options", run)
+        return cfg
+
+
 @dataclass
-class MethodConfig:
+class MethodConfig(metaclass=_ConfigType):
     """What a method computes: its options, saved in the patch. Fields shared by every method; subclasses add
     their own, each with help text. Loop-based methods derive from :class:`TrainingConfig`. How a run executes
     (precision, compilation, checkpoints, progress) is a :class:`RunConfig`, never part of this.

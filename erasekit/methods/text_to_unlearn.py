@@ -59,7 +59,7 @@ from ..ops import (
     weighted_directional_loss,
 )
 from .base import register_method
-from .config import TrainingConfig, check_choice, option
+from .config import RunConfig, TrainingConfig, check_choice, option
 from .loop import TrainedMethod, TrainState, mix_seeds
 
 logger = logging.getLogger(__name__)
@@ -220,8 +220,8 @@ class TextToUnlearn(TrainedMethod):
     kinds = ("stylegan",)
     summary = "Text-to-Unlearn (StyleGAN2): directional CLIP loss from text only, with retention — dense patch"
 
-    def __init__(self, config: TextToUnlearnConfig | None = None):
-        super().__init__(config)
+    def __init__(self, config: TextToUnlearnConfig | None = None, run: RunConfig | None = None):
+        super().__init__(config, run)
         self._selected: list[str] | None = None
         self._text: dict | None = None
         self._stopped: dict | None = None  # {"step", "ratio"} of the erasure's early stop, if it stopped early

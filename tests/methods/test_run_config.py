@@ -121,3 +121,11 @@ def test_run_config_passed_to_a_method_directly(tiny_pipe, tmp_path):
         cls(cfg, {"progress": False})
     patch = cls(cfg, RunConfig(progress=False)).erase(tiny_pipe, "a cat")
     assert patch.metadata["config"] == cfg.to_dict()
+
+
+def test_run_options_given_to_a_config_constructor_still_reach_the_run_with_a_warning():
+    cls = get_method("esd")
+    with pytest.warns(FutureWarning, match="are run options"):
+        cfg = cls.config_class(steps=2, progress=False)
+    assert "progress" not in cfg.to_dict() and cls(cfg).run.progress is False
+    assert cls(cfg, RunConfig(progress=True)).run.progress is True  # an explicit RunConfig wins
