@@ -155,7 +155,13 @@ def find_preset(spec: str | Path | None, method: str, model: Any = None) -> Pres
     world_name, _, named_method = spec.partition("/")
     if named_method and named_method != method:
         raise ValueError(f"The preset {spec!r} is for {named_method!r}, not {method!r}.")
-    found = world_presets(get_world(world_name)).get(method)
+    try:
+        world = get_world(world_name)
+    except ValueError as err:
+        raise ValueError(
+            f"Unknown preset {spec!r}: give a world name, WORLD/METHOD, a preset YAML file or 'none' ({err})"
+        ) from None
+    found = world_presets(world).get(method)
     if found is None:
         raise ValueError(f"The world {world_name!r} ships no preset for {method!r}; use --preset none or a file.")
     return found
