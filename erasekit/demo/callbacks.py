@@ -314,15 +314,15 @@ def erase(
     rank = limits.check_int("LoRA rank", lora_rank, 1, limits.max_lora_rank)
     if len(session.patches) >= limits.max_patches:
         raise ValueError(f"This session holds {len(session.patches)} patches, the most allowed; reload the page.")
-    from ..api import resolve_config
+    from ..presets import resolve_erasure
 
     cls = get_method(method)
-    cfg = resolve_config(method, None, overrides)
+    resolved = resolve_erasure(method, None, concept, anchor, overrides=overrides, preset="none")  # the form's values
     callbacks = [_PageProgress(progress)] if progress and issubclass(cls, TrainedMethod) else []
     if progress:
         progress(0.0, f"{method}: preparing")
     with server.catalog.using(session.model_key) as handle:
-        patch = cls(cfg).erase(handle, concept, anchor=anchor, callbacks=callbacks)
+        patch = cls(resolved.config, resolved.run).erase(handle, concept, anchor=anchor, callbacks=callbacks)
     if progress:
         progress(1.0, f"{method}: writing the patch and its LoRA")
     name = _unique_name(session, f"{method}-{_slug(concept)}")
