@@ -1,7 +1,8 @@
 """The MiniFaces unlearning benchmark: Text-to-Unlearn on several attributes of the MiniFaces StyleGAN2.
 
 For each target attribute the script erases it from the world's generator with ``text_to_unlearn`` (its default
-configuration plus ``--set`` overrides), from text alone ("glasses"), records the erasure's time, peak memory and
+configuration: the world's preset, ``erasekit_worlds/minifaces/presets/text_to_unlearn.yaml``, plus ``--set``
+overrides), from text alone ("glasses"), records the erasure's time, peak memory and
 patch size, and evaluates the patched generator with :func:`erasekit.eval.evaluate_gan` on fixed seeds (the same for
 every target): the attribute's rate before and after, every other attribute's rate, the pixel and CLIP-feature drift
 of the samples that did not have it, γ (Wasserstein-1 between CLIP-score distributions) and FID in the world's CLIP

@@ -46,7 +46,12 @@ class World:
             ``ValueError`` naming the fix when the folder holds no such model.
         suite: the name of the registered suite that judges this world (its factory takes ``world_dir=``).
         plan: ``(method, target) -> (concept, anchor, config overrides)``: how to phrase a suite target such as
-            ``"style:Ink"`` for each method (the quickstart, the demo and the benchmarks erase targets this way).
+            ``"style:Ink"`` (or a list of targets erased together) for each method: prompt lists and anchor, no
+            hyperparameters (a preset with ``plan: true`` applies it).
+        presets: ``() -> {method: preset file}``: the world's tuned settings per method (:mod:`erasekit.presets`);
+            an erasure on the world's model selects them automatically.
+        target_of: concept -> the world's target it names (``"Ink style"`` -> ``"style:Ink"``), else ``None``; its
+            kind (the part before ``:``) picks a preset's ``by_kind`` section.
         verify: world folder -> problems against its manifest (empty when it matches).
         recognises: world folder -> whether it is a folder of this world (for ``erasekit demo --model-dir``).
         title: how pages and tables name it (default: ``name``).
@@ -58,7 +63,9 @@ class World:
     shipped: Callable[[], Path]
     model_path: Callable[[Path], Path]
     suite: str | None = None
-    plan: Callable[[str, str], tuple[str, str | None, dict]] | None = None
+    plan: Callable[[str, Any], tuple[Any, str | None, dict]] | None = None
+    presets: Callable[[], dict[str, Path]] | None = None
+    target_of: Callable[[str], str | None] | None = None
     verify: Callable[[Path], list[str]] | None = None
     recognises: Callable[[Path], bool] | None = None
     title: str = ""

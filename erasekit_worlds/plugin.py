@@ -30,6 +30,22 @@ def _minicanvas_plan(method: str, target: str):
     return erasure_plan(method, target)
 
 
+def _minicanvas_target_of(concept: str):
+    from .minicanvas.plans import target_of
+
+    return target_of(concept)
+
+
+def _presets(world: str):
+    """``() -> {method: file}`` of the presets shipped in ``erasekit_worlds/<world>/presets/``."""
+
+    def presets() -> dict[str, Path]:
+        folder = Path(__file__).parent / world / "presets"
+        return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+    return presets
+
+
 def _minicanvas_verify(world: Path) -> list[str]:
     from .minicanvas.manifest import verify_manifest
 
@@ -89,6 +105,8 @@ def register() -> None:
             model_path=_minicanvas_pipeline,
             suite="minicanvas",
             plan=_minicanvas_plan,
+            presets=_presets("minicanvas"),
+            target_of=_minicanvas_target_of,
             verify=_minicanvas_verify,
             recognises=lambda folder: (folder / "pipeline" / "model_index.json").is_file(),
         )
@@ -102,6 +120,7 @@ def register() -> None:
             shipped=_minifaces_shipped,
             model_path=_minifaces_generator,
             suite="minifaces",
+            presets=_presets("minifaces"),
             verify=_minifaces_verify,
             recognises=lambda folder: (folder / "generator.safetensors").is_file(),
         )

@@ -32,7 +32,7 @@ FAST_CONFIGS = {
         "disc_channels": 4,
         "progress": False,
     },
-    "uce": {"steps": 1, "preserve": ["a dog"], "progress": False},
+    "uce": {"preserve": ["a dog"], "progress": False},
 }
 
 

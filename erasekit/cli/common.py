@@ -62,6 +62,16 @@ def add_override_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_preset_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        default="auto",
+        metavar="NAME|PATH|none",
+        help="tuned settings: 'auto' (default: the preset of the model's world, if any), a world name "
+        "('minicanvas'), WORLD/METHOD, a preset YAML file, or 'none' (the method's paper defaults)",
+    )
+
+
 def load_handle(args):
     import os
 

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .common import add_model_args, add_override_arg, check_output, load_handle, subparser
+from .common import add_model_args, add_override_arg, add_preset_arg, check_output, load_handle, subparser
 
 logger = logging.getLogger(__name__)
 
@@ -14,6 +14,10 @@ EXAMPLES = """  erasekit erase --model tiny-sd --method esd --concept "a cat" --
   erasekit erase --model local:/models/sd15 --method esd --concept "Van Gogh style" --set variant=x --out vg.safetensors
   erasekit erase --method esd --concept "a cat" --config configs/methods/esd.yaml --set lr=2e-5 --out p.safetensors
   erasekit erase --model sd15.safetensors --model-config /models/sd15 --method esd --concept "a cat" --out p.safetensors
+  erasekit erase --model minicanvas --method salun --concept "Mosaic style" --out p.safetensors   # world preset
+  erasekit erase --model minicanvas --method salun --concept "Ink style" --preset none --out p.safetensors
+  erasekit erase --model minicanvas --method uce --concept "Ink style" --concept "Pixel style" --out two.safetensors
+  erasekit erase --model minicanvas --method salun --concept "Ink style" --on two.safetensors --out three.safetensors
   erasekit erase ... --set checkpoint_every=100 --out p.safetensors   # then rerun with --resume after a crash
   accelerate launch --multi_gpu --num_processes 4 -m erasekit.cli.main erase ... --set batch_size=8 --out p.safetensors
   torchrun --nproc_per_node 2 -m erasekit.cli.main erase ... --out p.safetensors          # data parallel on CPUs
@@ -30,7 +34,13 @@ def add_parser(sub) -> None:
     )
     add_model_args(p)
     p.add_argument("--method", required=True, help="method name (see `erasekit list`)")
-    p.add_argument("--concept", required=True, help="the words to erase, e.g. 'Van Gogh style'")
+    p.add_argument(
+        "--concept",
+        action="append",
+        default=[],
+        help="the words to erase, e.g. 'Van Gogh style'; repeat to erase several concepts in one run (or give "
+        "'concept: [A, B]' in the --config file)",
+    )
     p.add_argument("--anchor", default=None, help="what the concept should become (methods that use one)")
     p.add_argument(
         "--config",
@@ -39,6 +49,14 @@ def add_parser(sub) -> None:
         "single-file checkpoint)",
     )
     add_override_arg(p)
+    add_preset_arg(p)
+    p.add_argument(
+        "--on",
+        default=None,
+        metavar="PATCH",
+        help="erase from the model with this earlier patch applied (a patch on a patch); the output holds both "
+        "erasures, relative to the original model",
+    )
     p.add_argument("--out", required=True, help="output patch file (.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     p.set_defaults(run=run)
@@ -46,8 +64,9 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from .. import distributed
-    from ..api import resolve_config
-    from ..methods import NonFiniteError, get_method
+    from ..api import erase_resolved, read_config_source
+    from ..methods import NonFiniteError
+    from ..presets import resolve_erasure
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
@@ -57,13 +76,24 @@ def run(args) -> int:
         if args.model_config:
             raise ValueError("--config names a folder and --model-config is given too; give the folder once.")
         args.model_config, args.config = args.config, None
-    cfg = resolve_config(args.method, args.config, args.overrides)
-    ckpt_dir = cfg.checkpoint_dir or str(out.with_suffix(".ckpt"))
-    cfg = cfg.with_overrides({"checkpoint_dir": ckpt_dir, "resume": bool(args.resume or cfg.resume)})
-    method = get_method(args.method)(cfg)
+    options = read_config_source(args.method, args.config) if args.config else {}
+    concepts = args.concept or options.pop("concept", None)
+    if not concepts:
+        raise ValueError(
+            "Name the concept to erase: --concept 'Van Gogh style' (repeatable), or concept: in --config."
+        )
+    if args.on and not Path(args.on).is_file():
+        raise ValueError(f"--on {args.on}: no such patch file.")
+    resolved = resolve_erasure(args.method, args.model, concepts, args.anchor, options, args.overrides, args.preset)
+    ckpt_dir = resolved.run.checkpoint_dir or str(out.with_suffix(".ckpt"))
+    resolved.run = resolved.run.with_overrides(
+        {"checkpoint_dir": ckpt_dir, "resume": args.resume or resolved.run.resume}
+    )
+    if resolved.preset is not None:
+        print(f"preset {resolved.preset.name}" + (f" ({resolved.kind})" if resolved.kind else ""), file=sys.stderr)
     handle = load_handle(args)
     try:
-        patch = method.erase(handle, args.concept, anchor=args.anchor)
+        patch = erase_resolved(handle, resolved, on=args.on)
     except NonFiniteError as err:
         if err.patch is not None and distributed.is_main():
             partial = out.with_name(out.stem + ".partial.safetensors")

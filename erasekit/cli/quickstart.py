@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from .common import add_model_args, add_override_arg, load_handle, parse_seeds, subparser
+from .common import add_model_args, add_override_arg, add_preset_arg, load_handle, parse_seeds, subparser
 
 EXAMPLES = """  erasekit quickstart                                   # SalUn erases Watercolor from the shipped MiniCanvas world
   erasekit quickstart --method doco --target object:apple --seeds 0-3
@@ -43,6 +43,7 @@ def add_parser(sub) -> None:
         "--other", default="a dog", help="a prompt to keep, shown beside --concept (models without a suite)"
     )
     add_override_arg(p)
+    add_preset_arg(p)
     p.add_argument("--seeds", default="0-1", help="seeds of the evaluation grid (default 0-1)")
     p.add_argument("--fid", action="store_true", help="also compute FID (slower)")
     p.add_argument("--out", default="outputs/quickstart", help="output folder (default outputs/quickstart)")
@@ -106,18 +107,21 @@ def _comparison_grid(before, after, suite, target, n_seeds: int):
 
 
 def _run_world(args, world, folder: Path) -> int:
-    from .. import erase, evaluate, resolve_config
+    from .. import evaluate
     from .._io import write_json, write_text
+    from ..api import erase_resolved
     from ..eval import get_suite
     from ..images import save_image
+    from ..presets import resolve_erasure
 
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8")) if folder.is_dir() else {}
     suite = get_suite(world.suite, world_dir=folder)  # a clear error when the world is missing
     target = str(suite.parse_target(args.target))
     sampling = manifest.get("sampling", {})
     seeds, out = parse_seeds(args.seeds), Path(args.out)
-    concept, anchor, plan = world.plan(args.method, target)
-    cfg = resolve_config(args.method, None, plan).with_overrides(args.overrides)
+    concept = world.plan(args.method, target)[0]  # the world's phrasing; the preset applies the rest of the plan
+    resolved = resolve_erasure(args.method, args.model, concept, overrides=args.overrides, preset=args.preset)
+    concept, anchor, cfg = resolved.concept, resolved.anchor, resolved.config
     handle = load_handle(args)
     metrics = ["ua", "ira", "cra", "retainability", "clip_score", "efficiency"] + (["fid"] if args.fid else [])
     common = dict(
@@ -131,7 +135,7 @@ def _run_world(args, world, folder: Path) -> int:
     before = evaluate(handle, suite, target, **common)
     print(f"[2/3] erasing {concept!r} with {args.method}")
     started = time.perf_counter()
-    patch = erase(handle, args.method, concept, anchor=anchor, config=cfg)
+    patch = erase_resolved(handle, resolved)
     seconds = time.perf_counter() - started
     patch.save(out / "patch.safetensors")
     print(f"[3/3] evaluating the patched model ({seconds:.0f} s erasure)")
@@ -145,6 +149,7 @@ def _run_world(args, world, folder: Path) -> int:
         "target": target,
         "concept": concept,
         "anchor": anchor,
+        "preset": resolved.record()["name"],
         "config": cfg.to_dict(),
         "erase_seconds": round(seconds, 1),
         "patch_bytes": patch.nbytes,
@@ -172,9 +177,10 @@ def _mean_change(before, after, n: int) -> list[float]:
 def _run_concept(args) -> int:
     import torch
 
-    from .. import erase, resolve_config
     from .._io import write_json
+    from ..api import erase_resolved
     from ..images import grid, save_image
+    from ..presets import resolve_erasure
     from ..sampling import generate_grid
 
     out = Path(args.out)
@@ -182,8 +188,9 @@ def _run_concept(args) -> int:
     handle = load_handle(args)
     before = generate_grid(handle, prompts, seeds)
     started = time.perf_counter()
-    cfg = resolve_config(args.method, None, args.overrides)
-    patch = erase(handle, args.method, args.concept, config=cfg)
+    resolved = resolve_erasure(args.method, args.model, args.concept, overrides=args.overrides, preset=args.preset)
+    cfg = resolved.config
+    patch = erase_resolved(handle, resolved)
     seconds = time.perf_counter() - started
     patch.save(out / "patch.safetensors")
     with patch.applied(handle):

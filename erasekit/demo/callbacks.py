@@ -32,7 +32,7 @@ from PIL import Image
 
 from .._io import write_json
 from ..images import to_pil
-from ..methods import Callback, TrainedMethod, get_method, list_methods
+from ..methods import Callback, TrainedMethod, TrainingConfig, get_method, list_methods
 from ..patch import ErasurePatch
 from .catalog import ModelCatalog
 from .validation import MAX_SEED, Limits, browser_options, check_method_options, parse_options
@@ -265,19 +265,41 @@ class MethodForm:
 
 
 def method_form(server: DemoServer, method: str) -> MethodForm:
-    """The erase form's defaults for ``method`` (steps capped by the limits) and a Markdown table of its options."""
-    cfg = get_method(method).config_class()
-    rows = [f"| `{n}` | `{d!r}` | {h} |" for n, d, h in browser_options(method) if n not in ("steps", "lr", "seed")]
+    """The erase form's defaults for ``method`` (its paper defaults, steps capped by the limits), a Markdown table of
+    its other options (advanced ones left out, as ``erasekit list`` does) and the presets the worlds ship for it."""
+    from ..plugins import list_worlds
+    from ..presets import world_presets
+
+    cls = get_method(method).config_class
+    cfg = cls()
+    advanced = {f.name for f in cls.fields_of(True)} - {f.name for f in cls.fields_of(False)}
+    rows = [
+        f"| `{n}` | `{d!r}` | {h} |"
+        for n, d, h in browser_options(method)
+        if n not in ("steps", "lr", "seed") and n not in advanced
+    ]
+    presets = [p for w in list_worlds() for m, p in world_presets(w).items() if m == method]
+    notes = [
+        f"- **{p.name}**: {p.description}; "
+        + ", ".join(f"`{k}={v!r}`" for k, v in p.options.items())
+        + "".join(
+            f"; {kind}: " + ", ".join(f"`{k}={v!r}`" for k, v in extra.items()) for kind, extra in p.by_kind.items()
+        )
+        for p in presets
+    ]
     text = "\n".join(
         [
-            f"Options of **{method}** (one `key=value` per line; numbers are bounded by the server):",
+            f"Options of **{method}** (one `key=value` per line; numbers are bounded by the server). The defaults are "
+            "the paper's settings for full-size models:",
             "",
             "| option | default | meaning |",
             "|---|---|---|",
             *rows,
+            *(["", "Tuned presets (`erasekit erase --preset`):", "", *notes] if notes else []),
         ]
     )
-    return MethodForm(min(cfg.steps, server.limits.max_erase_steps), cfg.lr, cfg.seed, text)
+    steps, lr = getattr(cfg, "steps", 1), getattr(cfg, "lr", 0.0)  # closed-form methods have neither
+    return MethodForm(min(steps, server.limits.max_erase_steps), lr, cfg.seed, text)
 
 
 # ---- erase ------------------------------------------------------------------------------------------------------
@@ -363,13 +385,15 @@ def erase(
         "seed": limits.check_int("Seed", seed, 0, MAX_SEED),
         "progress": False,
     }
+    if not issubclass(get_method(method).config_class, TrainingConfig):  # closed form: no steps or lr to set
+        overrides = {k: v for k, v in overrides.items() if k not in ("steps", "lr")}
     rank = limits.check_int("LoRA rank", lora_rank, 1, limits.max_lora_rank)
     if session.erasures >= limits.max_patches:
         raise ValueError(f"This session has made {session.erasures} patches, the most allowed; reload the page.")
-    from ..api import resolve_config
+    from ..presets import resolve_erasure
 
     cls = get_method(method)
-    cfg = resolve_config(method, None, overrides)
+    resolved = resolve_erasure(method, None, concept, anchor, overrides=overrides, preset="none")  # the form's values
     session.cancel.clear()  # a Stop pressed before this job started is not for it
     page = _PageProgress(progress, session)
     callbacks = [page] if issubclass(cls, TrainedMethod) else []
@@ -377,7 +401,7 @@ def erase(
         progress(0.0, f"{method}: preparing")
     with server.catalog.using(session.model_key) as handle:
         page._check()  # stopped while waiting for the model
-        patch = cls(cfg).erase(handle, concept, anchor=anchor, callbacks=callbacks)
+        patch = cls(resolved.config, resolved.run).erase(handle, concept, anchor=anchor, callbacks=callbacks)
     page._check()
     if progress:
         progress(1.0, f"{method}: writing the patch and its LoRA")

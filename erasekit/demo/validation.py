@@ -190,10 +190,10 @@ def check_method_options(method: str, options: dict[str, Any], limits: Limits) -
     fields = {f.name for f in dataclasses.fields(cls)}
     out = {}
     for name, value in options.items():
+        if name in SERVER_OPTIONS:  # run options (RunConfig) and the like: before the unknown-name check
+            raise ValueError(f"Option {name!r} is managed by the demo server and cannot be set from the browser.")
         if name not in fields:
             cls().with_overrides({name: value})  # raises the config's "Unknown option ... Did you mean" error
-        if name in SERVER_OPTIONS:
-            raise ValueError(f"Option {name!r} is managed by the demo server and cannot be set from the browser.")
         out[name] = _check_option(name, value, hints[name], limits)
     return out
 

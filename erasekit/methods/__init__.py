@@ -3,7 +3,7 @@
 from . import doco, esd, salun, text_to_unlearn, uce  # noqa: F401  (register the methods)
 from .base import EraseMethod, get_method, list_methods, register_method
 from .callbacks import Callback, Checkpointer, LossHistory, ProgressBar
-from .config import MethodConfig, option
+from .config import MethodConfig, RunConfig, TrainingConfig, option
 from .loop import NonFiniteError, TrainedMethod, TrainState
 
 __all__ = [
@@ -14,8 +14,10 @@ __all__ = [
     "MethodConfig",
     "NonFiniteError",
     "ProgressBar",
+    "RunConfig",
     "TrainState",
     "TrainedMethod",
+    "TrainingConfig",
     "get_method",
     "list_methods",
     "option",

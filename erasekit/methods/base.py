@@ -10,7 +10,7 @@ import dataclasses
 import re
 from typing import ClassVar
 
-from .config import MethodConfig
+from .config import MethodConfig, RunConfig
 
 _REGISTRY: dict[str, type[EraseMethod]] = {}
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -24,13 +24,18 @@ class EraseMethod:
     kinds: ClassVar[tuple[str, ...]] = ("diffusion",)  # model kinds the method works on
     summary: ClassVar[str] = ""  # one line for `erasekit list`
 
-    def __init__(self, config: MethodConfig | None = None):
+    def __init__(self, config: MethodConfig | None = None, run: RunConfig | None = None):
         config = config if config is not None else self.config_class()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}.")
+        if run is not None and not isinstance(run, RunConfig):
+            raise TypeError(f"run must be a RunConfig, got {type(run).__name__}.")
         self.config = config
+        legacy = getattr(config, "run_options", None)  # run options given to the config's constructor (old code)
+        self.run = run if run is not None else RunConfig.from_dict(legacy or {})
 
-    def erase(self, model, concept: str, anchor: str | None = None, callbacks=()):
+    def erase(self, model, concept: str | list[str], anchor: str | None = None, callbacks=()):
+        """Erase ``concept`` (or several concepts at once, a list) from ``model``; returns an ErasurePatch."""
         raise NotImplementedError
 
     def seed_matters(self) -> bool:

@@ -68,19 +68,9 @@ def _base_digest(state) -> str:
     return cached
 
 
-# Options a resumed run may change: the length of the run, where it saves, and how fast it runs (not what it computes).
-_RESUMABLE_FIELDS = (
-    "steps",
-    "checkpoint_every",
-    "checkpoint_dir",
-    "resume",
-    "progress",
-    "compile",
-    "channels_last",
-    "sync_every",
-    "gradient_checkpointing",
-    "mixed_precision",
-)
+# A resumed run may change its length (steps) and how it runs (the RunConfig, which is not part of the config), and
+# nothing else it computes.
+_RESUMABLE_FIELDS: tuple[str, ...] = ("steps",)
 
 
 def save_checkpoint(state, directory: str | Path) -> Path:

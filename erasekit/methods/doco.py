@@ -17,23 +17,26 @@ loop's ``loss.backward()``, NaN guard, clipping and optimiser work unchanged.
 Deliberate departures from the reference code: the surgery is the true PCGrad projection by default (the reference
 rule g_a − λ·cos·ĝ_b is ``surgery="reference"``; it equals the projection only when λ = ‖g_a‖); anchor samples are
 final latents of the frozen model's own sampler; the discriminator has no normalisation layers (small batches);
-timesteps are uniform over the whole schedule (``timestep_range`` narrows it); the prior loss regresses to the frozen
-model by default and the lr is 6e-5 (both tuned on MiniCanvas, docs/methods.md). Three settings depend on the
-concept kind (:data:`KIND_SETTINGS`, measured on MiniCanvas in docs/methods.md): for a style the fake side is
-predicted half the time from the model's own concept samples noised alike (``fake_from="both"``: on the anchor's
-latents alone the discriminator barely sees a style), the unconditional prediction, which classifier-free guidance
-multiplies by w − 1, is protected (``null_weight=1``), and the unlearning loss gains an anchor-seeking term
+timesteps are uniform over the whole schedule. Several concepts at once: their prompts take turns on the fake side,
+against one anchor.
+
+The defaults are the paper's settings for Stable Diffusion. The MiniCanvas preset
+(``erasekit_worlds/minicanvas/presets/doco.yaml``, measured in docs/methods.md) regresses the prior loss to the
+frozen model (``prior_target="frozen"``), trains at lr 6e-5 for 300 steps, and for a style target (its ``by_kind``
+section) predicts the fake side half the time from the model's own concept samples (``fake_from="both"``: on the
+anchor's latents alone the discriminator barely sees a style), protects the unconditional prediction
+(``null_weight=1``: classifier-free guidance multiplies its drift by w − 1) and adds an anchor-seeking term
 (``anchor_weight=10``: the concept's prediction on the fake side's input regresses to the frozen model's anchor
 prediction there, so the erased style lands on the anchor instead of on whatever fools the discriminator); objects
-keep the paper's same-latent fake side, which erases them, with neither term. ``retain_prompts`` adds other
-prompts' own samples to the prior (the MiniCanvas plan sets them for styles).
+keep the paper's same-latent fake side, which erases them. ``retain_prompts`` adds other prompts' own samples to
+the prior (the MiniCanvas plan sets them for styles).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +45,7 @@ from torch import nn
 from .. import distributed
 from ..ops import SURGERY_MODES, combine_gradients, discriminator_loss, generator_loss, surrogate_loss
 from .base import register_method
-from .config import MethodConfig, check_choice, option
+from .config import TrainingConfig, check_choice, option
 from .diffusion_data import (
     batched_predict,
     generated_latents,
@@ -50,69 +53,69 @@ from .diffusion_data import (
     noisy,
     pick,
     require_unet_targets,
-    timestep_bounds,
 )
-from .loop import TrainedMethod, TrainState
+from .loop import TrainedMethod, TrainState, concept_list
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_ANCHORS = {"style": "a painting", "object": None, "nudity": "clothed"}
-# What the options left at "auto" (fake_from) or None (null_weight, anchor_weight) become for each concept kind: the
-# style row was tuned on MiniCanvas (docs/methods.md), objects and nudity keep the paper's settings
-KIND_SETTINGS = {
-    "style": {"fake_from": "both", "null_weight": 1.0, "anchor_weight": 10.0},
-    "object": {"fake_from": "anchor", "null_weight": 0.0, "anchor_weight": 0.0},
-    "nudity": {"fake_from": "anchor", "null_weight": 0.0, "anchor_weight": 0.0},
-}
 
 
 @dataclass
-class DoCoConfig(MethodConfig):
-    steps: int = option(300, "optimisation steps (reference: ~2000 at SD scale)")
-    lr: float = option(6e-5, "UNet learning rate (tuned on MiniCanvas; reference: ~6e-6 at SD scale with batch 8)")
-    batch_size: int = option(4, "noisy anchor latents per step (reference: 8)")
-    target: Any = option("xattn", "parameters to train (reference: cross-attention)")
+class DoCoConfig(TrainingConfig):
+    renamed: ClassVar[dict[str, str]] = {"prior_weight": "retain_weight"}
+
+    steps: int = option(2000, "optimisation steps (paper: ~2000 at SD scale; MiniCanvas preset: 300)")
+    lr: float = option(6e-6, "UNet learning rate (paper: 6e-6 at SD scale with batch 8; MiniCanvas preset: 6e-5)")
+    batch_size: int = option(8, "noisy anchor latents per step (paper: 8; MiniCanvas preset: 4)")
+    target: Any = option("xattn", "parameters to train (paper: cross-attention)")
     concept_kind: str = option(
         "style",
         "'style' (default anchor 'a painting'), 'object' (anchor required: its parent class), 'nudity' ('clothed')",
     )
-    disc_lr: float = option(2e-4, "discriminator Adam lr, betas (0.5, 0.999) (reference: 1e-4 to 5e-4)")
-    disc_channels: int = option(64, "channels of the discriminator's first conv (doubled by each further one)")
-    disc_layers: int = option(2, "stride-2 4x4 convs of the PatchGAN discriminator (each halves the latent side)")
-    warmup_steps: int = option(30, "first steps in which only the discriminator trains")
-    timestep_range: list = option(
-        [0.0, 1.0],
-        "[lo, hi): fractions of the training schedule the anchor latents' timesteps are drawn from, uniformly; "
-        "at low t both x̂₀ are nearly the input itself, so the discriminator has little to tell apart there",
+    disc_lr: float = option(2e-4, "discriminator Adam lr, betas (0.5, 0.999) (paper: 1e-4 to 5e-4)")
+    disc_channels: int = option(
+        64, "channels of the discriminator's first conv (doubled by each further one)", advanced=True
     )
+    disc_layers: int = option(
+        2, "stride-2 4x4 convs of the PatchGAN discriminator (each halves the latent side)", advanced=True
+    )
+    warmup_steps: int = option(30, "first steps in which only the discriminator trains")
     fake_from: str = option(
-        "auto",
+        "anchor",
         "the noisy latents the concept's x̂₀ (the discriminator's fake side) is predicted from: 'anchor' (the same "
         "noisy anchor latent as the real side, the paper) or 'concept' (the frozen model's own samples of the paired "
         "concept prompts, noised with the same noise and t: where the concept's domain shows) or 'both' (either, per "
-        "sample, at even odds); 'auto': 'both' for a style, 'anchor' otherwise",
+        "sample, at even odds; MiniCanvas preset for styles)",
+        advanced=True,
     )
-    adv_weight: float = option(1.0, "weight of the adversarial (domain-correction) loss, the unlearning gradient g_a")
-    anchor_weight: float | None = option(
-        None,
+    adv_weight: float = option(
+        1.0, "weight of the adversarial (domain-correction) loss, the unlearning gradient g_a", advanced=True
+    )
+    anchor_weight: float = option(
+        0.0,
         "weight of an anchor-seeking term added to the unlearning loss: the trained concept prediction on the fake "
         "side's input regresses to the frozen model's anchor prediction on the same input (an adversarial target "
-        "alone gives the concept no destination); 0 = the paper; unset (null): 10 for a style, 0 otherwise",
+        "alone gives the concept no destination); paper: 0; MiniCanvas preset for styles: 10",
+        advanced=True,
     )
-    prior_weight: float = option(
-        1.0, "weight of the prior-preservation loss, the protected gradient g_b (reference 1)"
+    retain_weight: float = option(
+        1.0,
+        "weight of the prior-preservation loss that keeps everything else, the protected gradient g_b (paper: 1; "
+        "formerly prior_weight)",
     )
     prior_target: str = option(
-        "frozen",
-        "what the prior-preservation loss regresses to: 'frozen' (the original model's prediction for the same "
-        "input, which keeps the anchor's predictions in place) or 'data' (the sampled noise, the paper's diffusion "
-        "loss, which let the anchor drift on MiniCanvas)",
+        "data",
+        "what the prior-preservation loss regresses to: 'data' (the sampled noise, the paper's diffusion loss) or "
+        "'frozen' (the original model's prediction for the same input, which keeps the anchor's predictions in "
+        "place; MiniCanvas preset)",
+        advanced=True,
     )
     surgery: str = option(
         "pcgrad",
         "'pcgrad': project g_a off g_b when they conflict; 'reference': g_a − λ·cos·ĝ_b (equal iff λ=‖g_a‖); 'none'",
     )
-    surgery_lambda: float = option(1.0, "λ of the 'reference' surgery rule (reference: 1)")
+    surgery_lambda: float = option(1.0, "λ of the 'reference' surgery rule (reference: 1)", advanced=True)
     num_anchor: int = option(16, "anchor samples the frozen model generates from the anchor prompt")
     anchor_prompts: list | None = option(
         None, "anchor prompts used in turn for the anchor samples (default: the anchor alone)"
@@ -120,7 +123,7 @@ class DoCoConfig(MethodConfig):
     concept_prompts: list | None = option(
         None,
         "concept prompts paired by position with anchor_prompts (e.g. the same object in the concept's style and "
-        "in the anchor's); default: the concept alone",
+        "in the anchor's); default: the concepts, in turn",
     )
     retain_prompts: list | None = option(
         None,
@@ -131,17 +134,19 @@ class DoCoConfig(MethodConfig):
     num_retain: int | None = option(
         None, "retain samples generated from retain_prompts (default: one per retain prompt)"
     )
-    null_weight: float | None = option(
-        None,
+    null_weight: float = option(
+        0.0,
         "weight of a protected loss keeping the unconditional prediction ε(x_t, '') where the original model had it "
         "on the prior's inputs; classifier-free guidance at scale w moves every prompt's output by (w − 1) times its "
-        "drift; 0 = the paper; unset (null): 1 for a style, 0 otherwise",
+        "drift; paper: 0; MiniCanvas preset for styles: 1",
+        advanced=True,
     )
-    sample_steps: int = option(20, "sampler steps when generating anchor samples")
+    sample_steps: int = option(50, "sampler steps when generating anchor samples (MiniCanvas preset: 20)")
     sample_guidance: float = option(7.5, "CFG scale when generating anchor samples")
     sample_batch_size: int = option(
         16,
         "samples per sampler call when the model generates its own data (speed only: results move by float rounding)",
+        advanced=True,
     )
 
     def __post_init__(self):
@@ -149,7 +154,7 @@ class DoCoConfig(MethodConfig):
         check_choice("concept_kind", self.concept_kind, tuple(DEFAULT_ANCHORS))
         check_choice("surgery", self.surgery, SURGERY_MODES)
         check_choice("prior_target", self.prior_target, ("data", "frozen"))
-        check_choice("fake_from", self.fake_from, ("auto", "anchor", "concept", "both"))
+        check_choice("fake_from", self.fake_from, ("anchor", "concept", "both"))
         if min(self.disc_channels, self.disc_layers, self.num_anchor, self.sample_steps, self.sample_batch_size) < 1:
             raise ValueError(
                 "disc_channels, disc_layers, num_anchor, sample_steps and sample_batch_size must be >= 1."
@@ -168,36 +173,11 @@ class DoCoConfig(MethodConfig):
                 f"concept_prompts ({n_c}) and anchor_prompts ({n_a}) are paired by position: give lists of the same "
                 "length, or one prompt for either."
             )
-        lo_hi = self.timestep_range
-        if (
-            not isinstance(lo_hi, (list, tuple))
-            or len(lo_hi) != 2
-            or not all(isinstance(v, (int, float)) for v in lo_hi)
-            or not 0.0 <= lo_hi[0] < lo_hi[1] <= 1.0
-        ):
-            raise ValueError(f"timestep_range must be [lo, hi] with 0 <= lo < hi <= 1, got {lo_hi!r}.")
-        weights = (
-            self.warmup_steps,
-            self.adv_weight,
-            self.resolved("anchor_weight"),
-            self.prior_weight,
-            self.resolved("null_weight"),
-        )
+        weights = (self.warmup_steps, self.adv_weight, self.anchor_weight, self.retain_weight, self.null_weight)
         if min(weights) < 0 or not self.disc_lr > 0:
             raise ValueError(
-                "warmup_steps, adv_weight, anchor_weight, prior_weight and null_weight must be >= 0 and disc_lr > 0."
+                "warmup_steps, adv_weight, anchor_weight, retain_weight and null_weight must be >= 0 and disc_lr > 0."
             )
-
-    def resolved(self, name: str) -> Any:
-        """``fake_from``, ``null_weight`` or ``anchor_weight`` as the run uses it: the set value, or the concept kind's
-        (:data:`KIND_SETTINGS`) where it is left at ``"auto"`` / ``None``.
-
-        Example:
-            >>> DoCoConfig().resolved("fake_from"), DoCoConfig(concept_kind="object").resolved("fake_from")
-            ('both', 'anchor')
-        """
-        value = getattr(self, name)
-        return KIND_SETTINGS[self.concept_kind][name] if value is None or value == "auto" else value
 
 
 def resolve_anchor(concept_kind: str, anchor: str | None, concept: str) -> str:
@@ -244,9 +224,11 @@ class DoCo(TrainedMethod):
     config_class = DoCoConfig
     summary = "DoCo: push the concept's x̂₀ into the anchor's domain (PatchGAN) with concept-preserving surgery"
 
-    def erase(self, model, concept: str, anchor: str | None = None, callbacks=()):
-        anchor = resolve_anchor(self.config.concept_kind, anchor, concept)
-        return super().erase(model, concept, anchor=anchor, callbacks=callbacks)
+    def erase(self, model, concept: str | list[str], anchor: str | None = None, callbacks=()):
+        concepts = concept_list(concept)
+        for c in concepts:
+            anchor = resolve_anchor(self.config.concept_kind, anchor, c)
+        return super().erase(model, concepts, anchor=anchor, callbacks=callbacks)
 
     def prepare(self, state: TrainState) -> None:
         cfg, handle, ctx, gen = self.config, state.handle, state.ctx, state.generator
@@ -254,11 +236,11 @@ class DoCo(TrainedMethod):
         channels, side, _ = handle.latent_shape()
         if side < 2**cfg.disc_layers:
             raise ValueError(f"disc_layers={cfg.disc_layers} halves {side}x{side} latents to nothing; use fewer.")
-        anchors, concepts = self.paired_prompts(state.anchor, state.concept)
+        anchors, concepts = self.paired_prompts(state.anchor, state.concepts)
         ctx["anchor"] = generated_latents(
             handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
         )
-        if cfg.resolved("fake_from") != "anchor":  # drawn after the anchor samples, which keep their draws
+        if cfg.fake_from != "anchor":  # drawn after the anchor samples, which keep their draws
             ctx["concept"] = generated_latents(
                 handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
@@ -283,16 +265,18 @@ class DoCo(TrainedMethod):
             state.anchor,
             cfg.num_anchor,
             len(ctx.get("retain", ())),
-            cfg.resolved("fake_from"),
-            cfg.resolved("null_weight"),
-            cfg.resolved("anchor_weight"),
+            cfg.fake_from,
+            cfg.null_weight,
+            cfg.anchor_weight,
             cfg.surgery,
         )
 
-    def paired_prompts(self, anchor: str, concept: str) -> tuple[list[str], list[str]]:
-        """The anchor prompt of each anchor sample and the concept prompt paired with it."""
-        cfg, n = self.config, self.config.num_anchor
-        return in_turn(cfg.anchor_prompts or [anchor], n), in_turn(cfg.concept_prompts or [concept], n)
+    def paired_prompts(self, anchor: str, concepts: list[str]) -> tuple[list[str], list[str]]:
+        """The anchor prompt of each anchor sample and the concept prompt paired with it (several concepts in
+        turn)."""
+        cfg = self.config
+        n = cfg.num_anchor if cfg.concept_prompts else max(cfg.num_anchor, len(concepts))  # one sample each at least
+        return in_turn(cfg.anchor_prompts or [anchor], n), in_turn(cfg.concept_prompts or concepts, n)
 
     def _disc_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """One discriminator update (anchor = real, concept = fake); skipped when its loss is not finite."""
@@ -310,18 +294,16 @@ class DoCo(TrainedMethod):
         cfg, handle, ctx = self.config, state.handle, state.ctx
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
         idx = pick(len(ctx["anchor"]), gens)
-        x_t, t, target, noise = noisy(
-            handle, ctx["anchor"][idx], gens, timestep_bounds(handle, cfg.timestep_range), return_noise=True
-        )
+        x_t, t, target, noise = noisy(handle, ctx["anchor"][idx], gens, return_noise=True)
         # the concept's x̂₀ comes from the same x_t, or from its own sample noised alike
-        fake_from = cfg.resolved("fake_from")
+        fake_from = cfg.fake_from
         x_fake = x_t if fake_from == "anchor" else handle.add_noise(ctx["concept"][idx], noise, t).to(x_t.dtype)
         if fake_from == "both":  # each sample's fake side from either, drawn from its own generator
             anchor_side = torch.cat([torch.rand(1, generator=g) < 0.5 for g in gens]).to(x_t.device)
             x_fake = torch.where(anchor_side[:, None, None, None], x_t, x_fake)
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
-        anchor_weight = cfg.resolved("anchor_weight")
+        anchor_weight = cfg.anchor_weight
         seek = anchor_weight and not warmup and x_fake is not x_t  # the anchor's prediction on the fake inputs
         with torch.no_grad():  # the frozen model
             frozen, *seek_target = batched_predict(
@@ -349,12 +331,12 @@ class DoCo(TrainedMethod):
         keys = list(state.params)
         inputs = [state.params[k] for k in keys]
         g_a = torch.autograd.grad(unlearn, inputs, allow_unused=True)
-        g_b = torch.autograd.grad(cfg.prior_weight * prior, inputs, allow_unused=True)
+        g_b = torch.autograd.grad(cfg.retain_weight * prior, inputs, allow_unused=True)
         distributed.all_reduce_mean_([g for g in (*g_a, *g_b) if g is not None])  # surgery on the global batch
         grads, conflict = combine_gradients(
             dict(zip(keys, g_a, strict=True)), dict(zip(keys, g_b, strict=True)), cfg.surgery, cfg.surgery_lambda
         )
-        value = unlearn.detach() + cfg.prior_weight * prior.detach() + 0.0 * disc_loss
+        value = unlearn.detach() + cfg.retain_weight * prior.detach() + 0.0 * disc_loss
         logs.update(adv=float(adv.detach()), prior=float(prior.detach()), conflict=conflict)
         return surrogate_loss(state.params, grads, value), logs
 
@@ -366,14 +348,12 @@ class DoCo(TrainedMethod):
         prior_inputs, targets = [(x_t, t, emb)], [target]
         if "retain" in ctx:
             idx = pick(len(ctx["retain"]), gens)
-            r_t, r_step, r_target = noisy(
-                handle, ctx["retain"][idx], gens, timestep_bounds(handle, cfg.timestep_range)
-            )
+            r_t, r_step, r_target = noisy(handle, ctx["retain"][idx], gens)
             prior_inputs.append((r_t, r_step, ctx["retain_emb"][idx]))
             targets.append(r_target)
         fixed = prior_inputs[1:] if cfg.prior_target == "frozen" else []  # the anchor's came with the real side
         null_input = []
-        null_weight = cfg.resolved("null_weight")
+        null_weight = cfg.null_weight
         if null_weight:  # ε(x_t, '') on every prior input
             x_all, t_all = torch.cat([x for x, _, _ in prior_inputs]), torch.cat([s for _, s, _ in prior_inputs])
             null_input = [(x_all, t_all, ctx["null_emb"].expand(len(x_all), -1, -1))]

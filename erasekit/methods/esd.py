@@ -3,7 +3,8 @@
 Fine-tunes ε_θ(x_t, c) towards ε*(x_t, ∅) − η·(ε*(x_t, c) − ε*(x_t, ∅)) of the frozen model, where x_t comes from
 partially sampling the frozen model with the concept prompt (CFG ``start_guidance``, a stop step drawn uniformly
 among ``ddim_steps``), and the training timestep is the one the sampled latents sit at. ESD-x trains cross-attention
-(styles); ESD-u trains everything but cross-attention (objects, nudity).
+(styles); ESD-u trains everything but cross-attention (objects, nudity). Several concepts at once: each sample of
+a step draws the concept it erases.
 
 The defaults follow the authors' current diffusers code (``esd_sd.py`` of rohitgandikota/erasing, 2025): 200
 iterations, Adam at lr 5e-5, batch 1, CFG 3, 50 sampler steps, the pipeline's own scheduler, ESD-x = every linear
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 
 from ..ops import esd_target
 from .base import register_method
-from .config import MethodConfig, check_choice, option
+from .config import TrainingConfig, check_choice, option
+from .diffusion_data import pick
 from .loop import TrainedMethod, TrainState
 
 # ESD-u as the authors' current code chooses it: every Linear/Conv2d weight and bias outside cross-attention, i.e.
@@ -39,7 +41,7 @@ VARIANT_TARGETS = {"x": "xattn", "u": ESD_U}
 
 
 @dataclass
-class ESDConfig(MethodConfig):
+class ESDConfig(TrainingConfig):
     steps: int = option(200, "optimisation steps (the authors' current code: 200; the paper and 2023 release: 1000)")
     lr: float = option(5e-5, "Adam learning rate (the authors' current code: 5e-5; the paper and 2023 release: 1e-5)")
     variant: str = option("x", "'x': cross-attention only (styles); 'u': all but cross-attention (objects, nudity)")
@@ -78,14 +80,19 @@ class ESD(TrainedMethod):
 
     def prepare(self, state: TrainState) -> None:
         handle, n = state.handle, self.config.batch_size
-        state.ctx["cond"] = handle.encode_prompts([state.concept]).expand(n, -1, -1)
+        state.ctx["cond"] = handle.encode_prompts([state.concepts[0]]).expand(n, -1, -1)
         state.ctx["uncond"] = handle.encode_prompts([""]).expand(n, -1, -1)
+        if len(state.concepts) > 1:  # several concepts: each sample draws the one it erases
+            state.ctx["conds"] = handle.encode_prompts(state.concepts)
 
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle = self.config, state.handle
         stop = int(torch.randint(0, cfg.ddim_steps, (1,), generator=state.step_generator()))
-        start = torch.cat([handle.initial_latents(1, g) for g in state.sample_generators(cfg.batch_size)])
-        cond, uncond = state.ctx["cond"][: len(start)], state.ctx["uncond"][: len(start)]
+        gens = state.sample_generators(cfg.batch_size)
+        which = pick(len(state.concepts), gens) if "conds" in state.ctx else None
+        start = torch.cat([handle.initial_latents(1, g) for g in gens])
+        uncond = state.ctx["uncond"][: len(start)]
+        cond = state.ctx["conds"][which] if which is not None else state.ctx["cond"][: len(start)]
         x_t, t = handle.sample_latents(cond, uncond, start, cfg.ddim_steps, cfg.start_guidance, stop)
         with torch.no_grad():
             eps_uncond = handle.predict_noise(x_t, t, uncond).float()

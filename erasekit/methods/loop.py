@@ -26,7 +26,7 @@ from ..patch import DenseDelta, ErasurePatch, resolve_targets
 from .base import EraseMethod
 from .callbacks import Callback, Checkpointer, ProgressBar
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import MethodConfig
+from .config import MethodConfig, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class TrainState:
 
     method: TrainedMethod
     handle: Any
-    concept: str
+    concept: str  # the concept, or several joined by ", " (for logs and checkpoints)
     anchor: str | None
     config: MethodConfig
     params: dict[str, torch.Tensor]  # trainable fp32 copies keyed "<component>.<name>"
@@ -56,6 +56,7 @@ class TrainState:
     step: int = 0
     should_stop: bool = False
     ctx: dict = field(default_factory=dict)
+    concepts: list[str] = field(default_factory=list)  # every concept erased in this run (one or more)
 
     @property
     def total_steps(self) -> int:
@@ -126,16 +127,19 @@ class TrainedMethod(EraseMethod):
         return deltas
 
     # ---- the loop ---------------------------------------------------------------------------------------------
-    def erase(self, model, concept: str, anchor: str | None = None, callbacks=()) -> ErasurePatch:
+    def erase(self, model, concept: str | list[str], anchor: str | None = None, callbacks=()) -> ErasurePatch:
         from ..models import load_model
 
         handle = load_model(model)
         distributed.init()
         if handle.kind not in self.kinds:
             raise ValueError(f"{self.name} works on {self.kinds} models, not {handle.kind}.")
-        handle.check_concept(concept)
+        concepts = concept_list(concept)
+        for c in concepts:
+            handle.check_concept(c)
         with frozen(handle):
-            state = self._init_state(handle, concept, anchor)
+            state = self._init_state(handle, ", ".join(concepts), anchor)
+            state.concepts = concepts
             self.prepare(state)
             callbacks = self._callbacks(state, list(callbacks))
             started = time.perf_counter()
@@ -150,7 +154,7 @@ class TrainedMethod(EraseMethod):
     @contextlib.contextmanager
     def _run_context(self, handle):
         """Gradient checkpointing, memory format and compilation for the run; the caller's settings come back."""
-        cfg = self.config
+        cfg = self.run
         was = handle.gradient_checkpointing(cfg.gradient_checkpointing)
         try:
             with handle.memory_format(cfg.channels_last), handle.compiled(cfg.compile):
@@ -164,7 +168,7 @@ class TrainedMethod(EraseMethod):
         names = resolve_targets(self.default_target(), base, handle.kind)
         params = {n: base[n].detach().float().clone().requires_grad_(True) for n in names}
         device = next(iter(params.values())).device
-        extra = _reference_states(cfg, base, names)
+        extra = _reference_states(self.run, base, names)
         optimizer = torch.optim.AdamW(
             [*params.values(), *extra], lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
         )
@@ -174,7 +178,7 @@ class TrainedMethod(EraseMethod):
         return state
 
     def _callbacks(self, state: TrainState, extra: list[Callback]) -> list[Callback]:
-        cfg = self.config
+        cfg = self.run
         main = distributed.is_main()
         out: list[Callback] = [ProgressBar(f"{self.name}: {state.concept}")] if cfg.progress and main else []
         ckpt_dir = cfg.checkpoint_dir
@@ -206,7 +210,7 @@ class TrainedMethod(EraseMethod):
     def _step(self, state: TrainState) -> dict[str, float]:
         cfg = self.config
         state.optimizer.zero_grad(set_to_none=True)
-        with _autocast(cfg.mixed_precision, state.device):
+        with _autocast(self.run.mixed_precision, state.device):
             loss, logs = self.training_step(state)
         loss.backward()
         kill_point("step")
@@ -219,7 +223,7 @@ class TrainedMethod(EraseMethod):
         seen = state.ctx.get("_nonfinite_seen")
         state.ctx["_nonfinite_seen"] = bad if seen is None else seen | bad  # remembered until the next sync
         on_device = _can_skip_on_device(state.optimizer)
-        sync = not on_device or (state.step + 1) % cfg.sync_every == 0
+        sync = not on_device or (state.step + 1) % self.run.sync_every == 0
         if sync and bool(state.ctx["_nonfinite_seen"]):  # skipped steps changed nothing: the state is the last good
             self._stop_non_finite(state, "loss or gradient")
         if cfg.max_grad_norm:
@@ -233,8 +237,8 @@ class TrainedMethod(EraseMethod):
 
     def _stop_non_finite(self, state: TrainState, what: str) -> None:
         where = ""
-        if self.config.checkpoint_dir and distributed.is_main():
-            where = f" Last good state saved to {save_checkpoint(state, self.config.checkpoint_dir)}."
+        if self.run.checkpoint_dir and distributed.is_main():
+            where = f" Last good state saved to {save_checkpoint(state, self.run.checkpoint_dir)}."
         patch = self._finish(state, float("nan")) if state.step else None
         raise NonFiniteError(
             f"{self.name}: non-finite {what} at step {state.step}; stopped with the last good state (e.patch).{where} "
@@ -250,7 +254,7 @@ class TrainedMethod(EraseMethod):
         components = state.handle.components
         meta = {
             "method": self.name,
-            "concept": state.concept,
+            "concept": state.concepts[0] if len(state.concepts) == 1 else list(state.concepts),
             "anchor": state.anchor,
             "config": self.config.to_dict(),
             "base_model": getattr(state.handle, "spec", None),
@@ -281,7 +285,7 @@ def _can_skip_on_device(optimizer: torch.optim.Optimizer) -> bool:
     return bool(optimizer.defaults.get("fused"))
 
 
-def _reference_states(cfg: MethodConfig, base: dict[str, torch.Tensor], names: list[str]) -> list[torch.Tensor]:
+def _reference_states(cfg: RunConfig, base: dict[str, torch.Tensor], names: list[str]) -> list[torch.Tensor]:
     """For ``optimizer_states='full'``: fp32 copies of the untargeted parameters of the touched components."""
     if cfg.optimizer_states != "full":
         return []
@@ -292,6 +296,14 @@ def _reference_states(cfg: MethodConfig, base: dict[str, torch.Tensor], names: l
         for n, p in base.items()
         if n not in chosen and n.split(".", 1)[0] in components
     ]
+
+
+def concept_list(concept: str | list[str] | tuple[str, ...]) -> list[str]:
+    """One concept or several: ``"a cat"`` -> ``["a cat"]``, ``["a", "b"]`` -> itself; an empty list is refused."""
+    concepts = [concept] if isinstance(concept, str) else list(concept)
+    if not concepts or not all(isinstance(c, str) for c in concepts):
+        raise ValueError(f"concept must be a prompt or a non-empty list of prompts, got {concept!r}.")
+    return concepts
 
 
 def mix_seeds(*values: int) -> int:

@@ -5,26 +5,24 @@ Weight Saliency in Both Image Classification and Generation", ICLR 2024, arXiv 2
    with w = 7.5 and ∅ the *empty* prompt. The gradient of L_f over the whole forget set is taken at the original
    weights; its magnitude is ranked globally across all candidate tensors and the top ``mask_ratio`` is kept.
 2. Unlearning: minimise MSE(ε_θ(x_t, c_f), sg[ε_θ(x_t, c')]) + α·MSE(ε_θ(x_r,t, c_r), target_r) with c' a misaligned
-   prompt (the paper's random label) and (x_r, c_r) retain data; gradients are multiplied by the mask before every
-   optimiser step. ``forget_guidance`` η > 0 (off by default) adds η·(ε₀(x_t, c') − ε₀(x_t, c_f)) of the original
-   weights to the target: ESD's negative guidance, taken relative to c'.
+   prompt (the paper's random label) and (x_r, c_r) retain data (α is ``retain_weight``); gradients are multiplied
+   by the mask before every optimiser step.
 3. Output: a sparse patch with only the masked entries that changed.
+
+Several concepts at once: a list of concepts shares one mask (the saliency of all their forget samples) and one
+run; their forget samples are drawn in turn.
 
 Guarded against two mistakes of a known port (pinned by tests): the null prompt of the saliency loss is "", not the
 concept, and the mask keeps the *most* salient weights, not the least. The saliency is |Σ∇L_f|, the magnitude of
 the gradient of the whole forget-set loss as the paper defines it.
 
-The retain loss regresses, by default, to the *original* model's prediction for the retain input
-(``retain_target="frozen"``) rather than to the sampled noise (``"data"``, the paper's standard diffusion loss). On
-MiniCanvas the noise target let every other style drift (the model is trained on its own CFG samples, so CFG
-sharpens them further at sampling): style:Watercolor IRA 61-72 % with ``"data"``, 92-99 % with ``"frozen"``, same UA
-(docs/methods.md, "SalUn on MiniCanvas").
-
-Two further terms, on by default and measured on MiniCanvas (docs/methods.md): ``null_weight`` keeps the
-unconditional prediction ε(x_t, '') at the original model's (classifier-free guidance moves every output by
-(w − 1) times its drift, and that drift was most of the damage to the other styles), and ``misaligned_share`` draws
-part of the forget batch from samples of c' (the erased model's own trajectories pass there, and a concept mapped
-to c' only on its own samples was not forgotten at sampling time: Ink UA 20 % before, 100 % after).
+The defaults are the paper's settings for Stable Diffusion. Three advanced options, off by default, are what the
+MiniCanvas preset (``erasekit_worlds/minicanvas/presets/salun.yaml``) adds, each measured there (docs/methods.md,
+"SalUn on MiniCanvas"): ``retain_target="frozen"`` regresses the retain loss to the original model's prediction
+instead of the sampled noise (with the noise target every other style drifted: Watercolor IRA 61-72 % against
+92-99 %); ``null_weight`` keeps the unconditional prediction ε(x_t, '') at the original model's (classifier-free
+guidance moves every output by (w − 1) times its drift); ``misaligned_share`` draws part of the forget batch from
+samples of c' (the erased model's own trajectories pass there: Ink UA 20 % before, 100 % after).
 
 Deliberate departures from the reference code: forget/retain data default to samples the frozen model generates
 itself (final latents of its own sampler, no decode/encode round trip) instead of a fixed image set; "target" means
@@ -35,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +41,7 @@ import torch.nn.functional as F
 from ..ops import global_topk_mask, saliency_loss
 from ..patch import SparseDelta
 from .base import register_method
-from .config import MethodConfig, check_choice, option
+from .config import TrainingConfig, check_choice, option
 from .diffusion_data import (
     batched_predict,
     folder_latents,
@@ -62,56 +60,62 @@ MISALIGNED_PROMPTS = ["a photo of a landscape", "a photo of a room", "a photo of
 
 
 @dataclass
-class SalUnConfig(MethodConfig):
-    steps: int = option(200, "optimisation steps (reference: a few epochs at batch 8, ~500 steps on SD)")
-    lr: float = option(1e-4, "learning rate (tuned on MiniCanvas; the paper uses 1e-5 on SD 1.5 at batch 8)")
-    batch_size: int = option(4, "forget samples and retain samples per step (reference: 8)")
-    target: Any = option("unet", "candidate parameters the saliency mask is chosen from (preset, 're:<regex>', list)")
-    mask_ratio: float = option(0.5, "fraction of candidate weights kept trainable: the most salient, ranked globally")
-    saliency_guidance: float = option(7.5, "w in the saliency loss MSE(target, (1+w)·ε(x_t,c) − w·ε(x_t,''))")
-    alpha: float = option(0.5, "weight of the retain loss (see retain_target); the paper uses 0.1 to 1")
-    forget_target: str = option(
-        "current",
-        "whose prediction for the misaligned prompt the forget loss regresses to: 'current' (the weights being "
-        "trained, the paper's stop-gradient) or 'frozen' (the original weights: a target that cannot drift)",
+class SalUnConfig(TrainingConfig):
+    renamed: ClassVar[dict[str, str]] = {"alpha": "retain_weight"}
+
+    steps: int = option(
+        500, "optimisation steps (paper: 5 epochs at batch 8, ~500 steps at SD scale; MiniCanvas preset: 200)"
     )
-    forget_guidance: float = option(
-        0.0,
-        "η ≥ 0: push the forget target past the misaligned prompt, away from the concept, by η·(ε₀(x_t,c') − "
-        "ε₀(x_t,c)) with ε₀ the original weights (ESD's negative guidance taken relative to c'); 0 = the paper",
+    lr: float = option(1e-5, "learning rate (paper: 1e-5 on SD; MiniCanvas preset: 1e-4)")
+    batch_size: int = option(8, "forget samples and retain samples per step (paper: 8; MiniCanvas preset: 4)")
+    target: Any = option("unet", "candidate parameters the saliency mask is chosen from (preset, 're:<regex>', list)")
+    mask_ratio: float = option(
+        0.5, "fraction of candidate weights kept trainable: the most salient, ranked globally (paper: 0.5)"
+    )
+    saliency_guidance: float = option(
+        7.5, "w in the saliency loss MSE(target, (1+w)·ε(x_t,c) − w·ε(x_t,'')) (paper: 7.5)"
+    )
+    retain_weight: float = option(
+        0.5, "weight of the retain loss that keeps everything else (paper's α: 0.5, range 0.1 to 1; formerly alpha)"
     )
     retain_target: str = option(
-        "frozen",
-        "what the retain loss regresses to: 'frozen' (the original model's prediction for the same input: keeps "
-        "retain predictions where they were) or 'data' (the sampled noise, the paper's standard diffusion loss)",
+        "data",
+        "what the retain loss regresses to: 'data' (the sampled noise, the paper's standard diffusion loss) or "
+        "'frozen' (the original model's prediction for the same input: keeps retain predictions where they were; "
+        "MiniCanvas preset)",
+        advanced=True,
     )
     null_weight: float = option(
-        1.0,
+        0.0,
         "weight of a loss keeping the unconditional prediction ε(x_t, '') where the original model had it, on the "
         "step's forget and retain inputs; classifier-free guidance at scale w moves every prompt's output by (w − 1) "
-        "times its drift (tuned on MiniCanvas; 0 = the paper)",
+        "times its drift (paper: 0; MiniCanvas preset: 1)",
+        advanced=True,
     )
     misaligned_share: float = option(
-        0.5,
+        0.0,
         "share of the forget batch noised from the frozen model's own samples of the misaligned prompts instead "
-        "of the concept's (each paired with its forget sample when pair_misaligned): the concept prompt is also "
-        "mapped to c' on the latents an erased model's trajectories pass through (tuned on MiniCanvas; 0 = the paper)",
+        "of the concept's (each paired with its forget sample when pair_misaligned): the concept is also mapped to "
+        "c' on the latents an erased model's trajectories pass through (paper: 0; MiniCanvas preset: 0.5)",
+        advanced=True,
     )
     misaligned_prompts: list = option(
         MISALIGNED_PROMPTS,
-        "prompts c' (one drawn per sample) whose predictions the concept is mapped to; not the concept",
+        "prompts c' (one drawn per sample) whose predictions the concept is mapped to (the paper's random labels); "
+        "not the concept",
     )
     pair_misaligned: bool = option(
         False,
         "pair misaligned_prompts with forget_prompts by position (sample of forget_prompts[i] -> misaligned_prompts"
         "[i], e.g. the same object in another style) instead of drawing one at random",
+        advanced=True,
     )
     forget_images: str | None = option(None, "folder of images of the concept; default: the model generates them")
     num_forget: int = option(16, "forget samples generated from the concept prompt (when forget_images is not set)")
     forget_prompts: list | None = option(
         None,
         "prompts of the forget data, used in turn, each sample paired with its prompt in both losses (default: "
-        "the concept alone); e.g. the concept in every context it appears in",
+        "the concepts, in turn); e.g. the concept in every context it appears in",
     )
     retain_images: str | None = option(None, "folder of retain images, paired with retain_prompts in turn")
     retain_prompts: list = option(GENERIC_PROMPTS, "prompts of the retain data (generated from them by default)")
@@ -120,23 +124,26 @@ class SalUnConfig(MethodConfig):
         "retain samples generated from retain_prompts when retain_images is not set (default: one per retain "
         "prompt, at least 16)",
     )
-    sample_steps: int = option(20, "sampler steps when the model generates forget/retain samples")
-    sample_guidance: float = option(7.5, "CFG scale when the model generates forget/retain samples")
+    sample_steps: int = option(
+        50, "sampler steps when the model generates forget/retain samples (paper: 50 DDIM; MiniCanvas preset: 20)"
+    )
+    sample_guidance: float = option(7.5, "CFG scale when the model generates forget/retain samples (paper: 7.5)")
     sample_batch_size: int = option(
         16,
         "samples per sampler call when the model generates its own data (speed only: results move by float rounding)",
+        advanced=True,
     )
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 < self.mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1], got {self.mask_ratio!r}.")
-        if self.alpha < 0 or self.weight_decay:
-            raise ValueError("alpha must be >= 0 and weight_decay 0 (decay would move weights outside the mask).")
-        check_choice("forget_target", self.forget_target, ("current", "frozen"))
-        for name in ("forget_guidance", "null_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.retain_weight < 0 or self.weight_decay:
+            raise ValueError(
+                "retain_weight must be >= 0 and weight_decay 0 (decay would move weights outside the mask)."
+            )
+        if self.null_weight < 0:
+            raise ValueError(f"null_weight must be >= 0, got {self.null_weight!r}.")
         if not 0.0 <= self.misaligned_share <= 1.0:
             raise ValueError(f"misaligned_share must be in [0, 1], got {self.misaligned_share!r}.")
         check_choice("retain_target", self.retain_target, ("frozen", "data"))
@@ -166,11 +173,12 @@ class SalUn(TrainedMethod):
     summary = "SalUn: unlearn only the most salient weights (global top-k of |∇ forget loss|); sparse patch"
 
     def prepare(self, state: TrainState) -> None:
-        cfg, handle, ctx, concept = self.config, state.handle, state.ctx, state.concept
+        cfg, handle, ctx, concepts = self.config, state.handle, state.ctx, state.concepts
         require_unet_targets(state)
-        bad = [p for p in cfg.misaligned_prompts if concept.strip().lower() in p.lower()]
-        if bad:
-            raise ValueError(f"misaligned_prompts must not mention the concept {concept!r}: {bad}.")
+        for concept in concepts:
+            bad = [p for p in cfg.misaligned_prompts if concept.strip().lower() in p.lower()]
+            if bad:
+                raise ValueError(f"misaligned_prompts must not mention the concept {concept!r}: {bad}.")
         ctx["forget"], ctx["retain"], retain_prompts = self._data(state)
         if cfg.misaligned_share:  # sample i from the misaligned prompt forget sample i is mapped to (when paired)
             prompts = in_turn(cfg.misaligned_prompts, len(ctx["forget"]))
@@ -178,7 +186,7 @@ class SalUn(TrainedMethod):
                 handle, prompts, state.generator, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
         ctx["retain_emb"] = handle.encode_prompts(retain_prompts)
-        ctx["forget_emb"] = handle.encode_prompts(self.forget_prompts(concept, len(ctx["forget"])))
+        ctx["forget_emb"] = handle.encode_prompts(self.forget_prompts(concepts, len(ctx["forget"])))
         ctx["null_emb"] = handle.encode_prompts([""])  # SalUn's ∅: the empty prompt, never the concept
         ctx["misaligned_emb"] = handle.encode_prompts(cfg.misaligned_prompts)
         ctx["mask"] = global_topk_mask(self.saliency(state), cfg.mask_ratio)
@@ -186,9 +194,9 @@ class SalUn(TrainedMethod):
         kept = sum(int(m.sum()) for m in self.mask.values())
         logger.info("salun: mask keeps %d of %d candidate weights", kept, sum(m.numel() for m in self.mask.values()))
 
-    def forget_prompts(self, concept: str, n: int) -> list[str]:
-        """The prompt of each of the ``n`` forget samples: ``forget_prompts`` in turn, else the concept."""
-        return in_turn(self.config.forget_prompts or [concept], n)
+    def forget_prompts(self, concepts: list[str], n: int) -> list[str]:
+        """The prompt of each of the ``n`` forget samples: ``forget_prompts`` in turn, else the concepts in turn."""
+        return in_turn(self.config.forget_prompts or concepts, n)
 
     def _data(self, state: TrainState) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Forget and retain x₀ latents (folders first, so a bad folder fails before any sampling)."""
@@ -198,7 +206,8 @@ class SalUn(TrainedMethod):
         n_retain = len(retain) if retain is not None else cfg.num_retain or max(16, len(cfg.retain_prompts))
         retain_prompts = in_turn(cfg.retain_prompts, n_retain)
         if forget is None:
-            prompts = self.forget_prompts(state.concept, cfg.num_forget)
+            n = cfg.num_forget if cfg.forget_prompts else max(cfg.num_forget, len(state.concepts))  # each concept
+            prompts = self.forget_prompts(state.concepts, n)
             forget = generated_latents(
                 handle, prompts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
@@ -260,26 +269,18 @@ class SalUn(TrainedMethod):
             r_target = targets.pop(0)
         preds = batched_predict(handle, inputs, state.params)
         forget, retain = F.mse_loss(preds[0], f_target), F.mse_loss(preds[1], r_target)
-        loss, logs = forget + cfg.alpha * retain, {"forget": float(forget.detach()), "retain": float(retain.detach())}
+        loss, logs = (
+            forget + cfg.retain_weight * retain,
+            {"forget": float(forget.detach()), "retain": float(retain.detach())},
+        )
         if cfg.null_weight:
             null = F.mse_loss(preds[2], targets[-1])
             loss, logs["null"] = loss + cfg.null_weight * null, float(null.detach())
         return loss, logs
 
     def misaligned_target(self, state: TrainState, x_t, t, misaligned, forget_emb) -> torch.Tensor:
-        """ε(x_t, c') of the current (``forget_target="current"``) or the original weights, moved by
-        ``forget_guidance``·(ε₀(x_t, c') − ε₀(x_t, c)); the original weights' two predictions share one forward."""
-        cfg, handle = self.config, state.handle
-        current = (
-            handle.predict_noise(x_t, t, misaligned, params=state.params) if cfg.forget_target == "current" else None
-        )
-        if not cfg.forget_guidance:
-            return (current if current is not None else handle.predict_noise(x_t, t, misaligned)).float()
-        n = x_t.shape[0]  # params=None below: the original weights
-        both = handle.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([misaligned, forget_emb]))
-        frozen_mis, frozen_concept = both.float().split(n)
-        base = current.float() if current is not None else frozen_mis
-        return base + cfg.forget_guidance * (frozen_mis - frozen_concept)
+        """ε(x_t, c') of the weights being trained (the paper's stop-gradient target; called under no_grad)."""
+        return state.handle.predict_noise(x_t, t, misaligned, params=state.params).float()
 
     def misaligned_index(self, forget_idx: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """Which misaligned prompt each forget sample is mapped to: its partner (forget sample i was made from

@@ -59,7 +59,7 @@ from ..ops import (
     weighted_directional_loss,
 )
 from .base import register_method
-from .config import MethodConfig, check_choice, option
+from .config import RunConfig, TrainingConfig, check_choice, option
 from .loop import TrainedMethod, TrainState, mix_seeds
 
 logger = logging.getLogger(__name__)
@@ -69,8 +69,8 @@ DEFAULT_TEMPLATES = ["{}.", "a photo of {}.", "a picture of {}.", "an image of {
 
 
 @dataclass
-class TextToUnlearnConfig(MethodConfig):
-    steps: int = option(300, "optimisation steps")
+class TextToUnlearnConfig(TrainingConfig):
+    steps: int = option(300, "optimisation steps (MiniFaces preset: 450)")
     lr: float = option(0.002, "Adam learning rate on the generator's unit-scale weights (StyleGAN-NADA: 0.002)")
     batch_size: int = option(4, "latents per step")
     target: Any = option("synthesis_conv", "trainable parameters: a stylegan preset, 're:<regex>' or a list")
@@ -78,8 +78,10 @@ class TextToUnlearnConfig(MethodConfig):
         "all", "'all': train every targeted layer; 'adaptive': only the adaptive_k whose W+ codes move most"
     )
     adaptive_k: int = option(3, "layers kept by the adaptive selection")
-    adaptive_iters: int = option(5, "steps of W+ optimisation that rank the layers (adaptive selection)")
-    adaptive_lr: float = option(0.01, "Adam learning rate of that W+ optimisation")
+    adaptive_iters: int = option(
+        5, "steps of W+ optimisation that rank the layers (adaptive selection)", advanced=True
+    )
+    adaptive_lr: float = option(0.01, "Adam learning rate of that W+ optimisation", advanced=True)
     clip: str = option(
         "auto", "CLIP for the losses: 'auto' (the world's own), a transformers folder or open_clip:ARCH@CHECKPOINT"
     )
@@ -94,14 +96,21 @@ class TextToUnlearnConfig(MethodConfig):
         0.05,
         "the directional loss takes the CLIP image change's norm as at least this (a linear push while the change "
         "is smaller; 0: the plain cosine, whose first-step gradient is unbounded and stalls Adam)",
+        advanced=True,
     )
     pixel_weight: float = option(10.0, "weight of the pixel MSE retention loss (images in [0, 1])")
     feature_weight: float = option(
         10.0, "weight of the CLIP-feature retention loss (1 - cos); 10 measured best on MiniFaces (docs/minifaces.md)"
     )
-    presence_weighting: bool = option(True, "weight directions by P(attribute) and retention by P(no attribute)")
-    presence_scale: float = option(0.0, "logit scale of that CLIP probability; 0 = the CLIP's own logit_scale")
-    truncation_psi: float = option(1.0, "truncation of the training latents (1 = the full distribution)")
+    presence_weighting: bool = option(
+        True, "weight directions by P(attribute) and retention by P(no attribute)", advanced=True
+    )
+    presence_scale: float = option(
+        0.0, "logit scale of that CLIP probability; 0 = the CLIP's own logit_scale", advanced=True
+    )
+    truncation_psi: float = option(
+        1.0, "truncation of the training latents (1 = the full distribution)", advanced=True
+    )
     retain: list = option(
         [],
         "concepts to keep, as text ('a smile'; a group 'black hair | red hair' keeps its distribution): on every "
@@ -114,20 +123,25 @@ class TextToUnlearnConfig(MethodConfig):
     )
     removal_weight: float = option(
         0.0,
-        "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute",
+        "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute "
+        "(MiniFaces preset: 1)",
+        advanced=True,
     )
     colour_weight: float = option(
         0.0,
         "weight of a colour-layout retention on every sample, with or without the attribute: the squared change "
-        "of the image's mean colour in each cell of a colour_grid x colour_grid grid (images in [0, 1])",
+        "of the image's mean colour in each cell of a colour_grid x colour_grid grid (images in [0, 1]; MiniFaces "
+        "preset: 1000)",
+        advanced=True,
     )
-    colour_grid: int = option(4, "cells per side of that grid (4: 16 x 16 px cells at 64 px)")
+    colour_grid: int = option(4, "cells per side of that grid (4: 16 x 16 px cells at 64 px)", advanced=True)
     stop_ratio: float = option(
         0.0,
         "stop before `steps` once the trained samples' CLIP probability of showing the attribute, summed over the "
         "last stop_window steps, is at most this fraction of the frozen samples' (e.g. 0.03; 0: run every step)",
+        advanced=True,
     )
-    stop_window: int = option(50, "steps that early stop sums over (50 x batch 4: 200 samples)")
+    stop_window: int = option(50, "steps that early stop sums over (50 x batch 4: 200 samples)", advanced=True)
 
     def __post_init__(self):
         super().__post_init__()
@@ -206,8 +220,8 @@ class TextToUnlearn(TrainedMethod):
     kinds = ("stylegan",)
     summary = "Text-to-Unlearn (StyleGAN2): directional CLIP loss from text only, with retention — dense patch"
 
-    def __init__(self, config: TextToUnlearnConfig | None = None):
-        super().__init__(config)
+    def __init__(self, config: TextToUnlearnConfig | None = None, run: RunConfig | None = None):
+        super().__init__(config, run)
         self._selected: list[str] | None = None
         self._text: dict | None = None
         self._stopped: dict | None = None  # {"step", "ratio"} of the erasure's early stop, if it stopped early

@@ -26,8 +26,9 @@ used λ = 0.5 and defaulted the preserve scale to max(0.1, 1/number of preserved
 Departures from the authors' code: the solve is float64 ``torch.linalg.solve`` (theirs inverts in float32; the
 edits agree within float32 round-off, docs/parity.md); one guide serves every erased concept (theirs takes one per
 concept); there is no erase scale (theirs defaults to 1); ``preserve_random`` is erasekit's and the seed only
-matters when it is > 0. UCE has no training loop: ``steps``, ``lr``, ``batch_size``, the optimiser and checkpoint
-options are accepted (shared by every method) and ignored.
+matters when it is > 0. UCE has no training loop, so its config has no training options (steps, lr, batch size,
+weight decay, clipping): giving one is an error. Several concepts at once: a list of concepts (or ``erase``) maps
+every one of them to the guide in the same solve.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from ..ops.uce import aligned_rows as aligned_rows  # re-exported: older imports
 from ..patch import DenseDelta, ErasurePatch, resolve_targets
 from .base import EraseMethod, register_method
 from .config import MethodConfig, check_choice, option
+from .loop import concept_list
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +61,8 @@ _KV = re.compile(r"unet\..*\.attn2\.to_[kv]\.weight")  # the parameters UCE's cl
 
 @dataclass
 class UCEConfig(MethodConfig):
-    steps: int = option(1, "ignored: UCE is one closed-form solve (the shared loop options do not apply)")
     target: Any = option("xattn_kv", "linear maps of the text embeddings to edit (cross-attention to_k / to_v)")
-    erase: list = option([], "further concepts erased with the main one, all mapped to the guide")
+    erase: list = option([], "further concepts erased with the given ones, all mapped to the guide")
     preserve: list = option([], "concepts whose keys/values must stay unchanged (e.g. other artists' names)")
     guide: str | None = option(
         None,
@@ -119,7 +120,7 @@ class UCE(EraseMethod):
     def default_target(self) -> Any:
         return self.config.target
 
-    def erase(self, model, concept: str, anchor: str | None = None, callbacks=()) -> ErasurePatch:
+    def erase(self, model, concept: str | list[str], anchor: str | None = None, callbacks=()) -> ErasurePatch:
         from ..models import load_model
 
         cfg = self.config
@@ -134,7 +135,8 @@ class UCE(EraseMethod):
             )
         if callbacks:
             logger.warning("uce has no training loop; callbacks are ignored")
-        erased = [concept, *cfg.erase]
+        concepts = concept_list(concept)
+        erased = [*concepts, *cfg.erase]
         for c in erased + list(cfg.preserve):
             handle.check_concept(c)
         guide = cfg.guide if cfg.guide is not None else (anchor or "")
@@ -168,7 +170,8 @@ class UCE(EraseMethod):
             0 if preserve_keys is None else len(preserve_keys),
             len(deltas),
         )
-        return ErasurePatch(deltas, self._metadata(handle, concept, guide, deltas, time.perf_counter() - started))
+        named = concepts[0] if len(concepts) == 1 else concepts
+        return ErasurePatch(deltas, self._metadata(handle, named, guide, deltas, time.perf_counter() - started))
 
     def _generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.config.seed)
@@ -214,7 +217,7 @@ class UCE(EraseMethod):
             [e[uce_preserve_positions(self.config.keys, k, length)] for e, k in zip(emb, counts, strict=True)]
         )
 
-    def _metadata(self, handle, concept: str, guide: str, deltas: dict, seconds: float) -> dict:
+    def _metadata(self, handle, concept: str | list[str], guide: str, deltas: dict, seconds: float) -> dict:
         components = handle.components
         touched = sorted({k.split(".", 1)[0] for k in deltas})
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)

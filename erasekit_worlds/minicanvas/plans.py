@@ -7,12 +7,14 @@ The benchmark, the quickstart and the demo erase ``style:NAME`` / ``object:NAME`
 - methods that take prompt lists get the target in every context of the world (the UnlearnCanvas template over
   every object, or every style), so the erasure covers the whole class: SalUn's forget prompts, each paired with
   the anchor prompt of the same object (or style) as its misaligned prompt, and the rest of the world as its retain
-  prompts; DoCo's concept prompts paired with anchor prompts of the same object (or style), and for a style
-  the rest of the world as its retain prompts (the prior loss then keeps the other styles; on objects they held
-  the erasure back, docs/methods.md); UCE's preserved classes; ESD takes its variant from the kind (``x`` for
-  styles, ``u`` for objects).
+  prompts; DoCo's concept prompts paired with anchor prompts of the same object (or style), and the rest of the
+  world as its retain prompts (the DoCo preset drops them for objects, where they held the erasure back,
+  docs/methods.md); UCE's preserved classes.
 
-Only prompts and the concept kind are set; every hyperparameter stays at the method's default.
+Only prompts, the anchor and the concept kind are set here; hyperparameters, per-kind ones included (ESD's variant,
+DoCo's style settings), live in the world's presets (``erasekit_worlds/minicanvas/presets/``), which apply this plan
+(``plan: true``). Several targets of one kind erased together get the forget and concept prompts of all of them,
+paired as for one, and only the classes none of them names as retain prompts and preserved concepts.
 
 Example:
     >>> concept, anchor, overrides = erasure_plan("salun", "style:Ink")
@@ -40,11 +42,70 @@ def parse_target(target: str) -> tuple[str, str]:
     return kind, resolve_style(name) if kind == "style" else resolve_object(name)
 
 
-def erasure_plan(method: str, target: str, phrases: dict | None = None) -> tuple[str, str | None, dict]:
-    """``(concept, anchor, config overrides)`` for erasing ``target`` with ``method`` on a MiniCanvas world.
+def target_of(concept: str, phrases: dict | None = None) -> str | None:
+    """The target a concept phrased as :func:`erasure_plan` phrases it names: ``"Ink style"`` -> ``"style:Ink"``,
+    ``"apple"`` -> ``"object:apple"`` (case-insensitive); ``None`` for anything else.
+
+    Example:
+        >>> target_of("mosaic style"), target_of("apple"), target_of("a red car")
+        ('style:Mosaic', 'object:apple', None)
+    """
+    phr = {**PHRASES, **(phrases or {})}
+    text = " ".join(str(concept).split()).lower()
+    for style in STYLES:
+        if text == phr["style_concept"].format(name=style).lower():
+            return f"style:{style}"
+    for obj in OBJECTS:
+        if text == phr["object_concept"].format(name=obj).lower():
+            return f"object:{obj}"
+    return None
+
+
+def erasure_plan(
+    method: str, target: str | list[str], phrases: dict | None = None
+) -> tuple[str | list[str], str | None, dict]:
+    """``(concept, anchor, config overrides)`` for erasing ``target`` with ``method`` on a MiniCanvas world; for a
+    list of targets of one kind, erased together, the concept is the list of their concepts.
 
     ``phrases`` overrides entries of :data:`PHRASES` (format fields ``{name}`` and ``{style}``).
     """
+    if not isinstance(target, str):
+        return _joint_plan(method, list(target), phrases)
+    return _plan(method, target, phrases)
+
+
+def _joint_plan(method: str, targets: list[str], phrases: dict | None) -> tuple[list[str], str | None, dict]:
+    """Several targets of one kind: forget-side lists interleaved (target 1's first prompt, target 2's first, ...;
+    pairs kept), so samples drawn in turn cover every target; retain-side lists narrowed to the classes none of the
+    targets names."""
+    parsed = [parse_target(t) for t in targets]
+    if len({kind for kind, _ in parsed}) != 1:
+        raise ValueError(f"Targets erased together must be of one kind (styles or objects), got {targets}.")
+    plans = [_plan(method, f"{kind}:{name}", phrases) for kind, name in parsed]
+    names = {name for _, name in parsed}
+    concepts = [concept for concept, _, _ in plans]
+    anchor = plans[0][1]
+    merged: dict = {}
+    for key in plans[0][2]:
+        values = [extra[key] for _, _, extra in plans]
+        if key in ("forget_prompts", "misaligned_prompts", "concept_prompts", "anchor_prompts"):
+            merged[key] = [v for group in zip(*values, strict=True) for v in group]  # interleaved: samples in turn
+        elif key in ("retain_prompts", "preserve"):
+            merged[key] = [v for v in values[0] if not any(_names(v, n) for n in names)]
+        else:
+            merged[key] = values[0]
+    return concepts, anchor, merged
+
+
+def _names(prompt: str, name: str) -> bool:
+    """Whether ``prompt`` names the class ``name`` as a whole word (so "Ink" does not match "Pink")."""
+    import re
+
+    return re.search(rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", prompt, re.IGNORECASE) is not None
+
+
+def _plan(method: str, target: str, phrases: dict | None = None) -> tuple[str, str | None, dict]:
+    """One target's plan (see :func:`erasure_plan`)."""
     kind, name = parse_target(target)
     phr = {**PHRASES, **(phrases or {})}
     if kind == "style":
@@ -70,9 +131,7 @@ def erasure_plan(method: str, target: str, phrases: dict | None = None) -> tuple
             "misaligned_prompts": anchors,  # c' of each forget prompt: its own anchor context, not a random one
             "pair_misaligned": True,
         },
-        "doco": {"concept_kind": kind, "concept_prompts": forget, "anchor_prompts": anchors}
-        | ({"retain_prompts": retain} if kind == "style" else {}),  # objects: the paper's prior (docs/methods.md)
-        "esd": {"variant": "x" if kind == "style" else "u"},
+        "doco": {"concept_kind": kind, "concept_prompts": forget, "anchor_prompts": anchors, "retain_prompts": retain},
         "uce": {"preserve": preserve},
     }
     return concept, anchor, dict(plans.get(method, {}))

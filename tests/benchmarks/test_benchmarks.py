@@ -11,13 +11,17 @@ ROOT = Path(__file__).parents[2]
 BENCH = ROOT / "benchmarks"
 # the maintained benchmarks: each has a test here or in tests/worlds/, and its results are named after it
 MAINTAINED = {
+    "minicanvas_all_targets",
     "minicanvas_data_check",
     "minicanvas_eval",
     "minicanvas_fidelity",
     "minicanvas_generate",
+    "minicanvas_multi_concept",
     "minicanvas_unlearning",
+    "minifaces_all_targets",
     "minifaces_pair_probe",
     "minifaces_unlearning",
+    "sd15_cpu",
     "sd_scale",
 }
 

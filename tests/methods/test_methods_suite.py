@@ -59,7 +59,7 @@ def test_patch_is_nonempty_finite_and_within_targets(method, arch, patches, fres
     assert all(torch.isfinite(d.to_dense()).all() for d in patch.deltas.values())
     meta = patch.metadata
     assert meta["method"] == method and meta["concept"] == "a cat" and meta["base_fingerprint"]
-    assert meta["stats"]["steps_run"] == FAST_CONFIGS[method]["steps"]
+    assert meta["stats"]["steps_run"] == FAST_CONFIGS[method].get("steps", 1)  # a closed form: one step
 
 
 @pytest.mark.parametrize("method, arch", CASES)
@@ -139,8 +139,10 @@ def test_method_refuses_an_architecture_it_does_not_support(method, arch, fresh_
 def test_config_yaml_round_trip_and_shipped_defaults(method, tmp_path):
     from pathlib import Path
 
+    from erasekit.methods.config import TrainingConfig
+
     cls = get_method(method).config_class
-    cfg = cls().with_overrides({"seed": 3, "steps": 7})
+    cfg = cls().with_overrides({"seed": 3, "steps": 7} if issubclass(cls, TrainingConfig) else {"seed": 3})
     assert cls.from_yaml(cfg.to_yaml(tmp_path / "c.yaml")) == cfg
     import yaml
 
@@ -180,7 +182,7 @@ def test_gan_patch_is_nonempty_finite_and_within_targets(method, gan_patches, ti
     assert all(torch.isfinite(d.to_dense()).all() for d in patch.deltas.values())
     meta = patch.metadata
     assert meta["method"] == method and meta["concept"] == "glasses" and meta["base_fingerprint"]["generator"]
-    assert meta["stats"]["steps_run"] == FAST_CONFIGS[method]["steps"]
+    assert meta["stats"]["steps_run"] == FAST_CONFIGS[method].get("steps", 1)  # a closed form: one step
 
 
 @pytest.mark.parametrize("method", GAN_METHODS)

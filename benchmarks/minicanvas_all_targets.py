@@ -1,0 +1,269 @@
+"""MiniCanvas, every target: SalUn and DoCo with their world presets on every style but Photo and every object.
+
+Each row erases one target (``style:NAME`` / ``object:NAME``) from the shipped MiniCanvas pipeline exactly as
+``erasekit erase --model minicanvas --method METHOD --concept "NAME style"`` does with no other option (the world's
+preset, which applies the world's plan), and evaluates the patched pipeline on the full grid (every style x object
+pair, the world's sampler, the same seeds for every row): UA, held-out-template UA, IRA and CRA. It records the
+erasure's time next to the machine's matmul speed measured just before it (machines of one kind differ up to 2.6x).
+
+Bars (checked per row and on the averages, printed and written with the table):
+
+- each style target UA >= 95, IRA >= 90, CRA >= 90; each object target UA >= 90, IRA >= 90, CRA >= 90;
+- averages: styles UA >= 99, IRA >= 96, CRA >= 96; objects UA >= 97, IRA >= 96, CRA >= 96;
+- held-out-template UA within 3 points of UA (each row and the averages);
+- each erasure <= 120 s on 2 CPU cores.
+
+The JSON is rewritten atomically after every row, and rows already in it are skipped, so the script can be stopped
+and started again (``--limit N`` runs at most N new rows per invocation). Run it alone on the machine: erasure times
+are part of the result.
+
+Usage:
+    python benchmarks/minicanvas_all_targets.py                        # every row not yet in the JSON
+    python benchmarks/minicanvas_all_targets.py --methods salun --limit 1 --out /tmp/r.json --md /tmp/r.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from erasekit._env import cpu_matmul_gflops, environment
+from erasekit._io import write_json, write_text
+from erasekit.cli.common import parse_seeds
+
+logger = logging.getLogger("minicanvas_all_targets")
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("salun", "doco")
+ROW_BARS = {"style": {"ua": 0.95, "ira": 0.90, "cra": 0.90}, "object": {"ua": 0.90, "ira": 0.90, "cra": 0.90}}
+MEAN_BARS = {"style": {"ua": 0.99, "ira": 0.96, "cra": 0.96}, "object": {"ua": 0.97, "ira": 0.96, "cra": 0.96}}
+HELDOUT_GAP = 0.03  # held-out-template UA at most this far below (or above) UA
+ERASE_SECONDS = 120.0  # on 2 CPU cores
+METRICS = ("ua", "ira", "cra")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="methods (default: salun doco)")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=None,
+        help="only these targets (default: every style but Photo and every object)",
+    )
+    p.add_argument("--seeds", default="0-1", help="evaluation seeds (default 0-1)")
+    p.add_argument("--world", default=None, help="MiniCanvas world folder (default: the shipped weights)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the bars assume 2)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call in the evaluation")
+    p.add_argument("--limit", type=int, default=None, help="run at most this many new rows, then stop")
+    p.add_argument("--patch-dir", default=None, help="also save every patch here")
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/minicanvas_all_targets.json"), help="result JSON")
+    p.add_argument("--md", default=str(ROOT / "docs/results/minicanvas_all_targets.md"), help="Markdown table")
+    return p.parse_args(argv)
+
+
+def all_targets() -> list[str]:
+    from erasekit_worlds.minicanvas.data import OBJECTS, PHOTO, STYLES
+
+    return [f"style:{s}" for s in STYLES if s != PHOTO] + [f"object:{o}" for o in OBJECTS]
+
+
+def row_checks(row: dict) -> dict[str, bool]:
+    """Which per-target bars a row meets."""
+    kind, m = row["target"].split(":")[0], row["metrics"]
+    checks = {f"{k}_ge_{round(100 * v)}": m[k] >= v for k, v in ROW_BARS[kind].items()}
+    checks["heldout_within_3"] = abs(m["ua"] - m["ua_heldout"]) <= HELDOUT_GAP
+    checks["erase_le_120s"] = row["erase_seconds"] <= ERASE_SECONDS
+    return checks
+
+
+def summarise(rows: list[dict], methods: list[str]) -> dict:
+    """Per method and kind: the averages, the bars on them, and how many rows meet every per-target bar."""
+    out = {}
+    for method in methods:
+        for kind in ("style", "object"):
+            mine = [r for r in rows if r["method"] == method and r["target"].startswith(kind + ":")]
+            if not mine:
+                continue
+            mean = {k: round(sum(r["metrics"][k] for r in mine) / len(mine), 4) for k in (*METRICS, "ua_heldout")}
+            checks = {f"mean_{k}_ge_{round(100 * v)}": mean[k] >= v for k, v in MEAN_BARS[kind].items()}
+            checks["mean_heldout_within_3"] = abs(mean["ua"] - mean["ua_heldout"]) <= HELDOUT_GAP
+            out[f"{method}/{kind}"] = {
+                "rows": len(mine),
+                "rows_meeting_every_bar": sum(all(r["meets"].values()) for r in mine),
+                "mean": mean,
+                "max_erase_seconds": max(r["erase_seconds"] for r in mine),
+                "meets": checks,
+            }
+    return out
+
+
+def markdown(result: dict) -> str:
+    s, env = result["settings"], result["environment"]
+
+    def pct(v):
+        return f"{100 * v:.1f}"
+
+    lines = [
+        "# MiniCanvas: SalUn and DoCo on every target",
+        "",
+        f"Generated by `python benchmarks/minicanvas_all_targets.py`: each method with its world preset and no other "
+        f"option, seeds {s['seeds']}, {s['steps']} sampler steps, CFG {s['guidance']}, every (style, object) pair of "
+        f"the world; {env['device']}, {env['torch_threads']} threads. CPU GFLOP/s: the machine's fp32 matmul speed "
+        "just before each erasure.",
+        "",
+        "| method | target | preset | UA | UA held-out | IRA | CRA | erase s | CPU GFLOP/s | bars met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        m = r["metrics"]
+        missed = [k for k, ok in r["meets"].items() if not ok]
+        lines.append(
+            f"| {r['method']} | {r['target']} | {r['preset']} | {pct(m['ua'])} | {pct(m['ua_heldout'])} "
+            f"| {pct(m['ira'])} | {pct(m['cra'])} | {r['erase_seconds']:.0f} | {r['cpu_matmul_gflops']:.0f} "
+            f"| {'all' if not missed else 'missed ' + ', '.join(missed)} |"
+        )
+    lines += ["", "Averages (bars: styles UA ≥ 99, IRA ≥ 96, CRA ≥ 96; objects UA ≥ 97, IRA ≥ 96, CRA ≥ 96):", ""]
+    lines += [
+        "| method / kind | rows | rows meeting every bar | UA | UA held-out | IRA | CRA | max erase s | bars met |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|---|---|"]
+    for key, v in result["summary"].items():
+        m, missed = v["mean"], [k for k, ok in v["meets"].items() if not ok]
+        lines.append(
+            f"| {key} | {v['rows']} | {v['rows_meeting_every_bar']} | {pct(m['ua'])} | {pct(m['ua_heldout'])} "
+            f"| {pct(m['ira'])} | {pct(m['cra'])} | {v['max_erase_seconds']:.0f} "
+            f"| {'all' if not missed else 'missed ' + ', '.join(missed)} |"
+        )
+    lines += [
+        "",
+        "Per-target bars: styles UA ≥ 95, IRA ≥ 90, CRA ≥ 90; objects UA ≥ 90, IRA ≥ 90, CRA ≥ 90; held-out-template "
+        "UA within 3 points of UA; each erasure ≤ 120 s on 2 CPU cores.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def load_world(args):
+    """``(world folder, world spec, manifest, suite, handle)`` of the MiniCanvas world the rows run on."""
+    from erasekit.models import DiffusionHandle, load_pipeline
+    from erasekit_worlds.minicanvas import weights_dir
+    from erasekit_worlds.minicanvas.suite import minicanvas_suite
+
+    world = Path(args.world) if args.world else weights_dir()
+    spec = f"minicanvas:{world}" if args.world else "minicanvas"
+    manifest = json.loads((world / "manifest.json").read_text(encoding="utf-8"))
+    suite = minicanvas_suite(world)
+    handle = DiffusionHandle(load_pipeline(str(world / "pipeline"), device="cpu", dtype=torch.float32))
+    return world, spec, manifest, suite, handle
+
+
+def erase_row(handle, spec: str, method: str, target: str, args) -> tuple[dict, object]:
+    """Erase one target as the CLI does with no option but the concept; returns the row's erasure part and patch."""
+    import erasekit
+    from erasekit_worlds.minicanvas.plans import erasure_plan
+
+    concept = erasure_plan(method, target)[0]
+    machine = cpu_matmul_gflops()
+    started = time.perf_counter()
+    patch = erasekit.erase(handle, method, concept, world=spec, progress=False)
+    seconds = time.perf_counter() - started
+    if args.patch_dir:
+        patch.save(Path(args.patch_dir) / f"{method}_{target.replace(':', '_')}.safetensors")
+    row = {
+        "method": method,
+        "target": target,
+        "concept": concept,
+        "anchor": patch.metadata.get("anchor"),
+        "preset": patch.metadata["preset"]["name"],
+        "config": patch.metadata["config"],
+        "erase_seconds": round(seconds, 1),
+        "cpu_matmul_gflops": machine,
+        "values_changed": patch.num_changed,
+    }
+    return row, patch
+
+
+def evaluate_row(handle, suite, target: str, patch, seeds: list[int], manifest: dict, args) -> dict:
+    import erasekit
+
+    report = erasekit.evaluate(
+        handle,
+        suite,
+        target,
+        patch=patch,
+        seeds=seeds,
+        steps=manifest["sampling"]["steps"],
+        guidance=manifest["sampling"]["guidance"],
+        batch_size=args.batch_size,
+        metrics=METRICS,
+        progress=False,
+    )
+    return {k: report.metrics[k] for k in (*METRICS, "ua_heldout")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    targets = args.targets or all_targets()
+    seeds = parse_seeds(args.seeds)
+    world, spec, manifest, suite, handle = load_world(args)
+    targets = [str(suite.parse_target(t)) for t in targets]
+    out = Path(args.out)
+    settings = {
+        "world": str(world),
+        "seeds": seeds,
+        "steps": manifest["sampling"]["steps"],
+        "guidance": manifest["sampling"]["guidance"],
+        "methods": list(args.methods),
+        "targets": targets,
+    }
+    result = {"benchmark": "minicanvas_all_targets", "settings": settings, "environment": environment("cpu")}
+    result.update(
+        bars={"row": ROW_BARS, "mean": MEAN_BARS, "heldout_gap": HELDOUT_GAP, "erase_seconds": ERASE_SECONDS}
+    )
+    result["rows"] = []
+    if out.is_file():  # resumable per row: what is in the JSON is kept and not measured again
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+        if earlier["settings"]["seeds"] != seeds:
+            raise SystemExit(f"{out} holds rows measured with seeds {earlier['settings']['seeds']}; use another --out")
+        result["rows"] = earlier["rows"]
+    done = {(r["method"], r["target"]) for r in result["rows"]}
+    todo = [(m, t) for t in targets for m in args.methods if (m, t) not in done]
+    if args.limit is not None:
+        todo = todo[: args.limit]
+    for method, target in todo:
+        logger.info("%s on %s", method, target)
+        row, patch = erase_row(handle, spec, method, target, args)
+        row["metrics"] = evaluate_row(handle, suite, target, patch, seeds, manifest, args)
+        row["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        row["meets"] = row_checks(row)
+        result["rows"].append(row)
+        result["summary"] = summarise(result["rows"], list(args.methods))
+        write_json(out, result)
+        write_text(args.md, markdown(result))
+        logger.info("%s %s: %s (%.0f s erase)", method, target, row["metrics"], row["erase_seconds"])
+    result["summary"] = summarise(result["rows"], list(args.methods))
+    write_json(out, result)
+    write_text(args.md, markdown(result))
+    print(markdown(result))
+    left = len(
+        [
+            1
+            for m in args.methods
+            for t in targets
+            if (m, t) not in {(r["method"], r["target"]) for r in result["rows"]}
+        ]
+    )
+    print(f"{len(result['rows'])} rows measured, {left} left (run again to continue)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
