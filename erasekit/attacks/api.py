@@ -35,7 +35,8 @@ def _load_gold(gold, model, handle):
     if handle.kind == "diffusion":
         kwargs["dtype"] = handle.dtype
     if path.is_dir() and not (path / "model_index.json").is_file():
-        found = world_of_spec(str(model)) if isinstance(model, str) else None
+        spec = model if isinstance(model, str) else getattr(handle, "spec", None)
+        found = world_of_spec(spec) if spec else None
         if found is None:
             raise ValueError(
                 f"--gold {gold}: not a diffusers pipeline folder (no model_index.json); for a world folder, name the "

@@ -101,5 +101,5 @@ class Inversion(Attack):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                bar.set_postfix(loss=f"{float(loss):.4g}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         return vector.detach()

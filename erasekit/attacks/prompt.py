@@ -120,6 +120,10 @@ class PromptAttack(Attack):
             "images": images,
         }
 
+    def objective(self, ctx: AttackContext, handle, x0, cond, uncond, gens) -> torch.Tensor:
+        """What the tokens maximise: the judge's log-probability of the concept on the guided one-step x̂₀."""
+        return judged_x0(ctx, handle, x0, cond, uncond, gens, self.config.t_range)
+
     def _optimise(self, ctx, handle, table, allowed, slots, suffix_slots, mode, variant):
         cfg = self.config
         gen = torch.Generator().manual_seed(mix_seeds(cfg.seed, len(variant), len(mode)))
@@ -144,11 +148,11 @@ class PromptAttack(Attack):
                 texts = [f"{pairs[int(i)][0]} {suffix_slots}" for i in idx]
                 with handle.injected_tokens({tid: used[j] for j, (tid, _) in enumerate(slots)}):
                     cond = handle.encode_prompts(texts)
-                loss = -judged_x0(ctx, handle, x0[idx].to(handle.device), cond, uncond, gens, cfg.t_range)
+                loss = -self.objective(ctx, handle, x0[idx].to(handle.device), cond, uncond, gens)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                bar.set_postfix(loss=f"{float(loss):.3g}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3g}")
         if mode == "discrete":
             from ..ops.vocab import nearest_tokens
 

@@ -90,7 +90,7 @@ class Relearn(Attack):
                         opt.step()
                         done += 1
                         bar.update(1)
-                        bar.set_postfix(loss=f"{float(loss):.4g}")
+                        bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
                     if stop == 0:
                         curve[0] = ctx.plain_rate(variant)
                         continue
