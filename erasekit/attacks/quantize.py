@@ -93,7 +93,7 @@ class Quantize(Attack):
         out: dict[str, Any] = {}
         for fmt in cfg.formats:
             rows = {}
-            total, survive, below = 0, 0.0, 0.0
+            total, survive, below, moved = 0, 0.0, 0.0, 0.0
             for key, delta in ctx.patch.deltas.items():
                 base = params[key].detach().float().cpu()
                 if not quantizable(key, base, fmt):
@@ -105,6 +105,7 @@ class Quantize(Attack):
                 total += stats["changed"]
                 survive += stats["retained"] * stats["changed"]
                 below += stats["below_half_bin"] * stats["changed"]
+                moved += stats["entries_moved"] * stats["changed"]
             ratios = sorted(s["median_ratio"] for s in rows.values())
             largest = sorted(rows, key=lambda k: -rows[k]["changed"])[:50]
             out[fmt] = {
@@ -113,6 +114,7 @@ class Quantize(Attack):
                 "median_ratio": ratios[len(ratios) // 2] if ratios else float("nan"),
                 "below_half_bin": below / total if total else float("nan"),
                 "delta_retained": survive / total if total else float("nan"),
+                "entries_moved": moved / total if total else float("nan"),
                 "per_tensor": {k: rows[k] for k in largest},
             }
         return out

@@ -110,11 +110,16 @@ def _detail(name: str, result: dict[str, Any]) -> list[str]:
         formats = list(next(iter(rates.values())))
         lines = ["| model | " + " | ".join(formats) + " |", "|---|" + "---|" * len(formats)]
         lines += [f"| {v} | " + " | ".join(_pct(r[f]) for f in formats) + " |" for v, r in rates.items()]
-        lines += ["", "| format | median \\|delta\\|/bin | changed entries under half a bin | share of delta kept |"]
-        lines.append("|---|---|---|---|")
+        lines += [
+            "",
+            "| format | median \\|delta\\|/bin | changed entries under half a bin | entries still changed | share of "
+            "delta kept |",
+            "|---|---|---|---|---|",
+        ]
         for fmt, d in result["delta_vs_bin"].items():
             lines.append(
-                f"| {fmt} | {d['median_ratio']:.3g} | {_pct(d['below_half_bin'])} | {_pct(d['delta_retained'])} |"
+                f"| {fmt} | {d['median_ratio']:.3g} | {_pct(d['below_half_bin'])} | {_pct(d['entries_moved'])} | "
+                f"{_pct(d['delta_retained'])} |"
             )
         return lines
     if name == "relearn":

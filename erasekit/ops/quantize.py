@@ -123,7 +123,9 @@ def delta_bin_ratio(base: torch.Tensor, delta: torch.Tensor, fmt: str, group_siz
     Returns ``median_ratio`` (median over the changed entries of ``|delta| / bin width``), ``below_half_bin`` (the
     fraction of changed entries whose ``|delta|`` is under half a bin, which rounding can erase), ``retained`` (the
     share of the delta that survives quantizing both weights: the projection of ``Q(base + delta) - Q(base)`` on
-    ``delta`` over ``|delta|²``; 1 when it survives intact, 0 when quantization undoes it) and ``changed``.
+    ``delta`` over ``|delta|²``: 1 when it survives on average, 0 when quantization undoes it; rounding is unbiased
+    over many entries, so look at ``entries_moved`` too: the fraction of changed entries whose quantized value differs
+    from the quantized base, i.e. where the patch survives at all) and ``changed``.
 
     Example:
         >>> w = torch.zeros(4, 64); w[:, 0] = 1.0                      # int8 bin width 1/127 on every row
@@ -133,7 +135,8 @@ def delta_bin_ratio(base: torch.Tensor, delta: torch.Tensor, fmt: str, group_siz
     patched = base.float() + delta.float()
     changed = delta.reshape(-1) != 0
     if not bool(changed.any()):
-        return {"median_ratio": math.nan, "below_half_bin": math.nan, "retained": math.nan, "changed": 0}
+        nan = math.nan
+        return {"median_ratio": nan, "below_half_bin": nan, "retained": nan, "entries_moved": nan, "changed": 0}
     ratio = (delta.float().abs() / bin_width(patched, fmt, group_size)).reshape(-1)[changed]
     moved = quantize_roundtrip(patched, fmt, group_size).double() - quantize_roundtrip(base.float(), fmt, group_size)
     d = delta.double()
@@ -141,5 +144,6 @@ def delta_bin_ratio(base: torch.Tensor, delta: torch.Tensor, fmt: str, group_siz
         "median_ratio": float(ratio.median()),
         "below_half_bin": float((ratio < 0.5).float().mean()),
         "retained": float((moved * d).sum() / d.square().sum()),
+        "entries_moved": float((moved.reshape(-1)[changed] != 0).float().mean()),
         "changed": int(changed.sum()),
     }
