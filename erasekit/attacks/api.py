@@ -192,6 +192,8 @@ def attack(
     ctx.cache["concept_name"] = setup["name"]
     for inst in instances:
         inst.check(ctx)
+    for inst in instances:
+        inst.prepare(ctx)
     results, images, cpu, wall = {}, {}, {}, {}
     for inst in instances:
         logger.info("attack %s on %s", inst.name, ctx.target)

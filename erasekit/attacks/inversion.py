@@ -57,6 +57,9 @@ class Inversion(Attack):
         if not ctx.cache.get("concept_name"):
             raise ValueError("The inversion attack needs a suite target (style:NAME or object:NAME).")
 
+    def prepare(self, ctx: AttackContext) -> None:
+        ctx.concept_latents(self.config.k, self.config.images)
+
     def run(self, ctx: AttackContext) -> dict[str, Any]:
         cfg = self.config
         name = ctx.cache["concept_name"]

@@ -68,6 +68,10 @@ class Relearn(Attack):
         prefix = "generator.synthesis." if ctx.kind == "stylegan" else handle.denoiser_name + "."
         return [k for k in handle.named_parameters() if k.startswith(prefix)]
 
+    def prepare(self, ctx: AttackContext) -> None:
+        if ctx.kind == "diffusion":
+            ctx.concept_latents(self.config.k, self.config.images)
+
     def run(self, ctx: AttackContext) -> dict[str, Any]:
         cfg = self.config
         curves: dict[str, dict[int, float]] = {}
