@@ -17,7 +17,7 @@ def test_the_base_model_is_attacked_successfully_on_its_own_concept():
     configs = {
         "relearn": {"schedule": [0, 5], "k": 4, "batch_size": 2},
         "prompt": {"steps": 4, "modes": ["discrete"], "batch_size": 2},
-        "inversion": {"steps": 5, "k": 4, "batch_size": 2},
+        "inversion": {"steps": 30, "k": 4, "batch_size": 2},
         "quantize": {"formats": ["int8", "nf4"]},
     }
     report = erasekit.attack(
