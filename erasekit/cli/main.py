@@ -7,9 +7,9 @@ import logging
 import sys
 
 from ..plugins import commands
-from . import apply, demo, erase, evaluate, generate, info, listing, quickstart
+from . import apply, attack, demo, erase, evaluate, generate, info, listing, quickstart
 
-SUBCOMMANDS = (erase, apply, generate, evaluate, listing, info, quickstart, demo)
+SUBCOMMANDS = (erase, apply, generate, evaluate, attack, listing, info, quickstart, demo)
 
 EPILOG = """examples:
   erasekit list
@@ -18,6 +18,7 @@ EPILOG = """examples:
   erasekit generate --model tiny-sd --prompt "a cat" --patch p.safetensors --out cat.png
   erasekit apply --model tiny-sd --patch p.safetensors --lora p_lora.safetensors
   erasekit eval --suite unlearncanvas --data DATA --classifiers CLF --patch p.safetensors --target style:Van_Gogh --json r.json
+  erasekit attack --model minicanvas --patch p.safetensors --target style:Watercolor --json attacks.json
   erasekit quickstart
   erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink
   erasekit demo --model-dir worlds/minicanvas

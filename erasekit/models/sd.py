@@ -241,8 +241,43 @@ class DiffusionHandle(ModelHandle):
             list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(self.device)
         overrides = self._split(params, "text_encoder")
-        with contextlib.nullcontext() if overrides else torch.no_grad():
+        grad = overrides or any(v.requires_grad for v in getattr(self, "_injected", {}).values())
+        with contextlib.nullcontext() if grad else torch.no_grad():
             return _call(self.pipe.text_encoder, overrides, ids)[0]
+
+    @contextlib.contextmanager
+    def injected_tokens(self, vectors: dict[int, torch.Tensor]) -> Iterator[None]:
+        """Inside the block, wherever token id ``i`` occurs in a prompt, the text encoder reads ``vectors[i]``
+        instead of its own input embedding (textual inversion and soft-prompt attacks; the weights never change).
+
+        Gradients flow to the vectors when they require grad.
+
+        Example:
+            >>> (tid,) = handle.token_ids("zebra")
+            >>> with handle.injected_tokens({tid: learned}):
+            ...     images = handle.generate(["a zebra painting"], [0])
+        """
+        table = self.pipe.text_encoder.get_input_embeddings()
+        ids = torch.tensor(sorted(vectors), dtype=torch.long)
+        rows = [vectors[int(i)] for i in ids]
+
+        def hook(module, args, output):
+            input_ids = args[0]
+            out = output
+            for tid, vec in zip(ids.tolist(), rows, strict=True):
+                mask = (input_ids == tid).unsqueeze(-1)
+                if bool(mask.any()):
+                    out = torch.where(mask, vec.to(out.device, out.dtype), out)
+            return out
+
+        previous = getattr(self, "_injected", {})
+        self._injected = {**previous, **vectors}
+        handle = table.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self._injected = previous
 
     def token_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
         """The text states the cross-attention keys and values read, one row per token position, ``[N, L,
@@ -423,9 +458,17 @@ class DiffusionHandle(ModelHandle):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode latents to images in ``[0, 1]``, shape ``[N, 3, H, W]``, float32."""
+        return self.decode_with_grad(latents)
+
+    def decode_with_grad(self, latents: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` with gradients flowing to ``latents`` (attacks that judge decoded images)."""
         vae = self.pipe.vae
         images = vae.decode(self._vae_input(latents.to(vae.dtype))).sample
         return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    def token_embedding_table(self) -> torch.Tensor:
+        """The text encoder's input embedding table ``[vocab, D]`` (read-only; prompt attacks project onto it)."""
+        return self.pipe.text_encoder.get_input_embeddings().weight.detach()
 
     def _vae_input(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents in the VAE's own scale (what ``vae.decode`` reads)."""

@@ -1,0 +1,212 @@
+"""The robustness benchmark: every method's erasures under every attack, with the base and gold models as references.
+
+For each method (salun, doco, esd, uce) and each MiniCanvas target (styles and objects), the script erases the target
+from the shipped pipeline with the world's plan for that method (the phrasing the quickstart and the unlearning
+benchmark use), then runs ``erasekit.attack`` with every attack (relearn, prompt, inversion, quantize, probe) on
+the same seeds. Every attack is measured on the erased model, the base model and, for the targets with a gold
+world (``--gold style:Ink=DIR``, trained with ``erasekit world train minicanvas --exclude style:Ink --out DIR``),
+the model retrained without the target. MiniFaces rows erase attributes with ``text_to_unlearn`` and attack them
+with the generator attacks (relearn, quantize).
+
+Results go to one JSON file (written atomically after every row; ``--resume`` skips the rows already in it) with
+the environment, the seeds and every attack budget, and to a Markdown table.
+
+Usage:
+    python benchmarks/minicanvas_robustness.py                                     # the full table (hours on a CPU)
+    python benchmarks/minicanvas_robustness.py --methods uce --targets style:Watercolor --faces \\
+        --out /tmp/r.json --md /tmp/r.md                                           # the smallest slice
+    python benchmarks/minicanvas_robustness.py --gold style:Ink=worlds/no_ink object:apple=worlds/no_apple --resume
+    python benchmarks/minicanvas_robustness.py --set prompt.steps=40 relearn.schedule=[0,50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from erasekit._env import environment
+from erasekit._io import write_json, write_text
+from erasekit.cli.common import parse_seeds
+
+logger = logging.getLogger("minicanvas_robustness")
+
+METHODS = ("salun", "doco", "esd", "uce")
+TARGETS = ("style:Watercolor", "style:Ink", "style:Neon", "object:apple", "object:cup", "object:fish")
+FACES = ("glasses", "beard")
+ATTACKS = ("relearn", "prompt", "inversion", "quantize", "probe")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="erasure methods (default: all four)")
+    p.add_argument("--targets", nargs="+", default=list(TARGETS), help="MiniCanvas targets (style:X object:Y)")
+    p.add_argument("--faces", nargs="*", default=None, help="MiniFaces attributes (default glasses beard; none: skip)")
+    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), help="attacks run on every MiniCanvas erasure")
+    p.add_argument("--gold", nargs="+", default=[], help="TARGET=WORLD_DIR gold worlds (retrained without TARGET)")
+    p.add_argument("--seeds", default="0", help="sampling seeds of every concept rate (default 0)")
+    p.add_argument("--face-seeds", default="0-63", help="MiniFaces sampling seeds (default 0-63)")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], help="ATTACK.KEY=VALUE budget overrides")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu, cuda ...")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in --out and skip them")
+    p.add_argument("--out", default="benchmarks/results/minicanvas_robustness.json", help="JSON result path")
+    p.add_argument("--md", default="docs/results/minicanvas_robustness.md", help="Markdown table path")
+    return p.parse_args(argv)
+
+
+def parse_gold(items: list[str]) -> dict[str, str]:
+    """``["style:Ink=DIR"]`` -> ``{"style:Ink": "DIR"}``; each folder must be a world that excludes its target."""
+    out = {}
+    for item in items:
+        target, sep, world = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--gold takes TARGET=WORLD_DIR, got {item!r}")
+        manifest = Path(world) / "manifest.json"
+        if not manifest.is_file():
+            raise SystemExit(f"Gold world for {target} not found at {world} (no manifest.json)")
+        excluded = [e.lower() for e in json.loads(manifest.read_text(encoding="utf-8")).get("exclude") or []]
+        if target.lower() not in excluded:
+            raise SystemExit(f"{world} is no gold standard for {target}: it excludes {excluded or 'nothing'}.")
+        out[target] = world
+    return out
+
+
+def summary(name: str, result: dict) -> dict:
+    """The headline number of one attack per model variant (see :func:`erasekit.attacks.report.headline`)."""
+    from erasekit.attacks.report import headline
+
+    measure, values = headline(name, result)
+    return {"measure": measure, **values}
+
+
+def attack_row(method: str, target: str, args, configs: dict, gold: dict, seeds: list[int]) -> dict:
+    """Erase ``target`` with ``method`` (the world's plan) and attack the patch."""
+    import erasekit
+    from erasekit.plugins import get_world
+
+    world = get_world("minicanvas" if ":" in target else "minifaces")
+    handle = erasekit.load_model(world.name, device=args.device)
+    started = time.perf_counter()
+    if world.kind == "diffusion":
+        concept, anchor, extra = world.plan(method, target)
+        patch = erasekit.erase(handle, method, concept, anchor=anchor, progress=False, **extra)
+        attacks = list(args.attacks)
+    else:
+        patch = erasekit.erase(handle, method, target, progress=False)
+        attacks = [a for a in args.attacks if a in ("relearn", "quantize")]
+    erase_seconds = time.perf_counter() - started
+    report = erasekit.attack(
+        handle,
+        patch,
+        world.suite,
+        target,
+        attacks,
+        seeds,
+        gold=gold.get(target),
+        configs={k: v for k, v in configs.items() if k in attacks},
+        progress=False,
+    )
+    return {
+        "method": method,
+        "target": report.target,
+        "world": world.name,
+        "gold": gold.get(target),
+        "erase_seconds": round(erase_seconds, 1),
+        "summary": {n: summary(n, r) for n, r in report.results.items()},
+        "report": report.to_dict(),
+    }
+
+
+def markdown(result: dict) -> str:
+    """One table: per (method, target), every attack's headline as erased (base / gold)."""
+    attacks = list(dict.fromkeys(a for row in result["rows"] for a in row["summary"]))
+    env = result["environment"]
+    lines = [
+        "# Robustness of MiniCanvas and MiniFaces erasures",
+        "",
+        f"Generated by `python benchmarks/minicanvas_robustness.py` on {env['device']} ({env['torch_threads']} "
+        f"threads). Seeds {result['settings']['seeds']} (MiniFaces {result['settings']['face_seeds'][0]}.."
+        f"{result['settings']['face_seeds'][-1]}); every attack's budget is in the JSON file. Each cell: the erased "
+        "model, then (base / gold) where measured. Concept rates and attack success rates in %: lower is a more "
+        "robust erasure; the base must be high for the attack to mean anything, the gold is the honest floor.",
+        "",
+    ]
+    measures = {a: next(r["summary"][a]["measure"] for r in result["rows"] if a in r["summary"]) for a in attacks}
+    lines += [f"- **{a}**: {m}" for a, m in measures.items()]
+    lines += ["", "| method | target | " + " | ".join(attacks) + " |", "|---|---|" + "---|" * len(attacks)]
+
+    def cell(s: dict | None) -> str:
+        if not s:
+            return "-"
+        refs = [f"{100 * s[v]:.0f}" for v in ("base", "gold") if v in s]
+        return f"{100 * s['patched']:.0f}" + (f" ({' / '.join(refs)})" if refs else "")
+
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['method']} | {row['target']} | " + " | ".join(cell(row["summary"].get(a)) for a in attacks) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    from erasekit.attacks import get_attack
+    from erasekit.cli.attack import parse_attack_overrides
+    from erasekit.methods import list_methods
+
+    unknown = [m for m in args.methods if m not in list_methods()]
+    if unknown:
+        raise SystemExit(f"Unknown methods {unknown}; known: {list_methods()}")
+    for name in args.attacks:
+        get_attack(name)
+    try:
+        configs = parse_attack_overrides(args.overrides, list(args.attacks))
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
+    gold = parse_gold(args.gold)
+    faces = list(FACES if args.faces is None else args.faces)
+    seeds, face_seeds = parse_seeds(args.seeds), parse_seeds(args.face_seeds)
+    jobs = [(m, t) for m in args.methods for t in args.targets] + [("text_to_unlearn", f) for f in faces]
+    out = Path(args.out)
+    rows = json.loads(out.read_text())["rows"] if args.resume and out.is_file() else []
+    done = {(r["method"], r["target"]) for r in rows}
+    result = {
+        "environment": environment(args.device),
+        "settings": {
+            "methods": args.methods,
+            "targets": args.targets,
+            "faces": faces,
+            "attacks": args.attacks,
+            "seeds": seeds,
+            "face_seeds": face_seeds,
+            "overrides": configs,
+            "gold": gold,
+            "command": " ".join(sys.argv),
+        },
+        "rows": rows,
+    }
+    for method, target in jobs:
+        if (method, target) in done:
+            logger.info("skip %s on %s (already in %s)", method, target, out)
+            continue
+        logger.info("%s on %s", method, target)
+        row = attack_row(method, target, args, configs, gold, seeds if ":" in target else face_seeds)
+        result["rows"].append(row)
+        write_json(out, result)
+        write_text(args.md, markdown(result))
+    write_json(out, result)
+    write_text(args.md, markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
