@@ -262,19 +262,3 @@ def judge_modules(judge) -> list:
 
 def handle_modules(handle) -> list:
     return list(handle.components.values())
-
-
-def noised(handle, x0: torch.Tensor, gens: list, t_range: tuple[int, int] | None = None):
-    """``(x_t, t, target)`` for the standard diffusion loss, as :func:`erasekit.methods.diffusion_data.noisy` draws
-    them, with x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε computed from the scheduler's ᾱ table wherever it has one.
-
-    A multistep sampler's own ``add_noise`` (DPM-Solver's, for one) looks training timesteps up in its inference
-    schedule and returns another noise level than the timestep the denoiser is told; the ᾱ table does not.
-    """
-    from ..methods.diffusion_data import noisy
-
-    x_t, t, target, noise = noisy(handle, x0, gens, t_range, return_noise=True)
-    if hasattr(handle.pipe.scheduler, "alphas_cumprod") and handle.prediction_type in ("epsilon", "v_prediction"):
-        a = handle._alpha_bar(t, x0)
-        x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(handle.dtype)
-    return x_t, t, target

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..methods.config import option
+from ..methods.diffusion_data import noisy
 from ..methods.loop import mix_seeds
 from .base import (
     Attack,
@@ -23,7 +24,6 @@ from .base import (
     AttackContext,
     frozen_modules,
     handle_modules,
-    noised,
     register_attack,
 )
 from .tokens import embedding_scale, placeholders, replace_name, require_token_injection
@@ -99,7 +99,7 @@ class Inversion(Attack):
                 texts = [prompts[int(i) % len(prompts)] for i in idx]
                 with handle.injected_tokens({tid: vector}):
                     emb = handle.encode_prompts(texts)
-                x_t, t, target = noised(handle, x0[idx].to(handle.device), gens)
+                x_t, t, target = noisy(handle, x0[idx].to(handle.device), gens)
                 loss = torch.nn.functional.mse_loss(handle.predict_noise(x_t, t, emb).float(), target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

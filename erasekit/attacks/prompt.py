@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..methods.config import option
+from ..methods.diffusion_data import noisy
 from ..methods.loop import mix_seeds
 from ..ops.vocab import project_straight_through
 from .base import (
@@ -33,7 +34,6 @@ from .base import (
     frozen_modules,
     handle_modules,
     judge_modules,
-    noised,
     register_attack,
 )
 from .tokens import embedding_scale, placeholders, require_token_injection, single_token_words
@@ -65,7 +65,7 @@ def judged_x0(ctx: AttackContext, handle, x0, cond, uncond, gens, t_range) -> to
     """The judge's mean log-probability of the concept on the one-step, guided x̂₀ of noised ``x0``."""
     from ..methods.diffusion_data import timestep_bounds
 
-    x_t, t, _ = noised(handle, x0, gens, timestep_bounds(handle, t_range))
+    x_t, t, _ = noisy(handle, x0, gens, timestep_bounds(handle, t_range))
     both = handle.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, uncond])).float()
     eps_c, eps_u = both.chunk(2)
     eps = eps_u + ctx.guidance * (eps_c - eps_u)

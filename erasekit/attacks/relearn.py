@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..methods.config import option
+from ..methods.diffusion_data import noisy
 from ..methods.loop import mix_seeds
 from .base import (
     Attack,
@@ -28,7 +29,6 @@ from .base import (
     frozen_modules,
     handle_modules,
     judge_modules,
-    noised,
     register_attack,
     weights,
 )
@@ -119,7 +119,7 @@ class Relearn(Attack):
         # generated latent i came from prompt i % len(prompts); for a folder any concept prompt will do
         texts = [ctx.prompts[int(i) % len(ctx.prompts)] for i in idx]
         emb = handle.encode_prompts(texts)
-        x_t, t, target = noised(handle, x0[idx].to(handle.device), gens)
+        x_t, t, target = noisy(handle, x0[idx].to(handle.device), gens)
         pred = handle.predict_noise(x_t, t, emb, params=params).float()
         return torch.nn.functional.mse_loss(pred, target)
 

@@ -356,12 +356,18 @@ class DiffusionHandle(ModelHandle):
         return noise
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t at training timesteps ``t`` as the denoiser reads it (√ᾱ·x₀ + √(1−ᾱ)·ε; the scheduler's own
-        ``add_noise`` unless it is a σ-space sampler, whose ``add_noise`` gives x₀ + σ·ε at its inference steps)."""
-        if self._sigma_space:
-            a = self._alpha_bar(t, x0)
+        """x_t at training timesteps ``t`` as the denoiser reads it: √ᾱ_t·x₀ + √(1−ᾱ_t)·ε.
+
+        The scheduler's own ``add_noise`` computes exactly that only for the DDPM family (DDPM, DDIM, PNDM). A
+        σ-space sampler's (Euler, Heun, LMS) gives x₀ + σ·ε, and a multistep solver's (DPM-Solver, UniPC, DEIS)
+        looks ``t`` up in its inference schedule, so a training timestep gets another timestep's noise level (the
+        reversed one before any sampling, the last sampling step's after); every scheduler with a ``sigmas`` table
+        is therefore noised from its ᾱ table here."""
+        scheduler = self.pipe.scheduler
+        if self._sigma_space or getattr(scheduler, "sigmas", None) is not None:
+            a = self._alpha_bar(t, x0).to(x0.dtype)
             return a.sqrt() * x0 + (1 - a).sqrt() * noise
-        return self.pipe.scheduler.add_noise(x0, noise, t)
+        return scheduler.add_noise(x0, noise, t)
 
     def predicted_x0(self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """x̂₀ (fp32) from the UNet's ``output`` at ``x_t`` and timesteps ``t``, with the scheduler's ᾱ_t and

@@ -17,6 +17,7 @@ MAINTAINED = {
     "minicanvas_fidelity",
     "minicanvas_generate",
     "minicanvas_multi_concept",
+    "minicanvas_robustness",
     "minicanvas_unlearning",
     "minifaces_all_targets",
     "minifaces_pair_probe",

@@ -22,3 +22,28 @@ def test_handle_text_operations_match_the_tokenizer(tiny_handle, tiny_pipe):
     words = [w for w in tiny_handle.vocabulary_words() if w.isascii() and w.isalpha()]
     vocab = tok.get_vocab()
     assert words == sorted(t[:-4] for t in vocab if t.endswith("</w>") and t[:-4].isascii() and t[:-4].isalpha())
+
+
+def test_add_noise_gives_the_training_timesteps_noise_level_with_every_sampler(tiny_pipe):
+    """√ᾱ_t·x₀ + √(1−ᾱ_t)·ε at each training timestep, whatever sampler the pipeline carries and whether or not it
+    has sampled: DPM-Solver's, UniPC's and Euler's own add_noise use their inference schedules instead."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+
+    from erasekit.models import DiffusionHandle
+
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 4, 8, 8, generator=gen), torch.randn(3, 4, 8, 8, generator=gen)
+    t = torch.tensor([10, 500, 990])
+    original = tiny_pipe.scheduler
+    try:
+        for kind in (DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, EulerDiscreteScheduler):
+            tiny_pipe.scheduler = kind.from_config(original.config)
+            handle = DiffusionHandle(tiny_pipe)
+            a = tiny_pipe.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+            expected = a.sqrt() * x0 + (1 - a).sqrt() * eps
+            for sampled in (False, True):
+                if sampled:
+                    tiny_pipe.scheduler.set_timesteps(5)
+                torch.testing.assert_close(handle.add_noise(x0, eps, t), expected, msg=f"{kind.__name__} {sampled}")
+    finally:
+        tiny_pipe.scheduler = original
