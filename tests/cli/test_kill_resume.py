@@ -98,8 +98,7 @@ def patch_parts(path: Path) -> tuple[dict, bytes]:
     run = erasekit["metadata"]
     for key in VOLATILE:
         run.pop(key)
-    for key in RUN_OPTIONS:  # how to run, not what was computed
-        run["config"].pop(key)
+    assert not set(RUN_OPTIONS) & set(run["config"])  # how to run is not recorded, only what was computed
     return {"tensors": header, "meta": meta, "erasekit": erasekit}, raw[8 + n :]
 
 

@@ -409,14 +409,19 @@ def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, 
 
 
 def test_unlearning_benchmark_prompt_plans():
+    from erasekit.presets import resolve_erasure
+
     bench = _bench("minicanvas_unlearning")
     cfg = {"prompts": {}}
     concept, anchor, extra = bench.method_inputs("salun", "style", "Ink", cfg)
-    assert concept == "Ink style" and len(extra["forget_prompts"]) == len(OBJECTS)
+    assert (concept, anchor, extra) == ("Ink style", None, {})  # the prompt lists arrive through the world's preset
+    extra = resolve_erasure("salun", "minicanvas", concept).config.to_dict()
+    assert len(extra["forget_prompts"]) == len(OBJECTS)
     assert all("Ink" in p for p in extra["forget_prompts"]) and not any("Ink" in p for p in extra["retain_prompts"])
     assert extra["pair_misaligned"]  # each forget prompt maps to the same object in the plain style
     assert extra["misaligned_prompts"] == [p.replace("Ink", "Photo") for p in extra["forget_prompts"]]
-    concept, anchor, extra = bench.method_inputs("doco", "object", "apple", cfg)
+    concept, _, _ = bench.method_inputs("doco", "object", "apple", cfg)
+    extra = resolve_erasure("doco", "minicanvas", concept).config.to_dict()
     assert extra["concept_kind"] == "object" and len(extra["concept_prompts"]) == len(extra["anchor_prompts"])
     pairs = zip(extra["concept_prompts"], extra["anchor_prompts"], strict=True)
     assert all("apple" in c and "apple" not in a for c, a in pairs)
