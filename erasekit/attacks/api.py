@@ -141,7 +141,9 @@ def attack(
         seeds: the sampling seeds of every concept rate (default ``(0,)`` for diffusion, 0-63 for a generator).
         gold: the gold model (a spec, folder or pipeline), or ``None``.
         configs: per attack, a config or ``{option: value}`` overrides (budgets: steps, tokens, k, lr, seed).
-        steps, guidance, batch_size: the sampler settings of every generation.
+        steps: sampler steps of every generation.
+        guidance: classifier-free guidance scale of every generation.
+        batch_size: images generated per forward pass.
         judge: ``"classifier"`` (the suite's) or ``"clip"`` (zero-shot with the suite's CLIP).
 
     Returns:
