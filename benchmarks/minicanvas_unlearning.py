@@ -47,6 +47,7 @@ TARGETS = {  # the bars salun and doco must meet, averaged over the targets of a
     "object": {"ua": 0.90, "ira": 0.90, "cra": 0.90},
 }
 TARGET_METHODS = ("salun", "doco")
+SAMPLING_SETTINGS = ("seeds", "steps", "guidance")  # what every row of one results file shares
 EVAL_METRICS = ("ua", "ira", "cra", "retainability", "clip_score", "fid", "efficiency")
 
 
@@ -135,7 +136,15 @@ def check_overrides(cfg: dict) -> None:
 
 def merge_settings(settings: dict, earlier: dict) -> None:
     """On resume, keep what the earlier invocations recorded for the rows they measured: their gold worlds (the
-    rows' KL was taken against them) and their methods and targets, after this invocation's own."""
+    rows' KL was taken against them) and their methods and targets, after this invocation's own. Rows sampled with
+    other seeds or sampler settings would not be comparable, so those must match."""
+    differ = [k for k in SAMPLING_SETTINGS if k in earlier and earlier[k] != settings[k]]
+    if differ:
+        was = ", ".join(f"{k}={earlier[k]}" for k in differ)
+        raise SystemExit(
+            f"--resume: the earlier rows were measured with {was}; pass the same values "
+            f"(e.g. --seeds {','.join(map(str, earlier.get('seeds', [])))}) or start a new --out."
+        )
     for key in ("gold", "gold_worlds"):
         settings[key] = {**earlier.get(key, {}), **settings[key]}
     for key in ("methods", "targets"):
@@ -356,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["method"], r["target"]) for r in result["runs"] + result["reference"]}
 
     def save():
-        result["summary"] = summarise(result["runs"], cfg["methods"])
+        result["summary"] = summarise(result["runs"], result["settings"]["methods"])  # earlier invocations' too
         write_json(out, result)
         write_text(args.md, markdown(result))
 

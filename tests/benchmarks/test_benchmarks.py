@@ -117,6 +117,9 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
         ("uce", "style:Ink"),
     ]
     assert [r["method"] for r in result["reference"]] == ["base", "base"] and "| uce | style:Ink |" in md.read_text()
+    with pytest.raises(SystemExit, match="seeds=\\[0\\]"):  # rows sampled with other seeds are not comparable
+        bench.main([*common[2:], "--seeds", "0-1", "--methods", "doco", "--resume"])
+    assert calls == [("esd", "object:apple"), ("esd", "style:Ink")]
     # a narrower resumed invocation keeps what the earlier ones recorded for their rows (gold worlds included)
     result["settings"]["gold"] = {"style:Ink": "/gone/no_ink"}
     result["settings"]["gold_worlds"] = {"style:Ink": {"exclude": ["style:Ink"]}}
@@ -124,7 +127,9 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
     bench.main(
         ["--seeds", "0", "--out", str(out), "--md", str(md), "--targets", "style:Ink", "--methods", "esd", "--resume"]
     )
-    settings = json.loads(out.read_text())["settings"]
+    result = json.loads(out.read_text())
+    settings = result["settings"]
+    assert sorted(result["summary"]) == ["esd/object", "esd/style", "uce/object", "uce/style"]  # not esd's alone
     assert settings["methods"] == ["esd", "uce"] and settings["targets"] == ["style:Ink", "object:apple"]
     assert settings["gold"] == {"style:Ink": "/gone/no_ink"} and settings["gold_worlds"]["style:Ink"]["exclude"]
     # a retrained gold world on resume: the gold row and the runs are measured again, the first gold row stays and
