@@ -14,6 +14,9 @@ How two gradients pass through the shared loop: ``training_step`` takes g_a and 
 Σ⟨p, g⟩ − sg[Σ⟨p, g⟩] + sg[loss] whose value is the real loss and whose gradient is exactly the combined g, so the
 loop's ``loss.backward()``, NaN guard, clipping and optimiser work unchanged.
 
+Robust training (``robust_every``, off by default; :mod:`erasekit.methods.adversarial`) refreshes adversarial tokens
+appended to the forget prompts every few steps and applies the forget loss to the attacked prompts too (AdvUnlearn).
+
 Deliberate departures from the reference code: the surgery is the true PCGrad projection by default (the reference
 rule g_a − λ·cos·ĝ_b is ``surgery="reference"``; it equals the projection only when λ = ‖g_a‖); anchor samples are
 final latents of the frozen model's own sampler; the discriminator has no normalisation layers (small batches);
@@ -44,6 +47,7 @@ from torch import nn
 
 from .. import distributed
 from ..ops import SURGERY_MODES, combine_gradients, discriminator_loss, generator_loss, surrogate_loss
+from .adversarial import AdversarialPrompts, RobustOptions
 from .base import register_method
 from .config import TrainingConfig, check_choice, option
 from .diffusion_data import (
@@ -62,7 +66,7 @@ DEFAULT_ANCHORS = {"style": "a painting", "object": None, "nudity": "clothed"}
 
 
 @dataclass
-class DoCoConfig(TrainingConfig):
+class DoCoConfig(RobustOptions, TrainingConfig):
     renamed: ClassVar[dict[str, str]] = {"prior_weight": "retain_weight"}
 
     steps: int = option(2000, "optimisation steps (paper: ~2000 at SD scale; MiniCanvas preset: 300)")
@@ -151,6 +155,7 @@ class DoCoConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_robust()
         check_choice("concept_kind", self.concept_kind, tuple(DEFAULT_ANCHORS))
         check_choice("surgery", self.surgery, SURGERY_MODES)
         check_choice("prior_target", self.prior_target, ("data", "frozen"))
@@ -240,7 +245,7 @@ class DoCo(TrainedMethod):
         ctx["anchor"] = generated_latents(
             handle, anchors, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
         )
-        if cfg.fake_from != "anchor":  # drawn after the anchor samples, which keep their draws
+        if cfg.fake_from != "anchor" or cfg.robust_every:  # drawn after the anchor samples, which keep their draws
             ctx["concept"] = generated_latents(
                 handle, concepts, gen, cfg.sample_steps, cfg.sample_guidance, cfg.sample_batch_size
             )
@@ -254,6 +259,8 @@ class DoCo(TrainedMethod):
         ctx["null_emb"] = handle.encode_prompts([""])  # the unconditional prompt CFG measures every prompt from
         ctx["anchor_emb"] = handle.encode_prompts(anchors)  # one row per anchor sample
         ctx["concept_emb"] = handle.encode_prompts(concepts)
+        if cfg.robust_every:  # the attacker appends its tokens to the concept prompts, attacking on their samples
+            ctx["robust"] = AdversarialPrompts(handle, cfg, cfg.seed, concepts, ctx["concept"])
         disc = PatchDiscriminator(channels, cfg.disc_channels, cfg.disc_layers)
         disc.reset_parameters(gen)
         self.disc = disc.to(state.device)
@@ -303,6 +310,9 @@ class DoCo(TrainedMethod):
             x_fake = torch.where(anchor_side[:, None, None, None], x_t, x_fake)
         anchor_emb, concept_emb = ctx["anchor_emb"][idx], ctx["concept_emb"][idx]
         warmup = state.step < cfg.warmup_steps
+        robust, logs = (None if warmup else ctx.get("robust")), {}
+        if robust is not None and robust.due(state.step):
+            logs.update(robust.refresh(state, cfg.batch_size))
         anchor_weight = cfg.anchor_weight
         seek = anchor_weight and not warmup and x_fake is not x_t  # the anchor's prediction on the fake inputs
         with torch.no_grad():  # the frozen model
@@ -314,10 +324,14 @@ class DoCo(TrainedMethod):
         if cfg.prior_target == "frozen":
             target = frozen
         with torch.no_grad() if warmup else torch.enable_grad():
-            fake_out = handle.predict_noise(x_fake, t, concept_emb, params=state.params)
+            if robust is None:
+                fake_out = handle.predict_noise(x_fake, t, concept_emb, params=state.params)
+            else:  # the attacked concept prompts on the same inputs, in the same forward
+                both = [(x_fake, t, concept_emb), (x_fake, t, robust.embeddings[idx])]
+                fake_out, attacked_out = batched_predict(handle, both, state.params)
             fake = handle.predicted_x0(x_fake, t, fake_out)
         disc_loss = self._disc_step(real, fake.detach())
-        logs = {"disc": float(disc_loss)}
+        logs["disc"] = float(disc_loss)
         if warmup:  # only the discriminator learns; 0·disc_loss carries a NaN to the loop's guard
             return surrogate_loss(state.params, {}, 0.0 * disc_loss), logs
         adv = generator_loss(self.disc(fake))
@@ -326,6 +340,12 @@ class DoCo(TrainedMethod):
             anchor_loss = F.mse_loss(fake_out.float(), seek_target)
             unlearn = unlearn + anchor_weight * anchor_loss
             logs["anchor"] = float(anchor_loss.detach())
+        if robust is not None:  # the same unlearning loss on the attacked prompts' x̂₀
+            attacked = cfg.adv_weight * generator_loss(self.disc(handle.predicted_x0(x_fake, t, attacked_out)))
+            if anchor_weight:
+                attacked = attacked + anchor_weight * F.mse_loss(attacked_out.float(), seek_target)
+            unlearn = unlearn + cfg.robust_weight * attacked
+            logs["attacked"] = float(attacked.detach())
         prior, parts = self._prior_loss(state, gens, x_t, t, target, anchor_emb)
         logs.update(parts)
         keys = list(state.params)
@@ -375,6 +395,8 @@ class DoCo(TrainedMethod):
             out.update({f"disc_opt::{idx}::{k}": v for k, v in entry.items() if torch.is_tensor(v)})
         out["anchor"] = self._ctx["anchor"]
         out.update({k: self._ctx[k] for k in ("concept", "retain") if k in self._ctx})
+        if "robust" in self._ctx:
+            out.update(self._ctx["robust"].state())
         return out
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -390,3 +412,6 @@ class DoCo(TrainedMethod):
         for key in ("concept", "retain"):
             if key in tensors:
                 self._ctx[key] = tensors[key].to(self._ctx["anchor"].device)
+        if "robust" in self._ctx:
+            self._ctx["robust"].x0 = self._ctx["concept"]
+            self._ctx["robust"].load_state(tensors)

@@ -24,6 +24,9 @@ instead of the sampled noise (with the noise target every other style drifted: W
 guidance moves every output by (w − 1) times its drift); ``misaligned_share`` draws part of the forget batch from
 samples of c' (the erased model's own trajectories pass there: Ink UA 20 % before, 100 % after).
 
+Robust training (``robust_every``, off by default; :mod:`erasekit.methods.adversarial`) refreshes adversarial tokens
+appended to the forget prompts every few steps and applies the forget loss to the attacked prompts too (AdvUnlearn).
+
 Deliberate departures from the reference code: forget/retain data default to samples the frozen model generates
 itself (final latents of its own sampler, no decode/encode round trip) instead of a fixed image set; "target" means
 ε or v as the scheduler predicts; the mask and the data are checkpointed so a resumed run is exact.
@@ -40,6 +43,7 @@ import torch.nn.functional as F
 
 from ..ops import global_topk_mask, saliency_loss
 from ..patch import SparseDelta
+from .adversarial import AdversarialPrompts, RobustOptions
 from .base import register_method
 from .config import TrainingConfig, check_choice, option
 from .diffusion_data import (
@@ -60,7 +64,7 @@ MISALIGNED_PROMPTS = ["a photo of a landscape", "a photo of a room", "a photo of
 
 
 @dataclass
-class SalUnConfig(TrainingConfig):
+class SalUnConfig(RobustOptions, TrainingConfig):
     renamed: ClassVar[dict[str, str]] = {"alpha": "retain_weight"}
 
     steps: int = option(
@@ -136,6 +140,7 @@ class SalUnConfig(TrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.check_robust()
         if not 0.0 < self.mask_ratio <= 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1], got {self.mask_ratio!r}.")
         if self.retain_weight < 0 or self.weight_decay:
@@ -190,6 +195,9 @@ class SalUn(TrainedMethod):
         ctx["null_emb"] = handle.encode_prompts([""])  # SalUn's ∅: the empty prompt, never the concept
         ctx["misaligned_emb"] = handle.encode_prompts(cfg.misaligned_prompts)
         ctx["mask"] = global_topk_mask(self.saliency(state), cfg.mask_ratio)
+        if cfg.robust_every:  # the attacker appends its tokens to each forget sample's prompt
+            prompts = self.forget_prompts(concepts, len(ctx["forget"]))
+            ctx["robust"] = AdversarialPrompts(handle, cfg, cfg.seed, prompts, ctx["forget"])
         self.mask, self._ctx = ctx["mask"], ctx
         kept = sum(int(m.sum()) for m in self.mask.values())
         logger.info("salun: mask keeps %d of %d candidate weights", kept, sum(m.numel() for m in self.mask.values()))
@@ -244,6 +252,9 @@ class SalUn(TrainedMethod):
 
     def training_step(self, state: TrainState) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, handle, ctx = self.config, state.handle, state.ctx
+        robust, logs = ctx.get("robust"), {}
+        if robust is not None and robust.due(state.step):
+            logs.update(robust.refresh(state, cfg.batch_size))
         gens = state.sample_generators(cfg.batch_size)  # this process's share of the batch
         f_idx = pick(len(ctx["forget"]), gens)
         x0 = ctx["forget"][f_idx]
@@ -267,15 +278,18 @@ class SalUn(TrainedMethod):
             targets = batched_predict(handle, fixed)
         if cfg.retain_target == "frozen":
             r_target = targets.pop(0)
+        if robust is not None:  # the attacked forget prompts, mapped to c' like the plain ones
+            inputs.append((f_t, f_step, robust.embeddings[f_idx]))
         preds = batched_predict(handle, inputs, state.params)
         forget, retain = F.mse_loss(preds[0], f_target), F.mse_loss(preds[1], r_target)
-        loss, logs = (
-            forget + cfg.retain_weight * retain,
-            {"forget": float(forget.detach()), "retain": float(retain.detach())},
-        )
+        loss = forget + cfg.retain_weight * retain
+        logs.update(forget=float(forget.detach()), retain=float(retain.detach()))
         if cfg.null_weight:
             null = F.mse_loss(preds[2], targets[-1])
             loss, logs["null"] = loss + cfg.null_weight * null, float(null.detach())
+        if robust is not None:
+            attacked = F.mse_loss(preds[-1], f_target)
+            loss, logs["attacked"] = loss + cfg.robust_weight * attacked, float(attacked.detach())
         return loss, logs
 
     def misaligned_target(self, state: TrainState, x_t, t, misaligned, forget_emb) -> torch.Tensor:
@@ -307,7 +321,8 @@ class SalUn(TrainedMethod):
         """The mask and the data it came from, so a resumed run continues with exactly the same ones."""
         ctx = self._ctx
         data = {k: ctx[k] for k in ("forget", "retain", "misaligned_x0") if k in ctx}
-        return {**data, **{f"mask::{k}": m for k, m in ctx["mask"].items()}}
+        robust = ctx["robust"].state() if "robust" in ctx else {}
+        return {**data, **robust, **{f"mask::{k}": m for k, m in ctx["mask"].items()}}
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         ctx = self._ctx
@@ -317,3 +332,6 @@ class SalUn(TrainedMethod):
                 ctx[key] = tensors[key].to(device)
         for key in ctx["mask"]:
             ctx["mask"][key] = tensors[f"mask::{key}"].to(device).bool()
+        if "robust" in ctx:
+            ctx["robust"].x0 = ctx["forget"]
+            ctx["robust"].load_state(tensors)

@@ -219,6 +219,8 @@ class _Crash(Callback):
         ("doco", {}),  # a style's defaults: the fake side from either latent, the null term
         ("doco", {"fake_from": "anchor", "null_weight": 0.0, "retain_prompts": ["a dog", "a cow"]}),
         ("salun", {"misaligned_share": 0.5, "null_weight": 1.0}),
+        ("salun", {"robust_every": 3, "robust_attack_steps": 2}),  # the attack's tokens come back with the run
+        ("doco", {"robust_every": 3, "robust_attack_steps": 2}),
     ],
 )
 def test_resume_gives_the_uninterrupted_result(method, options, tiny_pipe, tmp_path):

@@ -1,0 +1,153 @@
+"""Robust unlearning with adversarial prompts, in the manner of AdvUnlearn (Zhang et al., "Defensive Unlearning with
+Adversarial Training for Robust Concept Erasure in Diffusion Models", NeurIPS 2024, arXiv 2405.15234).
+
+A plain erasure maps the concept's prompts away, but a few optimised tokens often bring the concept back (the
+``prompt`` and ``inversion`` attacks of :mod:`erasekit.attacks` measure this). Robust training is a game between the
+two: every ``robust_every`` steps an inner attack optimises ``robust_tokens`` token embeddings appended to the forget
+prompts so that the model *being trained* denoises the concept's own samples as well as it can (the standard
+diffusion loss on them, minimised over the tokens only), and from then on the method's forget loss is applied to
+the attacked prompts too, with weight ``robust_weight``. The tokens are warm-started from the previous round, so
+the attacker keeps up with the model as it changes.
+
+The inner attack runs the same draws on every process (its batch comes from the step's shared generators), so data
+parallelism and resume leave it unchanged; its tokens are checkpointed with the method's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import check_choice, option
+from .diffusion_data import noisy, pick
+from .loop import TrainState, mix_seeds
+
+logger = logging.getLogger(__name__)
+
+ROBUST_MODES = ("soft", "discrete")
+_STREAM = 7919  # keeps the attack's draws apart from the step's own
+
+
+@dataclass
+class RobustOptions:
+    """The adversarial-training options SalUn and DoCo share (mixed into their configs)."""
+
+    robust_every: int = option(
+        0,
+        "robust training (AdvUnlearn, arXiv 2405.15234): every this many steps an inner attack refreshes adversarial "
+        "tokens appended to the forget prompts, and the forget loss is applied to the attacked prompts too; 0 = off "
+        "(the paper method). AdvUnlearn attacks at every step; each refresh costs robust_attack_steps forward and "
+        "backward passes",
+    )
+    robust_tokens: int = option(3, "adversarial tokens appended to every forget prompt (robust training)")
+    robust_attack_steps: int = option(
+        10, "inner attack steps per refresh: Adam steps on the tokens' input embeddings (robust training)"
+    )
+    robust_lr: float = option(
+        0.5, "inner attack learning rate, in units of the token embedding table's standard deviation"
+    )
+    robust_mode: str = option(
+        "soft",
+        "'soft': the tokens stay continuous embeddings (AdvUnlearn's default, the stronger attacker); 'discrete': "
+        "projected on whole vocabulary words after every step, a prompt anyone could type",
+    )
+    robust_weight: float = option(1.0, "weight of the forget loss on the attacked prompts, relative to the plain one")
+
+    def check_robust(self) -> None:
+        check_choice("robust_mode", self.robust_mode, ROBUST_MODES)
+        if self.robust_every < 0:
+            raise ValueError(f"robust_every must be >= 0 (0 turns robust training off), got {self.robust_every!r}.")
+        if self.robust_every and (self.robust_tokens < 1 or self.robust_attack_steps < 1):
+            raise ValueError("robust_tokens and robust_attack_steps must be >= 1 when robust_every is set.")
+        if not self.robust_lr > 0 or self.robust_weight < 0:
+            raise ValueError("robust_lr must be > 0 and robust_weight >= 0.")
+
+
+class AdversarialPrompts:
+    """The attacker of robust training: suffix tokens for a fixed list of forget prompts, refreshed against the
+    weights being trained.
+
+    ``embeddings`` (one row per forget sample, detached) is what the forget loss reads between refreshes.
+    """
+
+    def __init__(self, handle, cfg: RobustOptions, seed: int, prompts: list[str], x0: torch.Tensor):
+        from ..attacks.tokens import embedding_scale, placeholders, require_token_injection, single_token_words
+
+        require_token_injection(handle)
+        self.handle, self.cfg, self.seed, self.x0 = handle, cfg, seed, x0
+        table = handle.token_embedding_table().float()
+        self.table = table.to(handle.device)
+        self.allowed = None
+        if cfg.robust_mode == "discrete":
+            self.allowed = torch.zeros(len(table), dtype=torch.bool)
+            self.allowed[list(single_token_words(handle))] = True
+        slots = placeholders(handle, cfg.robust_tokens, " ".join(prompts))  # words no forget prompt uses
+        self.slots = [tid for tid, _ in slots]
+        suffix = " ".join(word for _, word in slots)
+        self.texts = [f"{p} {suffix}" for p in prompts]  # one per forget sample
+        self.scale = embedding_scale(table)
+        init = torch.Generator().manual_seed(mix_seeds(seed, _STREAM))
+        start = torch.randint(0, len(table), (len(self.slots),), generator=init)
+        self.vectors = self.table[start].clone()
+        self.embeddings: torch.Tensor | None = None
+        self.last_loss: float | None = None
+
+    def _used(self, vectors: torch.Tensor) -> torch.Tensor:
+        if self.allowed is None:
+            return vectors
+        from ..ops.vocab import project_straight_through
+
+        return project_straight_through(vectors, self.table, self.allowed)[0]
+
+    def encode(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditioning of the forget prompts (``rows`` of them) with the suffix tokens read as ``vectors``."""
+        texts = self.texts if rows is None else [self.texts[int(i)] for i in rows]
+        used = self._used(vectors)
+        with self.handle.injected_tokens({tid: used[j] for j, tid in enumerate(self.slots)}):
+            return self.handle.encode_prompts(texts)
+
+    def due(self, step: int) -> bool:
+        return bool(self.cfg.robust_every) and (self.embeddings is None or step % self.cfg.robust_every == 0)
+
+    def refresh(self, state: TrainState, batch_size: int) -> dict[str, float]:
+        """Optimise the tokens against ``state.params``: minimise the diffusion loss on the concept's samples under
+        the attacked prompts (the model regenerates the concept as well as these tokens let it). The attack's
+        gradients reach the tokens only; the trained weights' ``.grad`` is untouched."""
+        cfg, handle = self.cfg, self.handle
+        vectors = self.vectors.clone().requires_grad_(True)
+        opt = torch.optim.Adam([vectors], lr=cfg.robust_lr * self.scale)
+        first = last = None
+        for j in range(cfg.robust_attack_steps):
+            gens = [
+                torch.Generator().manual_seed(mix_seeds(self.seed, state.step, _STREAM, j, i))
+                for i in range(batch_size)
+            ]
+            rows = pick(len(self.x0), gens)
+            x_t, t, target = noisy(handle, self.x0[rows], gens)
+            cond = self.encode(vectors, rows)
+            loss = F.mse_loss(handle.predict_noise(x_t, t, cond, params=state.params).float(), target)
+            (grad,) = torch.autograd.grad(loss, [vectors])
+            opt.zero_grad(set_to_none=True)
+            vectors.grad = grad
+            opt.step()
+            value = float(loss.detach())
+            first, last = (value if first is None else first), value
+        self.vectors = vectors.detach()
+        with torch.no_grad():
+            self.embeddings = self.encode(self.vectors).detach()
+        self.last_loss = last
+        return {"attack_start": float(first), "attack_end": float(last)}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The tokens once refreshed (before the first refresh there is nothing to keep: a resumed run refreshes
+        at the same step as an uninterrupted one)."""
+        return {} if self.embeddings is None else {"robust::vectors": self.vectors.cpu()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "robust::vectors" in tensors:
+            self.vectors = tensors["robust::vectors"].to(self.table.device).float()
+            with torch.no_grad():
+                self.embeddings = self.encode(self.vectors).detach()
