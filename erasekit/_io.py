@@ -88,6 +88,28 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to the disk: a rename can reach the disk before the data it names, and
+    after a power cut the new name would point at an empty file. Filesystems that cannot sync a folder skip it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``, on error it is deleted.
@@ -105,11 +127,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync(tmp_path)
         kill_point(f"write:{path.name}")
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync(path.parent)  # the rename itself
     kill_point(f"written:{path.name}")
 
 
@@ -153,6 +177,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:
         yield tmp
+        _fsync_tree(tmp)
         kill_point(f"write:{path.name}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,6 +189,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         os.replace(path, old)
         kill_point(f"swap:{path.name}")
     os.replace(tmp, path)
+    _fsync(path.parent)
     kill_point(f"written:{path.name}")
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -29,3 +29,32 @@ def test_atomic_dir_is_whole_or_absent_and_refuses_to_clobber(tmp_path):
         (tmp / "b.txt").write_text("b")
         raise RuntimeError("interrupted")
     assert sorted(os.listdir(tmp_path)) == ["world"]
+
+
+def test_written_data_reaches_the_disk_before_its_name_does(tmp_path, monkeypatch):
+    """A rename can be persisted before the data it names: each file (and a folder's files) is fsynced before the
+    rename, and the folder holding the new name after it."""
+    from erasekit import _io
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    _io.write_text(tmp_path / "a.txt", "x")
+    assert events[0][0] == "fsync" and os.path.basename(events[0][1]).startswith(".a.txt.")  # the temporary
+    assert events[1] == ("replace", str(tmp_path / "a.txt")) and events[2] == ("fsync", str(tmp_path))
+    events.clear()
+    with _io.atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "f.bin").write_bytes(b"1")
+    first_replace = next(i for i, (kind, _) in enumerate(events) if kind == "replace")
+    assert any(p.endswith("f.bin") for _, p in events[:first_replace])
+    assert events[-1] == ("fsync", str(tmp_path))
