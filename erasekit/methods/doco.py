@@ -25,14 +25,13 @@ against one anchor.
 
 The defaults are the paper's settings for Stable Diffusion. The MiniCanvas preset
 (``erasekit_worlds/minicanvas/presets/doco.yaml``, measured in docs/methods.md) regresses the prior loss to the
-frozen model (``prior_target="frozen"``), trains at lr 6e-5 for 300 steps, and for a style target (its ``by_kind``
-section) predicts the fake side half the time from the model's own concept samples (``fake_from="both"``: on the
-anchor's latents alone the discriminator barely sees a style), protects the unconditional prediction
-(``null_weight=1``: classifier-free guidance multiplies its drift by w − 1) and adds an anchor-seeking term
-(``anchor_weight=10``: the concept's prediction on the fake side's input regresses to the frozen model's anchor
-prediction there, so the erased style lands on the anchor instead of on whatever fools the discriminator); objects
-keep the paper's same-latent fake side, which erases them. ``retain_prompts`` adds other prompts' own samples to
-the prior (the MiniCanvas plan sets them for styles).
+frozen model (``prior_target="frozen"``), trains at lr 6e-5 for 300 steps, predicts the fake side half the time
+from the model's own concept samples (``fake_from="both"``: on the anchor's latents alone the discriminator barely
+sees a style, and erases an object only weakly), protects the unconditional prediction (``null_weight=1``:
+classifier-free guidance multiplies its drift by w − 1) and adds an anchor-seeking term (``anchor_weight=10``: the
+concept's prediction on the fake side's input regresses to the frozen model's anchor prediction there, so the erased
+concept lands on the anchor instead of on whatever fools the discriminator). ``retain_prompts`` adds other prompts'
+own samples to the prior (the MiniCanvas plan sets them for styles).
 """
 
 from __future__ import annotations

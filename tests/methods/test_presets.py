@@ -106,7 +106,8 @@ def test_world_selects_its_preset_and_per_kind_settings():
     assert style.config.retain_prompts and style.config.concept_prompts  # the world's plan phrased the target
     obj = resolve_erasure("doco", "minicanvas", "apple")
     assert obj.kind == "object" and obj.config.concept_kind == "object" and obj.anchor == "an image"
-    assert (obj.config.fake_from, obj.config.anchor_weight, obj.config.retain_prompts) == ("anchor", 0.0, None)
+    assert (obj.config.fake_from, obj.config.anchor_weight, obj.config.retain_prompts) == ("both", 10.0, None)
+    assert style.config.retain_prompts  # the per-kind section: an object's prior keeps the anchor alone
     free = resolve_erasure("doco", "minicanvas", "a red balloon")  # not a world target: shared options only
     assert free.kind is None and free.config.lr == 6e-5 and free.config.concept_prompts is None
 
