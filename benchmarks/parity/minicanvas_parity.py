@@ -53,8 +53,11 @@ ROWS = (
     "uce-from_last_word",
     "uce-words_eos",
     "esd-authors",
+    "esd-authors-fp32",
     "esd",
 )
+# Diagnostic rows run only when named in --rows.
+DIAGNOSTIC_ROWS = ("esd-authors-fp32",)
 SOURCES = {
     "uce-authors": "rohitgandikota/unified-concept-editing trainscripts/uce_sd_erase.py (commit 28c81ed)",
     "uce-authors-2023": "rohitgandikota/unified-concept-editing train-scripts/train_erase.py (commit bd5fb51)",
@@ -76,7 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--uce-2023-code", help="the same repository checked out at bd5fb51 (the 2023 release)")
     p.add_argument("--esd-code", help="the authors' ESD repository (rohitgandikota/erasing)")
     p.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS), help="style:NAME / object:NAME")
-    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="which rows to run")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=[r for r in ROWS if r not in DIAGNOSTIC_ROWS],
+        choices=ROWS,
+        help="which rows to run",
+    )
     p.add_argument("--seeds", default="0-1", help="evaluation seeds (default 0-1)")
     p.add_argument("--esd-steps", type=int, default=25, help="ESD sampler steps, both sides (authors' default 50)")
     p.add_argument("--esd-seed", type=int, default=0, help="ESD seed, both sides")
