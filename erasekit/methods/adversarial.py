@@ -93,7 +93,6 @@ class AdversarialPrompts:
         start = torch.randint(0, len(table), (len(self.slots),), generator=init)
         self.vectors = self.table[start].clone()
         self.embeddings: torch.Tensor | None = None
-        self.last_loss: float | None = None
 
     def _used(self, vectors: torch.Tensor) -> torch.Tensor:
         if self.allowed is None:
@@ -138,7 +137,6 @@ class AdversarialPrompts:
         self.vectors = vectors.detach()
         with torch.no_grad():
             self.embeddings = self.encode(self.vectors).detach()
-        self.last_loss = last
         return {"attack_start": float(first), "attack_end": float(last)}
 
     def state(self) -> dict[str, torch.Tensor]:
