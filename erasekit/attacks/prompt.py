@@ -36,7 +36,7 @@ from .base import (
     judge_modules,
     register_attack,
 )
-from .tokens import embedding_scale, placeholders, require_token_injection, single_token_words
+from .tokens import embedding_scale, placeholders, require_token_injection, single_token_words, word_mask
 
 MODES = ("discrete", "soft")
 
@@ -88,8 +88,7 @@ class PromptAttack(Attack):
         cfg = self.config
         words = single_token_words(ctx.handle)
         table = ctx.handle.token_embedding_table().float()
-        allowed = torch.zeros(len(table), dtype=torch.bool)
-        allowed[list(words)] = True
+        allowed = word_mask(words, len(table))
         slots = placeholders(ctx.handle, cfg.tokens, " ".join(ctx.prompts))
         suffix_slots = " ".join(w for _, w in slots)
         results: dict[str, Any] = {}

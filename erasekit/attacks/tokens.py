@@ -33,6 +33,13 @@ def single_token_words(handle) -> dict[int, str]:
     return out
 
 
+def word_mask(words: dict[int, str], vocab_size: int) -> torch.Tensor:
+    """A boolean ``[vocab_size]`` mask of the token ids in ``words`` (what a discrete attack may choose from)."""
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    mask[list(words)] = True
+    return mask
+
+
 def placeholders(handle, k: int, avoid: str = "") -> list[tuple[int, str]]:
     """``k`` single-token words to carry learned embeddings: the rarest (highest-id) whole words, none of which
     occurs in ``avoid``."""

@@ -15,7 +15,6 @@ parallelism and resume leave it unchanged; its tokens are checkpointed with the 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -24,8 +23,6 @@ import torch.nn.functional as F
 from .config import check_choice, option
 from .diffusion_data import noisy, pick
 from .loop import TrainState, mix_seeds
-
-logger = logging.getLogger(__name__)
 
 ROBUST_MODES = ("soft", "discrete")
 _STREAM = 7919  # keeps the attack's draws apart from the step's own
@@ -74,16 +71,20 @@ class AdversarialPrompts:
     """
 
     def __init__(self, handle, cfg: RobustOptions, seed: int, prompts: list[str], x0: torch.Tensor):
-        from ..attacks.tokens import embedding_scale, placeholders, require_token_injection, single_token_words
+        from ..attacks.tokens import (
+            embedding_scale,
+            placeholders,
+            require_token_injection,
+            single_token_words,
+            word_mask,
+        )
 
         require_token_injection(handle)
         self.handle, self.cfg, self.seed, self.x0 = handle, cfg, seed, x0
         table = handle.token_embedding_table().float()
         self.table = table.to(handle.device)
-        self.allowed = None
-        if cfg.robust_mode == "discrete":
-            self.allowed = torch.zeros(len(table), dtype=torch.bool)
-            self.allowed[list(single_token_words(handle))] = True
+        discrete = cfg.robust_mode == "discrete"
+        self.allowed = word_mask(single_token_words(handle), len(table)) if discrete else None
         slots = placeholders(handle, cfg.robust_tokens, " ".join(prompts))  # words no forget prompt uses
         self.slots = [tid for tid, _ in slots]
         suffix = " ".join(word for _, word in slots)
