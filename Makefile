@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision are pinned to the builds this workplace keeps on disk (open_clip needs torchvision).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Test processes (pytest-xdist, one torch thread each; a test file stays in one process so its session fixtures are
+# built once): the suite leaves a core idle between small tests when it runs in one process.
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -29,7 +32,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check erasekit erasekit_worlds tests benchmarks
-	ERASEKIT_BAD_INPUT_DIR=docs/reference/bad-inputs $(BIN)/python -m pytest --durations=15
+	ERASEKIT_BAD_INPUT_DIR=docs/reference/bad-inputs $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The reference site (docs/, mkdocs.yml) into site/; warnings are errors.
 docs: install

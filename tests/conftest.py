@@ -18,6 +18,21 @@ import torch  # noqa: E402
 # (tests/eval/eval_fixtures.py: the tiny evaluation suite, also used by tests/demo/).
 sys.path.insert(0, str(Path(__file__).parent / "eval"))
 
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n 2: one torch thread per worker, not two workers x two
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Give every test the process's torch thread count back: benchmark ``main()``s set it process-wide (``--threads``),
+    and one left at 1 would run every later test on half the machine."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 # Fast settings for the shared method suite; every registered method must have an entry (see test_methods_suite).
 # tests/methods/test_expected_slices.py pins the patches they give: regenerate its table when changing them.
 FAST_CONFIGS = {

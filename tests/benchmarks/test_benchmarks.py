@@ -183,7 +183,7 @@ def test_minicanvas_unlearning_overrides_parse_like_set_and_fail_before_any_work
 def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifaces_world, tmp_path):
     bench = _load("minifaces_unlearning")
     out = tmp_path / "r.json"
-    common = ["--world", str(minifaces_world), "--seeds", "0-3", "--no-fid", "--out", str(out), "--threads", "1"]
+    common = ["--world", str(minifaces_world), "--seeds", "0-3", "--no-fid", "--out", str(out), "--threads", "2"]
     fast = ["--set", "steps=1", "batch_size=2", "progress=false"]
     assert bench.main([*common, "--targets", "glasses", *fast, "--patches", str(tmp_path / "p")]) == 0
     result = json.loads(out.read_text())
@@ -209,7 +209,7 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
         raise AssertionError("a resume with other overrides must be refused")
     # --set-for: one target's own options on top of --set, recorded on its row and in the table
     per = tmp_path / "per.json"
-    argv = [*common[:-4], "--threads", "1", "--out", str(per), "--targets", "glasses", "smile", *fast]
+    argv = [*common[:-4], "--threads", "2", "--out", str(per), "--targets", "glasses", "smile", *fast]
     assert bench.main([*argv, "--set-for", "a smiling face", "steps=2", "lr=0.003"]) == 0
     rows = json.loads(per.read_text())["rows"]
     assert [r["steps_run"] for r in rows] == [1, 2] and rows[1]["config"]["lr"] == 0.003
@@ -227,7 +227,7 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
     assert bench.other_attributes("hat")[-1] == "black hair | brown hair | blond hair | red hair"
     assert not any("hair" in a for a in bench.other_attributes("hair_red"))
     kept = tmp_path / "kept.json"
-    argv = [*common[:-4], "--threads", "1", "--out", str(kept), "--targets", "beard", *fast, "--retain-others"]
+    argv = [*common[:-4], "--threads", "2", "--out", str(kept), "--targets", "beard", *fast, "--retain-others"]
     assert bench.main(argv) == 0
     (row,) = json.loads(kept.read_text())["rows"]
     assert "a beard" not in row["config"]["retain"] and "a smile" in row["config"]["retain"]
@@ -239,7 +239,7 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
 
     probe = _load("minifaces_pair_probe")
     out, saved = tmp_path / "p.json", tmp_path / "g.safetensors"
-    common = ["--world", str(minifaces_world), "--pairs", "3", "--samples", "6", "--threads", "1"]
+    common = ["--world", str(minifaces_world), "--pairs", "3", "--samples", "6", "--threads", "2"]
     argv = [*common, "--steps", "2", "--set", "batch_size=4", "--set", "flip_weights={earrings: 3}"]
     argv += ["--set", "region_weight=1"]
     assert probe.main([*argv, "--set", "pair_distance=mse", "--out", str(out), "--save-generator", str(saved)]) == 0

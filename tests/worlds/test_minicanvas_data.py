@@ -258,7 +258,7 @@ def test_data_check_benchmark_runs_in_process(tmp_path):
     argv = ["--out", str(tmp_path / "r.json"), "--train-per-pair", "1", "--eval-per-pair", "1", "--epochs", "1"]
     threads = torch.get_num_threads()
     try:
-        result = module.main(argv + ["--width", "4", "--speed-images", "11", "--threads", "1"])
+        result = module.main(argv + ["--width", "4", "--speed-images", "11", "--threads", "2"])
     finally:
         torch.set_num_threads(threads)  # main() sets the process-wide thread count
         torch.set_flush_denormal(False)
