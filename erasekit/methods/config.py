@@ -219,7 +219,7 @@ class RunConfig:
     )
     optimizer_states: str = option(
         "targeted",
-        "'targeted': AdamW state only for the parameters that may change; "
+        "'targeted': AdamW state only for what may change (the parameters; for SalUn, the masked entries); "
         "'full': also for the rest of the touched components, as reference code does "
         "(a memory baseline for benchmarks/sd_scale.py; results are identical)",
         advanced=True,

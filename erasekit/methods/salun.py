@@ -56,6 +56,7 @@ from .diffusion_data import (
     require_unet_targets,
 )
 from .loop import TrainedMethod, TrainState
+from .optim import MaskedAdamW
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,10 @@ class SalUn(TrainedMethod):
         ctx["null_emb"] = handle.encode_prompts([""])  # SalUn's ∅: the empty prompt, never the concept
         ctx["misaligned_emb"] = handle.encode_prompts(cfg.misaligned_prompts)
         ctx["mask"] = global_topk_mask(self.saliency(state), cfg.mask_ratio)
+        if self.run.optimizer_states == "targeted":  # moments for the masked entries only; the same updates
+            state.optimizer = MaskedAdamW(
+                state.params, ctx["mask"], lr=cfg.lr, weight_decay=cfg.weight_decay, fused=state.device.type == "cuda"
+            )
         if cfg.robust_every:  # the attacker appends its tokens to each forget sample's prompt
             prompts = self.forget_prompts(concepts, len(ctx["forget"]))
             ctx["robust"] = AdversarialPrompts(handle, cfg, cfg.seed, prompts, ctx["forget"])

@@ -58,6 +58,27 @@ def test_salun_mask_is_the_top_fraction_of_the_empty_prompt_saliency_and_the_pat
     assert patch.num_changed <= sum(int(m.sum()) for m in mask.values())
 
 
+def test_masked_moments_give_full_adamws_patch_bit_for_bit_and_hold_only_the_masked_entries(tiny_pipe):
+    from erasekit.methods.optim import MaskedAdamW
+
+    cfg = {**FAST_CONFIGS["salun"], "steps": 3, "lr": 1e-2, "mask_ratio": 0.3}
+    full = erasekit.erase(tiny_pipe, "salun", "a cat", preset="none", optimizer_states="full", **cfg)
+    method = SalUn(SalUnConfig(**cfg))
+    seen = {}
+
+    class Spy(Callback):
+        def on_step_end(self, state, logs):
+            seen["optimizer"] = state.optimizer
+            seen["moments"] = {k: state.optimizer.state[p]["exp_avg"].numel() for k, p in state.params.items()}
+
+    masked = method.erase(tiny_pipe, "a cat", callbacks=[Spy()])
+    assert isinstance(seen["optimizer"], MaskedAdamW)
+    assert seen["moments"] == {k: int(m.sum()) for k, m in method.mask.items()}  # 30 % of the entries, not all
+    assert full.deltas.keys() == masked.deltas.keys()
+    for key, d in full.deltas.items():
+        assert torch.equal(d.indices, masked.deltas[key].indices) and torch.equal(d.values, masked.deltas[key].values)
+
+
 def test_bad_salun_and_doco_settings_fail_before_work(tiny_pipe):
     with pytest.raises(ValueError, match="must not mention the concept"):
         erasekit.erase(tiny_pipe, "salun", "a cat", **{**FAST_CONFIGS["salun"], "misaligned_prompts": ["A cat"]})
