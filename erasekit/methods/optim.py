@@ -59,14 +59,17 @@ class MaskedAdamW(torch.optim.Optimizer):
                     continue
                 mask = self.mask_of(p)
                 st = self.state[p]
-                n = int(mask.sum())
-                if not st:
+                if not st:  # the only place the masked count is read (on CUDA, a host sync per tensor)
+                    n = int(mask.sum())
                     st["step"] = torch.zeros((), dtype=torch.float32, device=p.device if group["fused"] else "cpu")
                     st["exp_avg"] = torch.zeros(n, dtype=p.dtype, device=p.device)
                     st["exp_avg_sq"] = torch.zeros(n, dtype=p.dtype, device=p.device)
-                for key in ("exp_avg", "exp_avg_sq"):  # a full-size moment (a checkpoint of plain AdamW): gather it
-                    if st[key].numel() != n and st[key].numel() == p.numel():
-                        st[key] = st[key].reshape(p.shape)[mask].contiguous()
+                for key in (
+                    "exp_avg",
+                    "exp_avg_sq",
+                ):  # a moment shaped like p (a checkpoint of plain AdamW): gather it
+                    if st[key].shape == p.shape:
+                        st[key] = st[key][mask].contiguous()
                 weights, grad = p.detach()[mask], p.grad[mask]
                 beta1, beta2 = group["betas"]
                 adam(

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).parents[2]
 BENCH = ROOT / "benchmarks"
@@ -75,8 +76,6 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
     """The control flow of a resumed benchmark (evaluation and erasure stubbed: no model is run); the real run on a
     quick world is tests/worlds/test_minicanvas_recipe.py's."""
     import types
-
-    import torch
 
     import erasekit
     import erasekit.models
@@ -183,7 +182,17 @@ def test_minicanvas_unlearning_overrides_parse_like_set_and_fail_before_any_work
 def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifaces_world, tmp_path):
     bench = _load("minifaces_unlearning")
     out = tmp_path / "r.json"
-    common = ["--world", str(minifaces_world), "--seeds", "0-3", "--no-fid", "--out", str(out), "--threads", "2"]
+    common = [
+        "--world",
+        str(minifaces_world),
+        "--seeds",
+        "0-3",
+        "--no-fid",
+        "--out",
+        str(out),
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     fast = ["--set", "steps=1", "batch_size=2", "progress=false"]
     assert bench.main([*common, "--targets", "glasses", *fast, "--patches", str(tmp_path / "p")]) == 0
     result = json.loads(out.read_text())
@@ -209,7 +218,17 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
         raise AssertionError("a resume with other overrides must be refused")
     # --set-for: one target's own options on top of --set, recorded on its row and in the table
     per = tmp_path / "per.json"
-    argv = [*common[:-4], "--threads", "2", "--out", str(per), "--targets", "glasses", "smile", *fast]
+    argv = [
+        *common[:-4],
+        "--threads",
+        str(torch.get_num_threads()),
+        "--out",
+        str(per),
+        "--targets",
+        "glasses",
+        "smile",
+        *fast,
+    ]
     assert bench.main([*argv, "--set-for", "a smiling face", "steps=2", "lr=0.003"]) == 0
     rows = json.loads(per.read_text())["rows"]
     assert [r["steps_run"] for r in rows] == [1, 2] and rows[1]["config"]["lr"] == 0.003
@@ -227,7 +246,17 @@ def test_minifaces_unlearning_on_the_quick_world_writes_rows_and_resumes(minifac
     assert bench.other_attributes("hat")[-1] == "black hair | brown hair | blond hair | red hair"
     assert not any("hair" in a for a in bench.other_attributes("hair_red"))
     kept = tmp_path / "kept.json"
-    argv = [*common[:-4], "--threads", "2", "--out", str(kept), "--targets", "beard", *fast, "--retain-others"]
+    argv = [
+        *common[:-4],
+        "--threads",
+        str(torch.get_num_threads()),
+        "--out",
+        str(kept),
+        "--targets",
+        "beard",
+        *fast,
+        "--retain-others",
+    ]
     assert bench.main(argv) == 0
     (row,) = json.loads(kept.read_text())["rows"]
     assert "a beard" not in row["config"]["retain"] and "a smile" in row["config"]["retain"]
@@ -239,7 +268,16 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
 
     probe = _load("minifaces_pair_probe")
     out, saved = tmp_path / "p.json", tmp_path / "g.safetensors"
-    common = ["--world", str(minifaces_world), "--pairs", "3", "--samples", "6", "--threads", "2"]
+    common = [
+        "--world",
+        str(minifaces_world),
+        "--pairs",
+        "3",
+        "--samples",
+        "6",
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     argv = [*common, "--steps", "2", "--set", "batch_size=4", "--set", "flip_weights={earrings: 3}"]
     argv += ["--set", "region_weight=1"]
     assert probe.main([*argv, "--set", "pair_distance=mse", "--out", str(out), "--save-generator", str(saved)]) == 0
@@ -253,7 +291,6 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
     assert result["config"]["region_weight"] == 1.0
     assert result["config"]["steps"] == 2 and saved.stat().st_size > 0 and result["environment"]["versions"]
     # --checkpoint measures a training checkpoint's EMA generator against the world's judge
-    import torch
 
     from erasekit_worlds.recipes.minifaces.train_gan import GanTrainConfig, train_gan
 
@@ -276,7 +313,6 @@ def test_minifaces_pair_probe_measures_a_world_continues_it_and_reads_checkpoint
 
 def test_sd_scale_builds_sdxl_base_and_sd3_medium_at_full_size():
     """The published architectures' parameter counts, built on the meta device (nothing is allocated)."""
-    import torch
 
     sd_scale = _load("sd_scale")
 

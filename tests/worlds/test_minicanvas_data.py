@@ -256,11 +256,11 @@ def test_data_check_benchmark_runs_in_process(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = ["--out", str(tmp_path / "r.json"), "--train-per-pair", "1", "--eval-per-pair", "1", "--epochs", "1"]
-    threads = torch.get_num_threads()
-    try:
-        result = module.main(argv + ["--width", "4", "--speed-images", "11", "--threads", "2"])
+    try:  # main() sets the process-wide thread count too; tests/conftest.py gives it back after every test
+        result = module.main(
+            argv + ["--width", "4", "--speed-images", "11", "--threads", str(torch.get_num_threads())]
+        )
     finally:
-        torch.set_num_threads(threads)  # main() sets the process-wide thread count
         torch.set_flush_denormal(False)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["n_train"] == saved["n_eval"] == len(STYLES) * len(OBJECTS)

@@ -368,7 +368,9 @@ def _bench(name: str):
 
 def test_eval_benchmark_scores_every_target_and_times_one(world, tmp_path):
     out = tmp_path / "eval.json"
-    _bench("minicanvas_eval").main(["--world", str(world), "--seeds", "0", "--threads", "2", "--out", str(out)])
+    _bench("minicanvas_eval").main(
+        ["--world", str(world), "--seeds", "0", "--threads", str(torch.get_num_threads()), "--out", str(out)]
+    )
     result = json.loads(out.read_text())
     sanity = result["base_sanity"]
     assert len(sanity["per_target"]) == len(STYLES) + len(OBJECTS)
@@ -381,7 +383,18 @@ def test_eval_benchmark_scores_every_target_and_times_one(world, tmp_path):
 def test_unlearning_benchmark_runs_resumes_and_measures_distance_to_gold(world, tmp_path):
     bench = _bench("minicanvas_unlearning")
     out, md = tmp_path / "u.json", tmp_path / "u.md"
-    argv = ["--world", str(world), "--methods", "uce", "--targets", "style:Photo", "--seeds", "0", "--threads", "2"]
+    argv = [
+        "--world",
+        str(world),
+        "--methods",
+        "uce",
+        "--targets",
+        "style:Photo",
+        "--seeds",
+        "0",
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     with pytest.raises(SystemExit, match="no gold standard for style:Photo: it excludes"):
         bench.main([*argv, "--gold", f"style:Photo={world}", "--out", str(out)])  # the quick world lacks Ink
     gold = tmp_path / "gold"  # a stand-in: the same world, its manifest saying it was trained without Photo
@@ -433,7 +446,18 @@ def test_unlearning_benchmark_prompt_plans():
 
 def test_generate_benchmark_times_the_cli(world, tmp_path):
     out = tmp_path / "g.json"
-    argv = ["--model", f"minicanvas:{world}", "--seeds", "0", "--repeats", "1", "--threads", "2", "--out", str(out)]
+    argv = [
+        "--model",
+        f"minicanvas:{world}",
+        "--seeds",
+        "0",
+        "--repeats",
+        "1",
+        "--threads",
+        str(torch.get_num_threads()),
+        "--out",
+        str(out),
+    ]
     _bench("minicanvas_generate").main([*argv, "--steps", "1"])
     result = json.loads(out.read_text())
     assert result["images"] == 16 and result["best_seconds"] > 0 and "generate" in result["command"]
