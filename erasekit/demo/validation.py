@@ -26,6 +26,7 @@ SERVER_OPTIONS = frozenset(
         "progress",
         "sync_every",
         "optimizer_states",
+        "masked_training",
         "channels_last",
         "mixed_precision",
         "gradient_checkpointing",

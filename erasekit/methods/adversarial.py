@@ -113,7 +113,7 @@ class AdversarialPrompts:
         return bool(self.cfg.robust_every) and (self.embeddings is None or step % self.cfg.robust_every == 0)
 
     def refresh(self, state: TrainState, batch_size: int) -> dict[str, float]:
-        """Optimise the tokens against ``state.params``: minimise the diffusion loss on the concept's samples under
+        """Optimise the tokens against the weights being trained: minimise the diffusion loss on the concept's samples under
         the attacked prompts (the model regenerates the concept as well as these tokens let it). The attack's
         gradients reach the tokens only; the trained weights' ``.grad`` is untouched."""
         cfg, handle = self.cfg, self.handle
@@ -128,7 +128,7 @@ class AdversarialPrompts:
             rows = pick(len(self.x0), gens)
             x_t, t, target = noisy(handle, self.x0[rows], gens)
             cond = self.encode(vectors, rows)
-            loss = F.mse_loss(handle.predict_noise(x_t, t, cond, params=state.params).float(), target)
+            loss = F.mse_loss(handle.predict_noise(x_t, t, cond, params=state.trained).float(), target)
             (grad,) = torch.autograd.grad(loss, [vectors])
             opt.zero_grad(set_to_none=True)
             vectors.grad = grad

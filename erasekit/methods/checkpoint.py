@@ -112,11 +112,18 @@ def load_checkpoint(state, directory: str | Path) -> bool:
             f"The checkpoint in {directory} was made by a different run ({what} differ); rerun with the same "
             "settings, or delete it or point checkpoint_dir elsewhere to start over."
         )
+    # the method's own state first: it may decide the trained tensors' shapes (SalUn trains its mask's entries)
+    state.method.load_extra_state({k[len("extra::") :]: v for k, v in tensors.items() if k.startswith("extra::")})
     with torch.no_grad():
         for k, p in state.params.items():
-            p.copy_(tensors[f"param::{k}"])
+            saved = tensors[f"param::{k}"]
+            if saved.shape != p.shape:
+                raise ValueError(
+                    f"The checkpoint in {directory} holds {k} with shape {tuple(saved.shape)}, this run trains "
+                    f"{tuple(p.shape)} (written by another version or optimizer_states); delete it to start over."
+                )
+            p.copy_(saved)
     _restore_optimizer("opt", state.optimizer, tensors, header["optimizer"])
     state.generator.set_state(tensors["rng::cpu"])
-    state.method.load_extra_state({k[len("extra::") :]: v for k, v in tensors.items() if k.startswith("extra::")})
     state.step = int(header["step"])
     return True

@@ -219,9 +219,18 @@ class RunConfig:
     )
     optimizer_states: str = option(
         "targeted",
-        "'targeted': AdamW state only for what may change (the parameters; for SalUn, the masked entries); "
+        "'targeted': AdamW state only for what may change (the parameters; for SalUn with masked_training, the "
+        "masked entries); "
         "'full': also for the rest of the touched components, as reference code does "
         "(a memory baseline for benchmarks/sd_scale.py; results are identical)",
+        advanced=True,
+    )
+    masked_training: str = option(
+        "auto",
+        "SalUn: train only the mask's entries, each full weight built just before its submodule runs (values, "
+        "gradients and AdamW moments for the masked entries alone, no full float32 copy): 'auto' where the candidate "
+        "tensors hold at least 50 M entries, 'on', 'off' (results are identical; on small models a full copy is "
+        "faster; a checkpoint resumes under the same choice)",
         advanced=True,
     )
     checkpoint_every: int = option(0, "save a resumable checkpoint every N steps (0 = never)")
@@ -233,6 +242,7 @@ class RunConfig:
         _check_types(self)
         check_choice("mixed_precision", self.mixed_precision, ("auto", "bf16", "no"))
         check_choice("optimizer_states", self.optimizer_states, ("targeted", "full"))
+        check_choice("masked_training", self.masked_training, ("auto", "on", "off"))
         if self.sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {self.sync_every!r}.")
         if self.checkpoint_every < 0:

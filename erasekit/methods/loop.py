@@ -57,6 +57,12 @@ class TrainState:
     should_stop: bool = False
     ctx: dict = field(default_factory=dict)
     concepts: list[str] = field(default_factory=list)  # every concept erased in this run (one or more)
+    weights: Any = None  # what forward passes run with, when not ``params`` themselves (e.g. MaskedWeights)
+
+    @property
+    def trained(self) -> Any:
+        """The ``params=`` argument of the handle's calls that use the weights being trained."""
+        return self.params if self.weights is None else self.weights
 
     @property
     def total_steps(self) -> int:
@@ -117,6 +123,11 @@ class TrainedMethod(EraseMethod):
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None: ...
 
+    def trainable_copies(self, base: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
+        """The tensors the optimizer trains: float32 copies of the targeted parameters (the caller's stay as they
+        are)."""
+        return {n: base[n].detach().float().clone().requires_grad_(True) for n in names}
+
     def make_patch(self, state: TrainState) -> dict:
         """Deltas from the trained copies; unchanged tensors are left out."""
         deltas = {}
@@ -166,7 +177,7 @@ class TrainedMethod(EraseMethod):
         cfg = self.config
         base = handle.named_parameters()
         names = resolve_targets(self.default_target(), base, handle.kind)
-        params = {n: base[n].detach().float().clone().requires_grad_(True) for n in names}
+        params = self.trainable_copies(base, names)
         device = next(iter(params.values())).device
         extra = _reference_states(self.run, base, names)
         optimizer = torch.optim.AdamW(

@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..models.masked import MaskedWeights
 from ..ops import global_topk_mask, saliency_loss
 from ..patch import SparseDelta
 from .adversarial import AdversarialPrompts, RobustOptions
@@ -56,11 +57,13 @@ from .diffusion_data import (
     require_unet_targets,
 )
 from .loop import TrainedMethod, TrainState
-from .optim import MaskedAdamW
 
 logger = logging.getLogger(__name__)
 
 GENERIC_PROMPTS = ["a photo", "a picture", "an image"]
+# masked_training='auto' trains the mask's entries only from this many candidate entries (a 0.2 GB float32 copy):
+# building each weight per submodule costs time a small model need not spend (MiniCanvas: 6.6 M entries)
+MASKED_TRAINING_MIN_ENTRIES = 50_000_000
 MISALIGNED_PROMPTS = ["a photo of a landscape", "a photo of a room", "a photo of a street", "a photo of the sea"]
 
 
@@ -196,16 +199,54 @@ class SalUn(TrainedMethod):
         ctx["null_emb"] = handle.encode_prompts([""])  # SalUn's ∅: the empty prompt, never the concept
         ctx["misaligned_emb"] = handle.encode_prompts(cfg.misaligned_prompts)
         ctx["mask"] = global_topk_mask(self.saliency(state), cfg.mask_ratio)
-        if self.run.optimizer_states == "targeted":  # moments for the masked entries only; the same updates
-            state.optimizer = MaskedAdamW(
-                state.params, ctx["mask"], lr=cfg.lr, weight_decay=cfg.weight_decay, fused=state.device.type == "cuda"
-            )
+        self._state = state
+        if self._masked_training(state.base, list(state.params)):
+            self._train_masked_entries(state)
         if cfg.robust_every:  # the attacker appends its tokens to each forget sample's prompt
             prompts = self.forget_prompts(concepts, len(ctx["forget"]))
             ctx["robust"] = AdversarialPrompts(handle, cfg, cfg.seed, prompts, ctx["forget"])
         self.mask, self._ctx = ctx["mask"], ctx
         kept = sum(int(m.sum()) for m in self.mask.values())
         logger.info("salun: mask keeps %d of %d candidate weights", kept, sum(m.numel() for m in self.mask.values()))
+
+    def trainable_copies(self, base: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
+        """Training the mask's entries only, the saliency needs no copy of float32 weights: it takes its gradient
+        on leaves that share the caller's storage (nothing writes to them; the optimizer built on them never steps
+        and is replaced with the values' own). Weights of other dtypes are copied to float32, as the loop does."""
+        if not self._masked_training(base, names):
+            return super().trainable_copies(base, names)
+        return {n: base[n].detach().float().requires_grad_(True) for n in names}
+
+    def _masked_training(self, base: dict[str, torch.Tensor], names: list[str]) -> bool:
+        """Whether to train the mask's entries only (``masked_training``; never with reference-style full
+        optimizer states): 'auto' where the candidates are large enough for a full copy's memory to matter."""
+        mode = self.run.masked_training
+        if self.run.optimizer_states == "full" or mode == "off":
+            return False
+        return mode == "on" or sum(base[n].numel() for n in names) >= MASKED_TRAINING_MIN_ENTRIES
+
+    def _train_masked_entries(self, state: TrainState) -> None:
+        """From here on the trained tensors are the values of the mask's entries (one 1-D leaf per tensor, built
+        into full weights one submodule at a time by :class:`MaskedWeights`), not full copies: the same updates,
+        with values, gradients and AdamW's moments for the masked entries only. Each full copy is freed as its
+        values are taken."""
+        mask, values = state.ctx["mask"], {}
+        state.optimizer = None  # it references the full copies
+        for key in list(state.params):
+            values[key] = state.params.pop(key).detach()[mask[key]].requires_grad_(True)
+        self._use_values(state, values)
+        state.ctx["_check_gradients"] = True
+
+    def _use_values(self, state: TrainState, values: dict[str, torch.Tensor]) -> None:
+        """Train ``values`` (the entries of ``state.ctx['mask']``) with a fresh AdamW, as the loop would."""
+        state.params = values
+        state.weights = MaskedWeights(state.base, state.ctx["mask"], values)
+        state.optimizer = torch.optim.AdamW(
+            list(values.values()),
+            lr=self.config.lr,
+            weight_decay=self.config.weight_decay,
+            fused=state.device.type == "cuda",
+        )
 
     def forget_prompts(self, concepts: list[str], n: int) -> list[str]:
         """The prompt of each of the ``n`` forget samples: ``forget_prompts`` in turn, else the concepts in turn."""
@@ -245,8 +286,8 @@ class SalUn(TrainedMethod):
             x0 = x0_all[i : i + cfg.batch_size]
             n = x0.shape[0]
             x_t, t, target = noisy(handle, x0, [state.generator] * n)
-            eps_c = handle.predict_noise(x_t, t, ctx["forget_emb"][i : i + n], params=state.params)
-            eps_u = handle.predict_noise(x_t, t, ctx["null_emb"].expand(n, -1, -1), params=state.params)
+            eps_c = handle.predict_noise(x_t, t, ctx["forget_emb"][i : i + n], params=state.trained)
+            eps_u = handle.predict_noise(x_t, t, ctx["null_emb"].expand(n, -1, -1), params=state.trained)
             loss = saliency_loss(target, eps_c, eps_u, cfg.saliency_guidance) * (n / len(x0_all))
             loss.backward()
         scores = {}
@@ -285,7 +326,7 @@ class SalUn(TrainedMethod):
             r_target = targets.pop(0)
         if robust is not None:  # the attacked forget prompts, mapped to c' like the plain ones
             inputs.append((f_t, f_step, robust.embeddings[f_idx]))
-        preds = batched_predict(handle, inputs, state.params)
+        preds = batched_predict(handle, inputs, state.trained)
         forget, retain = F.mse_loss(preds[0], f_target), F.mse_loss(preds[1], r_target)
         loss = forget + cfg.retain_weight * retain
         logs.update(forget=float(forget.detach()), retain=float(retain.detach()))
@@ -299,7 +340,7 @@ class SalUn(TrainedMethod):
 
     def misaligned_target(self, state: TrainState, x_t, t, misaligned, forget_emb) -> torch.Tensor:
         """ε(x_t, c') of the weights being trained (the paper's stop-gradient target; called under no_grad)."""
-        return state.handle.predict_noise(x_t, t, misaligned, params=state.params).float()
+        return state.handle.predict_noise(x_t, t, misaligned, params=state.trained).float()
 
     def misaligned_index(self, forget_idx: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         """Which misaligned prompt each forget sample is mapped to: its partner (forget sample i was made from
@@ -308,15 +349,31 @@ class SalUn(TrainedMethod):
         return forget_idx % n if self.config.pair_misaligned else pick(n, generators)
 
     def transform_gradients(self, state: TrainState) -> None:
+        if state.weights is not None:  # the values are the mask's entries: nothing outside it has a gradient
+            if state.ctx.pop("_check_gradients", False):
+                self._check_gradients(state)
+            return
         for key, p in state.params.items():
             if p.grad is not None:
                 p.grad.mul_(state.ctx["mask"][key])
+
+    @staticmethod
+    def _check_gradients(state: TrainState) -> None:
+        """Every trained tensor with masked entries must get a gradient in the first step: a weight its submodule
+        does not read inside its own forward would be left at the base value without an error."""
+        missing = [k for k, v in state.params.items() if v.numel() and v.grad is None]
+        if missing:
+            raise RuntimeError(
+                f"salun: {len(missing)} trained tensor(s) got no gradient (e.g. {missing[0]}): the model reads them "
+                "outside their own submodule's forward; run with masked_training='off'."
+            )
 
     def make_patch(self, state: TrainState) -> dict:
         """Sparse deltas: only masked entries that changed."""
         deltas = {}
         for key, p in state.params.items():
-            diff = (p.detach().float() - state.base[key].detach().float()).cpu()
+            trained = state.weights.full_values(key) if state.weights is not None else p.detach().float()
+            diff = (trained - state.base[key].detach().float()).cpu()
             delta = SparseDelta.from_dense(diff, state.ctx["mask"][key].cpu())
             if delta.indices.numel():
                 deltas[key] = delta
@@ -337,6 +394,12 @@ class SalUn(TrainedMethod):
                 ctx[key] = tensors[key].to(device)
         for key in ctx["mask"]:
             ctx["mask"][key] = tensors[f"mask::{key}"].to(device).bool()
+        state = self._state
+        if state.weights is not None:  # the values follow the saved mask (the checkpoint's values are loaded next)
+            mask = ctx["mask"]
+            self._use_values(
+                state, {k: state.base[k].detach().float()[mask[k]].requires_grad_(True) for k in state.params}
+            )
         if "robust" in ctx:
             ctx["robust"].x0 = ctx["forget"]
             ctx["robust"].load_state(tensors)

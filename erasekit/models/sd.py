@@ -1,7 +1,8 @@
 """A handle over a diffusers Stable Diffusion pipeline: the few operations erasure methods and evaluation need.
 
 Trained weights never touch the caller's pipeline: methods pass ``params`` (``"<component>.<name>" -> tensor``) and
-the handle runs the component with those tensors swapped in through ``torch.func.functional_call``.
+the handle runs the component with those tensors swapped in through ``torch.func.functional_call``, or a
+:class:`~erasekit.models.masked.MaskedWeights` whose weights are built one submodule at a time.
 
 ``DiffusionHandle(pipe)`` picks the handle of the pipeline's architecture, as ``pathlib.Path`` picks the path class
 of the system: :class:`~erasekit.models.SDXLHandle` for a ``StableDiffusionXLPipeline``,
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..ops.diffusion import x0_from_prediction
 from .base import ModelHandle
+from .masked import MaskedWeights
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +50,17 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 _active = threading.local()  # (module, overrides) of the functional call running in this thread, if any
 
 
-def _call(module: nn.Module, overrides: dict[str, torch.Tensor] | None, *args, **kwargs):
+def _call(module: nn.Module, overrides: dict[str, torch.Tensor] | MaskedWeights | None, *args, **kwargs):
     if not overrides:
         return module(*args, **kwargs)
+    if isinstance(overrides, MaskedWeights):  # built one submodule at a time, not all up front
+        previous = getattr(_active, "call", None)
+        _active.call = (module, overrides)
+        try:
+            with overrides.swapped_into(module):
+                return module(*args, **kwargs)
+        finally:
+            _active.call = previous
     dtype = next(module.parameters()).dtype
     overrides = {k: v.to(dtype) for k, v in overrides.items()}
     previous = getattr(_active, "call", None)
@@ -77,6 +87,8 @@ def checkpoint_swapped(block: nn.Module, *args):
     root, overrides = active
 
     def contexts():
+        if isinstance(overrides, MaskedWeights):  # the recomputation saves its tensors through checkpoint's hooks
+            return contextlib.nullcontext(), overrides.swapped_into(root, save_references=False)
         return contextlib.nullcontext(), _reparametrize_module(root, overrides, strict=False)
 
     return checkpoint(block.__call__, *args, use_reentrant=False, context_fn=contexts)
@@ -184,7 +196,9 @@ class DiffusionHandle(ModelHandle):
         return self.pipe.scheduler.config.get("prediction_type", "epsilon")
 
     @staticmethod
-    def _split(params: dict[str, torch.Tensor] | None, component: str) -> dict[str, torch.Tensor]:
+    def _split(params, component: str) -> dict[str, torch.Tensor] | MaskedWeights:
+        if isinstance(params, MaskedWeights):
+            return params.component(component)
         prefix = component + "."
         return {k[len(prefix) :]: v for k, v in (params or {}).items() if k.startswith(prefix)}
 

@@ -37,7 +37,7 @@ def test_the_inner_attack_lowers_the_concept_loss_and_touches_only_its_tokens(ti
     handle, attacker = _attacker(tiny_pipe, robust_attack_steps=8, robust_lr=3.0, robust_tokens=2)
     weights = {k: p.detach().clone() for k, p in handle.named_parameters().items()}
     start = attacker.vectors.clone()
-    state = types.SimpleNamespace(step=0, params=None)
+    state = types.SimpleNamespace(step=0, trained=None)
     logs = attacker.refresh(state, batch_size=4)
     assert set(logs) == {"attack_start", "attack_end"}
     assert _diffusion_loss(handle, attacker, attacker.vectors) < _diffusion_loss(handle, attacker, start)
@@ -53,7 +53,7 @@ def test_a_discrete_attacker_conditions_on_a_prompt_anyone_can_type(tiny_pipe):
     from erasekit.ops.vocab import nearest_tokens
 
     handle, attacker = _attacker(tiny_pipe, mode="discrete", robust_attack_steps=3)
-    attacker.refresh(types.SimpleNamespace(step=0, params=None), batch_size=2)
+    attacker.refresh(types.SimpleNamespace(step=0, trained=None), batch_size=2)
     words = single_token_words(handle)
     ids = nearest_tokens(attacker.vectors, attacker.table, attacker.allowed).tolist()
     typed = [f"{p} {' '.join(words[i] for i in ids)}" for p in ["a cat", "a cat sitting"] * 2]

@@ -52,10 +52,12 @@ def test_esd_variants_on_sd3_follow_the_authors_sd3_sets(tiny_sd3_pipe):
 
 
 @pytest.mark.parametrize("arch", ["sdxl", "sd3"])
-def test_gradient_checkpointing_gives_the_same_patch(arch, fresh_pipe):
+@pytest.mark.parametrize("method", ["esd", "salun"])  # salun: weights built per submodule (MaskedWeights)
+def test_gradient_checkpointing_gives_the_same_patch(arch, method, fresh_pipe):
     pipe = fresh_pipe(arch)
-    plain = erasekit.erase(pipe, "esd", "a cat", **FAST_CONFIGS["esd"])
-    ckpt = erasekit.erase(pipe, "esd", "a cat", gradient_checkpointing=True, **FAST_CONFIGS["esd"])
+    run = {"masked_training": "on"} if method == "salun" else {}
+    plain = erasekit.erase(pipe, method, "a cat", **run, **FAST_CONFIGS[method])
+    ckpt = erasekit.erase(pipe, method, "a cat", gradient_checkpointing=True, **run, **FAST_CONFIGS[method])
     for k, d in plain.deltas.items():  # recomputation runs under the trained tensors
         assert torch.equal(ckpt.deltas[k].to_dense(), d.to_dense()), k
     assert not load_model(pipe).denoiser.is_gradient_checkpointing
