@@ -293,6 +293,8 @@ class SalUn(TrainedMethod):
         scores = {}
         for key, p in state.params.items():
             scores[key] = p.grad.abs_() if p.grad is not None else torch.zeros_like(p)
+            if p.grad is None:  # not in the forget loss's graph: no gradient is expected in training either
+                state.ctx.setdefault("_no_saliency", set()).add(key)
             p.grad = None
         return scores
 
@@ -361,7 +363,8 @@ class SalUn(TrainedMethod):
     def _check_gradients(state: TrainState) -> None:
         """Every trained tensor with masked entries must get a gradient in the first step: a weight its submodule
         does not read inside its own forward would be left at the base value without an error."""
-        missing = [k for k, v in state.params.items() if v.numel() and v.grad is None]
+        unused = state.ctx.get("_no_saliency", set())
+        missing = [k for k, v in state.params.items() if v.numel() and v.grad is None and k not in unused]
         if missing:
             raise RuntimeError(
                 f"salun: {len(missing)} trained tensor(s) got no gradient (e.g. {missing[0]}): the model reads them "
