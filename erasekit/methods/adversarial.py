@@ -113,9 +113,9 @@ class AdversarialPrompts:
         return bool(self.cfg.robust_every) and (self.embeddings is None or step % self.cfg.robust_every == 0)
 
     def refresh(self, state: TrainState, batch_size: int) -> dict[str, float]:
-        """Optimise the tokens against the weights being trained: minimise the diffusion loss on the concept's samples under
-        the attacked prompts (the model regenerates the concept as well as these tokens let it). The attack's
-        gradients reach the tokens only; the trained weights' ``.grad`` is untouched."""
+        """Optimise the tokens against the weights being trained (``state.trained``): minimise the diffusion loss on
+        the concept's samples under the attacked prompts (the model regenerates the concept as well as these tokens
+        let it). The attack's gradients reach the tokens only; the trained weights' ``.grad`` is untouched."""
         cfg, handle = self.cfg, self.handle
         vectors = self.vectors.clone().requires_grad_(True)
         opt = torch.optim.Adam([vectors], lr=cfg.robust_lr * self.scale)

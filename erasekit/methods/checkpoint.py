@@ -120,7 +120,8 @@ def load_checkpoint(state, directory: str | Path) -> bool:
             if saved.shape != p.shape:
                 raise ValueError(
                     f"The checkpoint in {directory} holds {k} with shape {tuple(saved.shape)}, this run trains "
-                    f"{tuple(p.shape)} (written by another version or optimizer_states); delete it to start over."
+                    f"{tuple(p.shape)} (written by another version, or under another masked_training or "
+                    "optimizer_states); rerun with the same run options, or delete it to start over."
                 )
             p.copy_(saved)
     _restore_optimizer("opt", state.optimizer, tensors, header["optimizer"])

@@ -35,6 +35,7 @@ itself (final latents of its own sampler, no decode/encode round trip) instead o
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -199,7 +200,7 @@ class SalUn(TrainedMethod):
         ctx["null_emb"] = handle.encode_prompts([""])  # SalUn's ∅: the empty prompt, never the concept
         ctx["misaligned_emb"] = handle.encode_prompts(cfg.misaligned_prompts)
         ctx["mask"] = global_topk_mask(self.saliency(state), cfg.mask_ratio)
-        self._state = state
+        self._state = weakref.ref(state)  # for load_extra_state; the method keeps no run's tensors alive after it
         if self._masked_training(state.base, list(state.params)):
             self._train_masked_entries(state)
         if cfg.robust_every:  # the attacker appends its tokens to each forget sample's prompt
@@ -397,7 +398,7 @@ class SalUn(TrainedMethod):
                 ctx[key] = tensors[key].to(device)
         for key in ctx["mask"]:
             ctx["mask"][key] = tensors[f"mask::{key}"].to(device).bool()
-        state = self._state
+        state = self._state()
         if state.weights is not None:  # the values follow the saved mask (the checkpoint's values are loaded next)
             mask = ctx["mask"]
             self._use_values(

@@ -53,19 +53,16 @@ _active = threading.local()  # (module, overrides) of the functional call runnin
 def _call(module: nn.Module, overrides: dict[str, torch.Tensor] | MaskedWeights | None, *args, **kwargs):
     if not overrides:
         return module(*args, **kwargs)
-    if isinstance(overrides, MaskedWeights):  # built one submodule at a time, not all up front
-        previous = getattr(_active, "call", None)
-        _active.call = (module, overrides)
-        try:
-            with overrides.swapped_into(module):
-                return module(*args, **kwargs)
-        finally:
-            _active.call = previous
-    dtype = next(module.parameters()).dtype
-    overrides = {k: v.to(dtype) for k, v in overrides.items()}
+    masked = isinstance(overrides, MaskedWeights)  # built one submodule at a time, not all up front
+    if not masked:
+        dtype = next(module.parameters()).dtype
+        overrides = {k: v.to(dtype) for k, v in overrides.items()}
     previous = getattr(_active, "call", None)
     _active.call = (module, overrides)
     try:
+        if masked:
+            with overrides.swapped_into(module):
+                return module(*args, **kwargs)
         return torch.func.functional_call(module, overrides, args, kwargs, strict=False)
     finally:
         _active.call = previous

@@ -318,3 +318,11 @@ def test_resume_gives_the_uninterrupted_result(method, options, tiny_pipe, tmp_p
     assert resumed.deltas.keys() == full.deltas.keys()
     for k, d in full.deltas.items():
         assert torch.equal(resumed.deltas[k].to_dense(), d.to_dense()), k
+
+
+def test_a_checkpoint_of_masked_training_is_refused_by_a_full_copy_run_with_the_fix(tiny_pipe, tmp_path):
+    fast = {**FAST_CONFIGS["salun"], "steps": 4, "checkpoint_dir": str(tmp_path), "checkpoint_every": 2}
+    with pytest.raises(KeyboardInterrupt):
+        erasekit.erase(tiny_pipe, "salun", "a cat", callbacks=[_Crash()], masked_training="on", **fast)
+    with pytest.raises(ValueError, match="another masked_training or optimizer_states.*same run options"):
+        erasekit.erase(tiny_pipe, "salun", "a cat", resume=True, masked_training="off", **fast)
