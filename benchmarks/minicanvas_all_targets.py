@@ -83,9 +83,11 @@ def row_checks(row: dict) -> dict[str, bool]:
     return checks
 
 
-def summarise(rows: list[dict], methods: list[str]) -> dict:
-    """Per method and kind: the averages, the bars on them, and how many rows meet every per-target bar."""
+def summarise(rows: list[dict]) -> dict:
+    """Per method and kind: the averages, the bars on them, and how many rows meet every per-target bar (every
+    method in the JSON, whichever ``--methods`` this invocation ran)."""
     out = {}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         for kind in ("style", "object"):
             mine = [r for r in rows if r["method"] == method and r["target"].startswith(kind + ":")]
@@ -245,11 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         row["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         row["meets"] = row_checks(row)
         result["rows"].append(row)
-        result["summary"] = summarise(result["rows"], list(args.methods))
+        result["summary"] = summarise(result["rows"])
         write_json(out, result)
         write_text(args.md, markdown(result))
         logger.info("%s %s: %s (%.0f s erase)", method, target, row["metrics"], row["erase_seconds"])
-    result["summary"] = summarise(result["rows"], list(args.methods))
+    result["summary"] = summarise(result["rows"])
     write_json(out, result)
     write_text(args.md, markdown(result))
     print(markdown(result))
