@@ -209,6 +209,18 @@ def evaluate_row(handle, suite, target: str, patch, seeds: list[int], manifest: 
     return {k: report.metrics[k] for k in (*METRICS, "ua_heldout")}
 
 
+def measured_with_current_preset(row: dict, spec: str) -> bool:
+    """Whether every option the method's world preset now sets for the row's kind of target is the value the row
+    ran with (a row measured before the preset changed no longer shows what the defaults give)."""
+    from erasekit.presets import find_preset
+
+    preset = find_preset("auto", row["method"], spec)
+    if preset is None:
+        return False
+    kind = row["target"].partition(":")[0]
+    return all(row["config"].get(k) == v for k, v in preset.settings(kind).items())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -236,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         if earlier["settings"]["seeds"] != seeds:
             raise SystemExit(f"{out} holds rows measured with seeds {earlier['settings']['seeds']}; use another --out")
         result["rows"] = earlier["rows"]
+    stale = [r for r in result["rows"] if not measured_with_current_preset(r, spec)]
+    for r in stale:  # measured under an earlier version of the preset: measured again, the new row replaces it
+        logger.info("%s on %s was measured with another preset; measuring it again", r["method"], r["target"])
+    result["rows"] = [r for r in result["rows"] if r not in stale]
     done = {(r["method"], r["target"]) for r in result["rows"]}
     todo = [(m, t) for t in targets for m in args.methods if (m, t) not in done]
     if args.limit is not None:

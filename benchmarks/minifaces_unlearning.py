@@ -152,6 +152,8 @@ def run_target(spec: str, suite, target: str, seeds: list[int], overrides: dict,
         "patch_tensors": len(patch.deltas),
         "patch_bytes": size,
         "config": patch.metadata.get("config"),
+        "anchor": patch.metadata.get("anchor"),
+        "preset": patch.metadata.get("preset"),
         "metrics": report.metrics,
         "eval_seconds": report.run["seconds"],
     }

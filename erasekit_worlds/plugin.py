@@ -76,6 +76,18 @@ def _minifaces_generator(world: Path) -> Path:
     return path
 
 
+def _minifaces_plan(method: str, target):
+    from .minifaces.plans import erasure_plan
+
+    return erasure_plan(method, target)
+
+
+def _minifaces_target_of(concept: str):
+    from .minifaces.plans import target_of
+
+    return target_of(concept)
+
+
 def _minifaces_verify(world: Path) -> list[str]:
     from .minifaces.manifest import verify_manifest
 
@@ -120,7 +132,9 @@ def register() -> None:
             shipped=_minifaces_shipped,
             model_path=_minifaces_generator,
             suite="minifaces",
+            plan=_minifaces_plan,
             presets=_presets("minifaces"),
+            target_of=_minifaces_target_of,
             verify=_minifaces_verify,
             recognises=lambda folder: (folder / "generator.safetensors").is_file(),
         )

@@ -16,6 +16,9 @@ the attribute is absent. Several attributes at once: ``"glasses, beard"`` (one d
 log-odds that the image shows each ("a face with a smile" against "a face without a smile") are held to the frozen
 image's; a group ``"black hair | red hair | blond hair"`` holds its distribution over the options instead. It
 competes with the erasure itself (on MiniFaces even a small weight slows it), so it is off unless asked for.
+An ``anchor`` replaces the "without" side of every direction; a group anchor (``"a face with brown hair | a face with
+blond hair"``) stands for its options together, which erases one value of an attribute (black hair) towards the
+others rather than towards a negation CLIP never read in its captions ("without black hair").
 ``colour_weight`` (optional) holds the colour layout of every sample, with or without the attribute: the mean colour
 of each cell of a coarse grid (erasing an attribute may recolour the hair of the faces that show it, which the pixel
 term, weighted towards faces without it, does not guard). ``removal_weight`` (optional) adds softplus of the trained
@@ -197,6 +200,18 @@ def prompt_pair(part: str, subject: str, anchor: str | None = None) -> tuple[str
     return f"{subject} with {part}", anchor or f"{subject} without {part}"
 
 
+def group_options(text: str) -> list[str]:
+    """The options of a group ``"a face with brown hair | a face with red hair"`` (one text: itself). As the
+    "without" side of a direction, a group stands for its options together (their template embeddings are averaged),
+    so that a value of an attribute, e.g. a hair colour, is erased towards the attribute's other values."""
+    options = [o.strip() for o in str(text).split("|")]
+    if not all(options):
+        raise ValueError(
+            f"{text!r} has an empty option; separate the options with ' | ', e.g. 'a face with red hair | a face with blond hair'."
+        )
+    return options
+
+
 def resolve_clip(spec: str, handle) -> tuple[Any, Any]:
     """``(model, processor)`` for the ``clip`` option; ``"auto"`` means the generator's world folder's ``clip/``."""
     from ..eval.clip import clip_loader
@@ -269,7 +284,7 @@ class TextToUnlearn(TrainedMethod):
         directions, protos = [], []
         for with_text, without_text in pairs:
             w = encoder.texts([t.format(with_text) for t in cfg.templates])
-            wo = encoder.texts([t.format(without_text) for t in cfg.templates])
+            wo = torch.cat([encoder.texts([t.format(o) for t in cfg.templates]) for o in group_options(without_text)])
             directions.append(text_direction(w, wo))
             protos.append(torch.stack([prototype(w), prototype(wo)]))
         retained = []  # per retain entry, its prototypes [K, D]: (with, without), or one per option of a group

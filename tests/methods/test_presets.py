@@ -164,3 +164,27 @@ def test_cli_records_the_preset_and_list_shows_presets(tiny_pipe, tmp_path, caps
     assert "null_weight" not in template and template["lr"] == 1e-5
     assert main(["list", "salun", "--yaml", "--all"]) == 0
     assert "null_weight" in yaml.safe_load(capsys.readouterr().out)
+
+
+def test_minifaces_plans_a_hair_colour_towards_the_other_colours():
+    hair = resolve_erasure("text_to_unlearn", "minifaces", "black hair")
+    assert hair.preset.name == "minifaces/text_to_unlearn" and hair.kind == "hair" and hair.targets == ["hair:black"]
+    assert hair.anchor == "a face with brown hair | a face with blond hair | a face with red hair"
+    assert hair.config.colour_weight == hair.preset.settings("hair")["colour_weight"]
+    glasses = resolve_erasure("text_to_unlearn", "minifaces", "sunglasses")
+    assert (glasses.kind, glasses.targets, glasses.concept, glasses.anchor) == (
+        "attribute",
+        ["attribute:glasses"],
+        "glasses",
+        None,
+    )
+    both = resolve_erasure("text_to_unlearn", "minifaces", ["glasses", "a bearded face"])
+    assert both.concept == "glasses, beard" and both.anchor is None
+    with pytest.raises(ValueError, match="hair colour is erased on its own"):
+        resolve_erasure("text_to_unlearn", "minifaces", ["red hair", "blond hair"])
+    with pytest.raises(ValueError, match="different kinds"):
+        resolve_erasure("text_to_unlearn", "minifaces", ["red hair", "glasses"])
+    user = resolve_erasure("text_to_unlearn", "minifaces", "red hair", anchor="a face with black hair")
+    assert user.anchor == "a face with black hair"  # the user's anchor wins over the plan's
+    free = resolve_erasure("text_to_unlearn", "minifaces", "a moustache")  # not a world target: no plan, no kind
+    assert free.kind is None and free.concept == "a moustache" and free.anchor is None

@@ -221,3 +221,31 @@ def test_handle_from_a_world_folder_finds_its_clip(tiny_generator, tiny_clip_dir
     cfg = {k: v for k, v in FAST_CONFIGS["text_to_unlearn"].items()}
     patch = erasekit.erase(handle, "text_to_unlearn", "hat", **cfg)
     assert patch.metadata["config"]["clip"] == "auto" and len(patch) > 0
+
+
+def test_a_group_anchor_aims_at_its_options_together(tiny_generator, tiny_clip_dir):
+    """A group anchor ("A | B") is the "without" side of the direction and of the presence prototypes: the options'
+    template embeddings together, so a value of an attribute is erased towards the attribute's other values."""
+    from erasekit.methods.text_to_unlearn import TextToUnlearn, group_options
+    from erasekit.models import load_model
+    from erasekit.ops.clip_direction import prototype, text_direction
+
+    method = TextToUnlearn(TextToUnlearnConfig(clip=str(tiny_clip_dir)))
+    handle = load_model(tiny_generator)
+    group = "a face with brown hair | a face with red hair"
+    text = method._encode_text(handle, ["black hair"], group)
+    encoder, templates = text["encoder"], method.config.templates
+
+    def embed(description):
+        return encoder.texts([t.format(description) for t in templates])
+
+    source, options = embed("a face with black hair"), [embed(o) for o in group_options(group)]
+    assert torch.allclose(text["directions"][0], text_direction(source, torch.cat(options)), atol=1e-6)
+    assert torch.allclose(text["protos"][0][1], prototype(torch.cat(options)), atol=1e-6)
+    single = method._encode_text(handle, ["black hair"], "a face with brown hair")
+    assert not torch.allclose(single["directions"][0], text["directions"][0])
+    assert group_options("a face") == ["a face"]
+    with pytest.raises(ValueError, match="empty option"):
+        group_options("a face with red hair | ")
+    patch = _erase(tiny_generator, tiny_clip_dir, concept="black hair", anchor=group)
+    assert [tuple(p) for p in patch.metadata["text_to_unlearn"]["prompts"]] == [("a face with black hair", group)]
