@@ -74,6 +74,18 @@ def all_targets() -> list[str]:
     return [f"style:{s}" for s in STYLES if s != PHOTO] + [f"object:{o}" for o in OBJECTS]
 
 
+def in_table_order(rows: list[dict]) -> list[dict]:
+    """Rows by method, then styles and objects in the world's order (a row measured again keeps its place)."""
+    methods = list(dict.fromkeys([*METHODS, *(r["method"] for r in rows)]))
+    targets = all_targets()
+
+    def key(row):
+        t = row["target"]
+        return methods.index(row["method"]), targets.index(t) if t in targets else len(targets), t
+
+    return sorted(rows, key=key)
+
+
 def row_checks(row: dict) -> dict[str, bool]:
     """Which per-target bars a row meets."""
     kind, m = row["target"].split(":")[0], row["metrics"]
@@ -263,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         row["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         row["meets"] = row_checks(row)
         result["rows"].append(row)
+        result["rows"] = in_table_order(result["rows"])
         result["summary"] = summarise(result["rows"])
         write_json(out, result)
         write_text(args.md, markdown(result))
