@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     preset = find_preset("auto", "text_to_unlearn", spec)
     run = {
-        "world": str(world),
+        "world": str(world.relative_to(ROOT)) if world.is_relative_to(ROOT) else str(world),
         "seeds": seeds,
         "overrides": {},
         "preset": {
