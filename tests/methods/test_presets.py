@@ -155,7 +155,8 @@ def test_cli_records_the_preset_and_list_shows_presets(tiny_pipe, tmp_path, caps
     capsys.readouterr()
     assert main(["list", "salun"]) == 0
     text = capsys.readouterr().out
-    assert "minicanvas/salun" in text and "steps = 500" in text and "(preset minicanvas: 200)" in text
+    assert "minicanvas/salun" in text and "steps = 500" in text
+    assert "(preset minicanvas: 200; minicanvas style: 160)" in text  # the shared value, then the per-kind one
     assert "null_weight = " not in text and "advanced options" in text  # the option row is hidden
     assert main(["list", "salun", "--all"]) == 0
     assert "null_weight = 0.0" in capsys.readouterr().out
