@@ -123,10 +123,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only; the result should read like any new file
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes it owner-only, and a writer may replace the file with its own (safetensors' save_file does):
+        # the result should read like any new file
+        os.chmod(tmp_path, 0o666 & ~_umask())
         _fsync(tmp_path)
         kill_point(f"write:{path.name}")
         os.replace(tmp_path, path)

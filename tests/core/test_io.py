@@ -58,3 +58,15 @@ def test_written_data_reaches_the_disk_before_its_name_does(tmp_path, monkeypatc
     first_replace = next(i for i, (kind, _) in enumerate(events) if kind == "replace")
     assert any(p.endswith("f.bin") for _, p in events[:first_replace])
     assert events[-1] == ("fsync", str(tmp_path))
+
+
+def test_a_writer_that_replaces_the_temporary_file_still_gives_a_readable_result(tmp_path):
+    """safetensors' save_file writes a new owner-only file over the temporary one; the result is still readable
+    like any new file (a patch shared with another user or a model server must not be owner-only)."""
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "patch.safetensors"
+    with atomic_path(target) as tmp:
+        save_file({"x": torch.zeros(2)}, str(tmp))
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
