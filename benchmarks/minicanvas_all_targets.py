@@ -195,6 +195,7 @@ def erase_row(handle, spec: str, method: str, target: str, args) -> tuple[dict, 
         "concept": concept,
         "anchor": patch.metadata.get("anchor"),
         "preset": patch.metadata["preset"]["name"],
+        "preset_record": patch.metadata["preset"],
         "config": patch.metadata["config"],
         "erase_seconds": round(seconds, 1),
         "cpu_matmul_gflops": machine,
@@ -222,15 +223,12 @@ def evaluate_row(handle, suite, target: str, patch, seeds: list[int], manifest: 
 
 
 def measured_with_current_preset(row: dict, spec: str) -> bool:
-    """Whether every option the method's world preset now sets for the row's kind of target is the value the row
-    ran with (a row measured before the preset changed no longer shows what the defaults give)."""
-    from erasekit.presets import find_preset
+    """Whether the row ran as its erasure runs now: the same preset (its settings for the target's kind) and anchor;
+    a row measured before the preset or plan changed no longer shows what the defaults give."""
+    from erasekit.presets import resolve_erasure
 
-    preset = find_preset("auto", row["method"], spec)
-    if preset is None:
-        return False
-    kind = row["target"].partition(":")[0]
-    return all(row["config"].get(k) == v for k, v in preset.settings(kind).items())
+    resolved = resolve_erasure(row["method"], spec, row["concept"])
+    return resolved.ran_as(row.get("preset_record", row["preset"]), row["config"], row.get("anchor"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,18 +89,6 @@ def markdown(result: dict, rows_module) -> str:
     return "\n".join(head + table + tail) + "\n"
 
 
-def measured_as_now(row: dict, resolved) -> bool:
-    """Whether the row ran as an erasure of its concept runs now: the same preset record (name, kind, settings) and
-    anchor. Rows written before rows recorded their preset compare the settings for the concept's kind with the
-    row's config."""
-    if row.get("anchor") != resolved.anchor:
-        return False
-    if "preset" in row:
-        return row["preset"] == resolved.record()
-    settings = resolved.preset.settings(resolved.kind) if resolved.preset else {}
-    return all(row["config"].get(k) == v for k, v in settings.items())
-
-
 def main(argv: list[str] | None = None) -> int:
     from erasekit.presets import find_preset, resolve_erasure
     from erasekit_worlds.minifaces import weights_dir
@@ -138,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     current = {c: resolve_erasure("text_to_unlearn", spec, c) for c in concepts}
     kept = []
     for r in result["rows"]:  # a row measured under another preset or plan is measured again; the new row replaces it
-        if r["concept"] in current and not measured_as_now(r, current[r["concept"]]):
+        now = current.get(r["concept"])
+        if now is not None and not now.ran_as(r.get("preset"), r["config"], r.get("anchor")):
             logger.info("%s was measured with another preset or plan; measuring it again", r["target"])
         else:
             kept.append(r)

@@ -203,6 +203,18 @@ class ResolvedErasure:
             "settings": self.preset.settings(self.kind) if self.preset else {},
         }
 
+    def ran_as(self, record: Any, config: dict[str, Any], anchor: str | None) -> bool:
+        """Whether an erasure that recorded ``record`` (its patch's ``metadata["preset"]``), ``config`` and ``anchor``
+        ran as this one runs now: the same anchor and preset record. A ``record`` that is not a full record (a
+        preset name, as older results kept) is judged by the preset's settings for this concept's kind instead, each
+        compared with ``config``."""
+        if anchor != self.anchor:
+            return False
+        if isinstance(record, dict):
+            return record == self.record()
+        settings = self.preset.settings(self.kind) if self.preset else {}
+        return all(k in config and config[k] == v for k, v in settings.items())
+
 
 def resolve_erasure(
     method: str,

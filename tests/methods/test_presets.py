@@ -189,3 +189,16 @@ def test_minifaces_plans_a_hair_colour_towards_the_other_colours():
     assert user.anchor == "a face with black hair"  # the user's anchor wins over the plan's
     free = resolve_erasure("text_to_unlearn", "minifaces", "a moustache")  # not a world target: no plan, no kind
     assert free.kind is None and free.concept == "a moustache" and free.anchor is None
+
+
+def test_a_resolved_erasure_tells_whether_a_recorded_one_ran_as_it_runs_now():
+    hair = resolve_erasure("text_to_unlearn", "minifaces", "black hair")
+    settings = hair.preset.settings("hair")
+    assert hair.ran_as(hair.record(), {}, hair.anchor)
+    assert not hair.ran_as({**hair.record(), "settings": {**settings, "steps": 1}}, {}, hair.anchor)
+    assert not hair.ran_as(hair.record(), {}, None)  # no anchor: erased before the world's hair plan
+    glasses = resolve_erasure("text_to_unlearn", "minifaces", "glasses")
+    older = glasses.preset.settings("attribute")  # a record that names the preset only: the config decides
+    assert glasses.ran_as("minifaces/text_to_unlearn", older, None)
+    assert not glasses.ran_as("minifaces/text_to_unlearn", {**older, "steps": 1}, None)
+    assert not glasses.ran_as(None, {}, None)  # a config without the preset's options did not run under it
