@@ -118,6 +118,12 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def repo_relative(path: Path) -> str:
+    """``path`` as the results files name it: relative to the repository when inside it (no machine's home)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def markdown(result: dict) -> str:
     s, env = result["settings"], result["environment"]
 
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = [str(suite.parse_target(t)) for t in targets]
     out = Path(args.out)
     settings = {
-        "world": str(world),
+        "world": repo_relative(world),
         "seeds": seeds,
         "steps": manifest["sampling"]["steps"],
         "guidance": manifest["sampling"]["guidance"],

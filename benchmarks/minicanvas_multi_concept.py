@@ -128,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     if len({t.split(":")[0] for t in targets}) != 1:
         raise SystemExit(f"--targets must be of one kind (styles or objects), got {targets}")
     out = Path(args.out)
-    settings = {"world": str(world), "seeds": seeds, "targets": targets, "methods": list(args.methods)}
+    settings = {
+        "world": shared.repo_relative(world),
+        "seeds": seeds,
+        "targets": targets,
+        "methods": list(args.methods),
+    }
     result = {"benchmark": "minicanvas_multi_concept", "settings": settings, "environment": environment("cpu")}
     result.update(bars=BARS, rows=[])
     if out.is_file():

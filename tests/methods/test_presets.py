@@ -156,7 +156,7 @@ def test_cli_records_the_preset_and_list_shows_presets(tiny_pipe, tmp_path, caps
     assert main(["list", "salun"]) == 0
     text = capsys.readouterr().out
     assert "minicanvas/salun" in text and "steps = 500" in text
-    assert "(preset minicanvas: 200; minicanvas style: 160)" in text  # the shared value, then the per-kind one
+    assert "(preset minicanvas: 200; minicanvas style: 160; minicanvas object: 150)" in text  # shared, then per kind
     assert "null_weight = " not in text and "advanced options" in text  # the option row is hidden
     assert main(["list", "salun", "--all"]) == 0
     assert "null_weight = 0.0" in capsys.readouterr().out
