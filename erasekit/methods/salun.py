@@ -76,7 +76,9 @@ class SalUnConfig(RobustOptions, TrainingConfig):
         500,
         "optimisation steps (paper: 5 epochs at batch 8, ~500 steps at SD scale; MiniCanvas preset: 200, styles 160, objects 150)",
     )
-    lr: float = option(1e-5, "learning rate (paper: 1e-5 on SD; MiniCanvas preset: 1e-4, styles 1.25e-4, objects 2e-4)")
+    lr: float = option(
+        1e-5, "learning rate (paper: 1e-5 on SD; MiniCanvas preset: 1e-4, styles 1.25e-4, objects 2e-4)"
+    )
     batch_size: int = option(8, "forget samples and retain samples per step (paper: 8; MiniCanvas preset: 4)")
     target: Any = option("unet", "candidate parameters the saliency mask is chosen from (preset, 're:<regex>', list)")
     mask_ratio: float = option(
