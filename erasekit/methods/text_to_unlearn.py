@@ -73,7 +73,7 @@ DEFAULT_TEMPLATES = ["{}.", "a photo of {}.", "a picture of {}.", "an image of {
 
 @dataclass
 class TextToUnlearnConfig(TrainingConfig):
-    steps: int = option(300, "optimisation steps (MiniFaces preset: 450)")
+    steps: int = option(300, "optimisation steps (MiniFaces preset: 800)")
     lr: float = option(0.002, "Adam learning rate on the generator's unit-scale weights (StyleGAN-NADA: 0.002)")
     batch_size: int = option(4, "latents per step")
     target: Any = option("synthesis_conv", "trainable parameters: a stylegan preset, 're:<regex>' or a list")
@@ -127,7 +127,7 @@ class TextToUnlearnConfig(TrainingConfig):
     removal_weight: float = option(
         0.0,
         "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute "
-        "(MiniFaces preset: 1)",
+        "(MiniFaces preset: 1; hair colours: 4)",
         advanced=True,
     )
     colour_weight: float = option(
