@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from erasekit._env import cpu_matmul_gflops, environment
+from erasekit._env import cpu_matmul_gflops, environment, recorded_path
 from erasekit._io import write_json, write_text
 from erasekit.cli.common import parse_seeds
 
@@ -116,12 +116,6 @@ def summarise(rows: list[dict]) -> dict:
                 "meets": checks,
             }
     return out
-
-
-def repo_relative(path: Path) -> str:
-    """``path`` as the results files name it: relative to the repository when inside it (no machine's home)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def markdown(result: dict) -> str:
@@ -247,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = [str(suite.parse_target(t)) for t in targets]
     out = Path(args.out)
     settings = {
-        "world": repo_relative(world),
+        "world": recorded_path(world, ROOT),
         "seeds": seeds,
         "steps": manifest["sampling"]["steps"],
         "guidance": manifest["sampling"]["guidance"],

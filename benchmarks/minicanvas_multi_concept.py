@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from erasekit._env import cpu_matmul_gflops, environment
+from erasekit._env import cpu_matmul_gflops, environment, recorded_path
 from erasekit._io import write_json, write_text
 from erasekit.cli.common import parse_seeds
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--targets must be of one kind (styles or objects), got {targets}")
     out = Path(args.out)
     settings = {
-        "world": shared.repo_relative(world),
+        "world": recorded_path(world, ROOT),
         "seeds": seeds,
         "targets": targets,
         "methods": list(args.methods),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from erasekit._env import cpu_matmul_gflops, environment
+from erasekit._env import cpu_matmul_gflops, environment, recorded_path
 from erasekit._io import write_json, write_text
 from erasekit.cli.common import parse_seeds
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     preset = find_preset("auto", "text_to_unlearn", spec)
     run = {
-        "world": str(world.relative_to(ROOT)) if world.is_relative_to(ROOT) else str(world),
+        "world": recorded_path(world, ROOT),
         "seeds": seeds,
         "overrides": {},
         "preset": {

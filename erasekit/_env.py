@@ -6,6 +6,7 @@ import os
 import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 
@@ -47,6 +48,18 @@ def cpu_matmul_gflops(size: int = 512, seconds: float = 0.3) -> float:
         a @ b
         best = min(best, time.perf_counter() - started)
     return float(f"{2 * size**3 / best / 1e9:.4g}")  # significant digits: a tiny, preempted run is not 0
+
+
+def recorded_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` as a results file records it: relative to ``root`` (a repository) when inside it, so the record
+    names no machine's home; absolute otherwise.
+
+    Example:
+        >>> recorded_path("/repo/worlds/w", "/repo"), recorded_path("/data/w", "/repo")
+        ('worlds/w', '/data/w')
+    """
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def environment(device: torch.device | str | None = None, packages=PACKAGES) -> dict:

@@ -165,6 +165,13 @@ def test_environment_records_the_machine_and_its_current_speed():
     assert cpu_matmul_gflops(size=64, seconds=0.0) > 0  # one timed repeat at least, even with no time budget
 
 
+def test_results_record_paths_inside_the_repository_relative_to_it(tmp_path):
+    from erasekit._env import recorded_path
+
+    assert recorded_path(tmp_path / "worlds" / "w", tmp_path) == "worlds/w"  # no machine's home in a results file
+    assert recorded_path(tmp_path / "w", tmp_path / "repo") == str((tmp_path / "w").resolve())  # outside: absolute
+
+
 def test_minicanvas_unlearning_overrides_parse_like_set_and_fail_before_any_work():
     import pytest
 
