@@ -127,7 +127,7 @@ class TextToUnlearnConfig(TrainingConfig):
     removal_weight: float = option(
         0.0,
         "weight of a CLIP classification term: softplus of each trained sample's log-odds of showing the attribute "
-        "(MiniFaces preset: 1; hair colours: 4)",
+        "(MiniFaces preset: 1)",
         advanced=True,
     )
     colour_weight: float = option(
