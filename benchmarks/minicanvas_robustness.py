@@ -6,7 +6,9 @@ benchmark use), then runs ``erasekit.attack`` with every attack (relearn, prompt
 the same seeds. Every attack is measured on the erased model, the base model and, for the targets with a gold
 world (``--gold style:Ink=DIR``, trained with ``erasekit world train minicanvas --exclude style:Ink --out DIR``),
 the model retrained without the target. MiniFaces rows erase attributes with ``text_to_unlearn`` and attack them
-with the generator attacks (relearn, quantize).
+with the generator attacks (relearn, quantize). With ``--robust``, salun and doco also erase every target with robust
+training (``robust_every``, AdvUnlearn-style; ``--robust-set`` picks its options) and those erasures are attacked
+the same way, as rows of their own beside the plain ones.
 
 Results go to one JSON file (written atomically after every row; ``--resume`` skips the rows already in it) with
 the environment, the seeds and every attack budget, and to a Markdown table.
@@ -17,6 +19,7 @@ Usage:
         --out /tmp/r.json --md /tmp/r.md                                           # the smallest slice
     python benchmarks/minicanvas_robustness.py --gold style:Ink=worlds/no_ink object:apple=worlds/no_apple --resume
     python benchmarks/minicanvas_robustness.py --set prompt.steps=40 relearn.schedule=[0,50]
+    python benchmarks/minicanvas_robustness.py --methods salun doco --robust --resume   # robust rows beside plain ones
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ METHODS = ("salun", "doco", "esd", "uce")
 TARGETS = ("style:Watercolor", "style:Ink", "style:Neon", "object:apple", "object:cup", "object:fish")
 FACES = ("glasses", "beard")
 ATTACKS = ("relearn", "prompt", "inversion", "quantize", "probe")
+ROBUST_METHODS = ("salun", "doco")  # the methods with robust training (erasekit.methods.adversarial)
+ROBUST_SET = ("robust_every=10", "robust_attack_steps=10")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0", help="sampling seeds of every concept rate (default 0)")
     p.add_argument("--face-seeds", default="0-63", help="MiniFaces sampling seeds (default 0-63)")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], help="ATTACK.KEY=VALUE budget overrides")
+    p.add_argument("--robust", action="store_true", help="also attack robust erasures (salun, doco)")
+    p.add_argument(
+        "--robust-set",
+        nargs="+",
+        default=list(ROBUST_SET),
+        metavar="KEY=VALUE",
+        help=f"options of the robust erasures (default: {' '.join(ROBUST_SET)})",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu, cuda ...")
     p.add_argument("--resume", action="store_true", help="keep the rows already in --out and skip them")
@@ -85,8 +98,33 @@ def summary(name: str, result: dict) -> dict:
     return {"measure": measure, **values}
 
 
-def attack_row(method: str, target: str, args, configs: dict, gold: dict, seeds: list[int]) -> dict:
-    """Erase ``target`` with ``method`` (the world's plan) and attack the patch."""
+def parse_robust(items: list[str]) -> dict:
+    """``["robust_every=10", ...]`` -> erase options; robust training must be on (``robust_every`` >= 1)."""
+    from erasekit.methods.config import parse_override
+
+    options = dict(parse_override(item) for item in items)
+    if not isinstance(options.get("robust_every"), int) or options["robust_every"] < 1:
+        raise SystemExit(f"--robust-set must turn robust training on (robust_every=K, K >= 1), got {items}")
+    unknown = [k for k in options if not k.startswith("robust_")]
+    if unknown:
+        raise SystemExit(f"--robust-set takes robust_* options only, got {unknown}")
+    return options
+
+
+def jobs_of(args) -> list[tuple[str, str, str]]:
+    """``(method, variant, target)`` of every row the arguments ask for: plain erasures, MiniFaces, robust ones."""
+    faces = list(FACES if args.faces is None else args.faces)
+    jobs = [(m, "plain", t) for m in args.methods for t in args.targets]
+    jobs += [("text_to_unlearn", "plain", f) for f in faces]
+    if args.robust:
+        jobs += [(m, "robust", t) for m in args.methods if m in ROBUST_METHODS for t in args.targets]
+    return jobs
+
+
+def attack_row(
+    method: str, target: str, args, configs: dict, gold: dict, seeds: list[int], options: dict | None = None
+) -> dict:
+    """Erase ``target`` with ``method`` (the world's plan, plus ``options``) and attack the patch."""
     import erasekit
     from erasekit.plugins import get_world
 
@@ -95,7 +133,7 @@ def attack_row(method: str, target: str, args, configs: dict, gold: dict, seeds:
     started = time.perf_counter()
     if world.kind == "diffusion":
         concept, anchor, extra = world.plan(method, target)
-        patch = erasekit.erase(handle, method, concept, anchor=anchor, progress=False, **extra)
+        patch = erasekit.erase(handle, method, concept, anchor=anchor, progress=False, **{**extra, **(options or {})})
         attacks = list(args.attacks)
     else:
         patch = erasekit.erase(handle, method, target, progress=False)
@@ -114,6 +152,8 @@ def attack_row(method: str, target: str, args, configs: dict, gold: dict, seeds:
     )
     return {
         "method": method,
+        "variant": "robust" if options else "plain",
+        "options": options or {},
         "target": report.target,
         "world": world.name,
         "gold": gold.get(target),
@@ -138,8 +178,14 @@ def markdown(result: dict) -> str:
         "",
     ]
     measures = {a: next(r["summary"][a]["measure"] for r in result["rows"] if a in r["summary"]) for a in attacks}
+    lines += ["- **no attack**: concept rate of the attack prompts and seeds as they are"]
     lines += [f"- **{a}**: {m}" for a, m in measures.items()]
-    lines += ["", "| method | target | " + " | ".join(attacks) + " |", "|---|---|" + "---|" * len(attacks)]
+    lines += [
+        "- **erase s / attack s**: wall seconds of the erasure and of the whole attack set (every variant)",
+        "",
+        "| method | target | no attack | " + " | ".join(attacks) + " | erase s | attack s |",
+        "|---|---|---|" + "---|" * (len(attacks) + 2),
+    ]
 
     def cell(s: dict | None) -> str:
         if not s:
@@ -148,10 +194,37 @@ def markdown(result: dict) -> str:
         return f"{100 * s['patched']:.0f}" + (f" ({' / '.join(refs)})" if refs else "")
 
     for row in result["rows"]:
+        name = row["method"] + (" (robust)" if row.get("variant") == "robust" else "")
         lines.append(
-            f"| {row['method']} | {row['target']} | " + " | ".join(cell(row["summary"].get(a)) for a in attacks) + " |"
+            f"| {name} | {row['target']} | {cell(row['report']['run']['plain_rates'])} | "
+            + " | ".join(cell(row["summary"].get(a)) for a in attacks)
+            + f" | {row['erase_seconds']:.0f} | {row['report']['run']['wall_seconds']['total']:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def merged_settings(previous: dict, current: dict, out: Path) -> dict:
+    """The settings of a resumed table. Rows sampled with other seeds or attacked with other budgets are not
+    comparable (exit); methods, targets, faces and gold worlds are the union of every invocation's."""
+    if not previous:
+        return current
+    for key in ("seeds", "face_seeds", "attacks", "overrides"):
+        if previous.get(key) != current[key]:
+            raise SystemExit(
+                f"{out} holds rows measured with {key}={previous.get(key)}, not {current[key]}: resume with the same "
+                f"{key}, or write the new rows to another --out."
+            )
+    if previous.get("robust") and current["robust"] and previous["robust"] != current["robust"]:
+        raise SystemExit(
+            f"{out} holds robust rows erased with {previous['robust']}, not {current['robust']}: resume with the same "
+            "--robust-set, or write the new rows to another --out."
+        )
+    merged = dict(current)
+    for key in ("methods", "targets", "faces"):
+        merged[key] = list(dict.fromkeys([*previous.get(key, []), *current[key]]))
+    merged["gold"] = {**previous.get("gold", {}), **current["gold"]}
+    merged["robust"] = current["robust"] or previous.get("robust", {})
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,33 +245,42 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         raise SystemExit(str(err)) from err
     gold = parse_gold(args.gold)
+    robust = parse_robust(args.robust_set) if args.robust else {}
     faces = list(FACES if args.faces is None else args.faces)
     seeds, face_seeds = parse_seeds(args.seeds), parse_seeds(args.face_seeds)
-    jobs = [(m, t) for m in args.methods for t in args.targets] + [("text_to_unlearn", f) for f in faces]
+    jobs = jobs_of(args)
     out = Path(args.out)
-    rows = json.loads(out.read_text())["rows"] if args.resume and out.is_file() else []
-    done = {(r["method"], r["target"]) for r in rows}
+    previous = json.loads(out.read_text()) if args.resume and out.is_file() else {}
+    rows = previous.get("rows", [])
+    done = {(r["method"], r.get("variant", "plain"), r["target"]) for r in rows}
+    command = " ".join(["python benchmarks/minicanvas_robustness.py", *(sys.argv[1:] if argv is None else argv)])
+    settings = {
+        "methods": args.methods,
+        "targets": args.targets,
+        "faces": faces,
+        "attacks": args.attacks,
+        "seeds": seeds,
+        "face_seeds": face_seeds,
+        "overrides": configs,
+        "gold": gold,
+        "robust": robust,
+        "command": command,
+    }
+    settings = merged_settings(previous.get("settings", {}), settings, out)
+    env = environment(args.device)
     result = {
-        "environment": environment(args.device),
-        "settings": {
-            "methods": args.methods,
-            "targets": args.targets,
-            "faces": faces,
-            "attacks": args.attacks,
-            "seeds": seeds,
-            "face_seeds": face_seeds,
-            "overrides": configs,
-            "gold": gold,
-            "command": " ".join(sys.argv),
-        },
+        "environment": env,
+        "runs": [*previous.get("runs", []), {"command": command, "environment": env}],
+        "settings": settings,
         "rows": rows,
     }
-    for method, target in jobs:
-        if (method, target) in done:
-            logger.info("skip %s on %s (already in %s)", method, target, out)
+    for method, variant, target in jobs:
+        if (method, variant, target) in done:
+            logger.info("skip %s (%s) on %s (already in %s)", method, variant, target, out)
             continue
-        logger.info("%s on %s", method, target)
-        row = attack_row(method, target, args, configs, gold, seeds if ":" in target else face_seeds)
+        logger.info("%s (%s) on %s", method, variant, target)
+        options = robust if variant == "robust" else None
+        row = attack_row(method, target, args, configs, gold, seeds if ":" in target else face_seeds, options)
         result["rows"].append(row)
         write_json(out, result)
         write_text(args.md, markdown(result))

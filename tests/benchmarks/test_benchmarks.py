@@ -156,6 +156,53 @@ def test_minicanvas_unlearning_resume_measures_only_what_is_missing(tmp_path, mo
     assert result["runs"][0]["kl_to_gold"]["gold_created"] == "later"
 
 
+def test_minicanvas_robustness_resume_adds_robust_rows_beside_plain_ones(tmp_path, monkeypatch):
+    """The control flow of the robustness table (erasure and attacks stubbed: no model is run; the attacks
+    themselves are tested in tests/attacks/): plain rows, robust rows with their options, resume and its checks."""
+    bench = _load("minicanvas_robustness")
+    calls = []
+
+    def fake_row(method, target, args, configs, gold, seeds, options=None):
+        calls.append((method, target, dict(options or {})))
+        rates = {"patched": 0.1, "base": 1.0}
+        return {
+            "method": method,
+            "variant": "robust" if options else "plain",
+            "options": options or {},
+            "target": target,
+            "erase_seconds": 1.0,
+            "summary": {"quantize": {"measure": "highest concept rate over formats", **rates}},
+            "report": {"run": {"plain_rates": rates, "wall_seconds": {"total": 2.0}}},
+        }
+
+    monkeypatch.setattr(bench, "attack_row", fake_row)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    common = ["--out", str(out), "--md", str(md), "--faces", "--targets", "style:Ink", "--attacks", "quantize"]
+    bench.main([*common, "--methods", "uce", "salun"])
+    assert calls == [("uce", "style:Ink", {}), ("salun", "style:Ink", {})]
+    calls.clear()
+    bench.main([*common, "--methods", "uce", "salun", "--robust", "--robust-set", "robust_every=5", "--resume"])
+    assert calls == [("salun", "style:Ink", {"robust_every": 5})]  # uce has no robust training
+    result = json.loads(out.read_text())
+    assert [(r["method"], r["variant"]) for r in result["rows"]] == [
+        ("uce", "plain"),
+        ("salun", "plain"),
+        ("salun", "robust"),
+    ]
+    assert result["settings"]["robust"] == {"robust_every": 5} and len(result["runs"]) == 2
+    table = md.read_text()
+    assert "| salun (robust) | style:Ink | 10 (100) | 10 (100) | 1 | 2 |" in table
+    with pytest.raises(SystemExit, match="robust_every"):  # robust rows erased otherwise are not comparable
+        bench.main([*common, "--methods", "doco", "--robust", "--resume"])
+    with pytest.raises(SystemExit, match="seeds"):
+        bench.main([*common, "--methods", "doco", "--seeds", "0-1", "--resume"])
+    with pytest.raises(SystemExit, match="robust training on"):
+        bench.main([*common, "--methods", "doco", "--robust", "--robust-set", "robust_every=0"])
+    bench.main([*common, "--methods", "uce", "--resume"])  # a narrower invocation keeps the others' settings
+    assert json.loads(out.read_text())["settings"]["methods"] == ["uce", "salun"]
+    assert calls == [("salun", "style:Ink", {"robust_every": 5})]
+
+
 def test_environment_records_the_machine_and_its_current_speed():
     from erasekit._env import cpu_matmul_gflops, environment
 
