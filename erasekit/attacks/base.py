@@ -141,6 +141,7 @@ class AttackContext:
     check_fingerprint: bool = True
     contrast: tuple[list[str], list[str]] | None = None  # (concept prompts, matched prompts without the concept)
     cache: dict = field(default_factory=dict)
+    _inside: set = field(default_factory=set, init=False, repr=False)  # variants whose block is open
 
     @property
     def kind(self) -> str:
@@ -153,16 +154,29 @@ class AttackContext:
 
     @contextlib.contextmanager
     def model(self, variant: str) -> Iterator[Any]:
-        """The handle of ``variant``; for ``patched`` the patch is applied inside the block and removed after."""
-        if variant == "patched":
-            with self.patch.applied(self.handle, check_fingerprint=self.check_fingerprint):
+        """The handle of ``variant``; for ``patched`` the patch is applied inside the block and removed after.
+
+        Blocks do not nest: a ``patched`` block inside another would stack the patch twice (patches stack by design),
+        and a ``base`` block inside a ``patched`` one would see the patched weights, so either raises.
+        """
+        if self._inside and variant != "gold":
+            raise RuntimeError(
+                f"model({variant!r}) inside model({sorted(self._inside)[0]!r}): the weights would not be {variant}'s "
+                "(ask for plain rates and concept images before opening a model block)."
+            )
+        self._inside.add(variant)
+        try:
+            if variant == "patched":
+                with self.patch.applied(self.handle, check_fingerprint=self.check_fingerprint):
+                    yield self.handle
+            elif variant == "base":
                 yield self.handle
-        elif variant == "base":
-            yield self.handle
-        elif variant == "gold" and self.gold is not None:
-            yield self.gold
-        else:
-            raise ValueError(f"Unknown model variant {variant!r}; choose from {self.variants}.")
+            elif variant == "gold" and self.gold is not None:
+                yield self.gold
+            else:
+                raise ValueError(f"Unknown model variant {variant!r}; choose from {self.variants}.")
+        finally:
+            self._inside.discard(variant)
 
     def pairs(self, prompts: Sequence[str] | None = None) -> list[tuple[str, int]]:
         """``(prompt, seed)`` for every prompt (default: the concept's) and seed."""

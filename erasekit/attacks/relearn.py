@@ -77,6 +77,7 @@ class Relearn(Attack):
         curves: dict[str, dict[int, float]] = {}
         images = {}
         for variant in ctx.variants:
+            plain = ctx.plain_rate(variant)  # before the block: it opens the variant's model itself
             with ctx.model(variant) as handle, frozen_modules(*handle_modules(handle), *judge_modules(ctx.judge)):
                 names = self._names(ctx, handle)
                 current = handle.named_parameters()
@@ -96,7 +97,7 @@ class Relearn(Attack):
                         bar.update(1)
                         bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
                     if stop == 0:
-                        curve[0] = ctx.plain_rate(variant)
+                        curve[0] = plain
                         continue
                     with weights(handle, {k: v.detach() for k, v in params.items()}):
                         curve[stop], imgs = ctx.concept_rate(handle)

@@ -68,6 +68,51 @@ def test_every_attack_reports_erased_base_and_gold_and_leaves_models_untouched(t
     assert (tmp_path / "g.png").stat().st_size > 0
 
 
+def test_plain_rates_are_measured_with_the_patch_applied_once(tiny, monkeypatch):
+    """Relearning reads the erased model's plain rate as its step 0: measured inside the erased model's block, the
+    patch would be stacked on itself (base + 2 delta) and the erasure would look stronger than it is."""
+    handle, patch = tiny
+    key = next(iter(patch.deltas))
+    base = handle.named_parameters()[key].detach().float().clone()
+    once = base + patch.deltas[key].to_dense().float().reshape(base.shape)
+    seen, real_plain, real_rate = {}, AttackContext.plain_rate, AttackContext.concept_rate
+
+    def plain_rate(self, variant):
+        self.cache.setdefault("measuring", []).append(variant)
+        try:
+            return real_plain(self, variant)
+        finally:
+            self.cache["measuring"].pop()
+
+    def concept_rate(self, model, pairs=None):
+        if self.cache.get("measuring"):
+            seen[self.cache["measuring"][-1]] = model.named_parameters()[key].detach().float().clone()
+        return real_rate(self, model, pairs)
+
+    monkeypatch.setattr(AttackContext, "plain_rate", plain_rate)
+    monkeypatch.setattr(AttackContext, "concept_rate", concept_rate)
+    erasekit.attack(
+        handle,
+        patch,
+        tiny_suite(with_clip=False),
+        "style:Ink",
+        ["relearn"],
+        [0],
+        steps=2,
+        configs={"relearn": TINY_BUDGETS["relearn"]},
+        progress=False,
+    )
+    assert torch.equal(seen["patched"], once) and torch.equal(seen["base"], base)
+    ctx = AttackContext(handle, patch, None, "style:Ink", ["x"], [0])
+    with ctx.model("patched"), pytest.raises(RuntimeError, match="inside model"):
+        with ctx.model("patched"):
+            pass
+    with ctx.model("patched"), pytest.raises(RuntimeError, match="inside model"):
+        with ctx.model("base"):
+            pass
+    assert torch.equal(handle.named_parameters()[key].detach().float(), base)  # every block left as found
+
+
 def test_quantization_diagnosis_sees_a_delta_smaller_than_the_bins(tiny):
     handle, patch = tiny
     report = erasekit.attack(
