@@ -43,6 +43,7 @@ METHODS = ("salun", "doco", "esd", "uce")
 TARGETS = ("style:Watercolor", "style:Ink", "style:Neon", "object:apple", "object:cup", "object:fish")
 FACES = ("glasses", "beard")
 ATTACKS = ("relearn", "prompt", "inversion", "quantize", "probe")
+MIDWAY = 50  # relearning steps at which the robust option is held to the gold model's rate + 10 points
 ROBUST_METHODS = ("salun", "doco")  # the methods with robust training (erasekit.methods.adversarial)
 ROBUST_SET = ("robust_every=10", "robust_attack_steps=10")
 
@@ -163,6 +164,15 @@ def attack_row(
     }
 
 
+def midway(row: dict) -> dict | None:
+    """Per model variant, the concept rate after ``MIDWAY`` relearning steps (``None`` when not on the schedule)."""
+    relearn = row["report"].get("attacks", {}).get("relearn")
+    rates = relearn["results"]["rates"] if relearn else {}
+    if not rates or any(str(MIDWAY) not in curve for curve in rates.values()):
+        return None
+    return {variant: curve[str(MIDWAY)] for variant, curve in rates.items()}
+
+
 def markdown(result: dict) -> str:
     """One table: per (method, target), every attack's headline as erased (base / gold)."""
     attacks = list(dict.fromkeys(a for row in result["rows"] for a in row["summary"]))
@@ -179,12 +189,13 @@ def markdown(result: dict) -> str:
     ]
     measures = {a: next(r["summary"][a]["measure"] for r in result["rows"] if a in r["summary"]) for a in attacks}
     lines += ["- **no attack**: concept rate of the attack prompts and seeds as they are"]
+    lines += [f"- **relearn @{MIDWAY}**: concept rate after {MIDWAY} relearning steps (the robustness bar's point)"]
     lines += [f"- **{a}**: {m}" for a, m in measures.items()]
     lines += [
         "- **erase s / attack s**: wall seconds of the erasure and of the whole attack set (every variant)",
         "",
-        "| method | target | no attack | " + " | ".join(attacks) + " | erase s | attack s |",
-        "|---|---|---|" + "---|" * (len(attacks) + 2),
+        f"| method | target | no attack | relearn @{MIDWAY} | " + " | ".join(attacks) + " | erase s | attack s |",
+        "|---|---|---|---|" + "---|" * (len(attacks) + 2),
     ]
 
     def cell(s: dict | None) -> str:
@@ -196,7 +207,7 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         name = row["method"] + (" (robust)" if row.get("variant") == "robust" else "")
         lines.append(
-            f"| {name} | {row['target']} | {cell(row['report']['run']['plain_rates'])} | "
+            f"| {name} | {row['target']} | {cell(row['report']['run']['plain_rates'])} | {cell(midway(row))} | "
             + " | ".join(cell(row["summary"].get(a)) for a in attacks)
             + f" | {row['erase_seconds']:.0f} | {row['report']['run']['wall_seconds']['total']:.0f} |"
         )

@@ -191,7 +191,7 @@ def test_minicanvas_robustness_resume_adds_robust_rows_beside_plain_ones(tmp_pat
     ]
     assert result["settings"]["robust"] == {"robust_every": 5} and len(result["runs"]) == 2
     table = md.read_text()
-    assert "| salun (robust) | style:Ink | 10 (100) | 10 (100) | 1 | 2 |" in table
+    assert "| salun (robust) | style:Ink | 10 (100) | - | 10 (100) | 1 | 2 |" in table
     with pytest.raises(SystemExit, match="robust_every"):  # robust rows erased otherwise are not comparable
         bench.main([*common, "--methods", "doco", "--robust", "--resume"])
     with pytest.raises(SystemExit, match="seeds"):
