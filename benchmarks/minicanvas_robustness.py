@@ -160,8 +160,17 @@ def attack_row(
         "gold": gold.get(target),
         "erase_seconds": round(erase_seconds, 1),
         "summary": {n: summary(n, r) for n, r in report.results.items()},
-        "report": report.to_dict(),
+        "report": compact(report.to_dict()),
     }
+
+
+def compact(report: dict) -> dict:
+    """The report without the quantization diagnosis per tensor (up to 50 tensors per format and row): the table
+    keeps its summary per format; ``erasekit attack --json`` writes the full one."""
+    quantize = report.get("attacks", {}).get("quantize")
+    for stats in (quantize or {}).get("results", {}).get("delta_vs_bin", {}).values():
+        stats.pop("per_tensor", None)
+    return report
 
 
 def midway(row: dict) -> dict | None:
