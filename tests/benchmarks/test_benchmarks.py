@@ -201,6 +201,9 @@ def test_minicanvas_robustness_resume_adds_robust_rows_beside_plain_ones(tmp_pat
     bench.main([*common, "--methods", "uce", "--resume"])  # a narrower invocation keeps the others' settings
     assert json.loads(out.read_text())["settings"]["methods"] == ["uce", "salun"]
     assert calls == [("salun", "style:Ink", {"robust_every": 5})]
+    diagnosis = {"int8": {"median_ratio": 2.0, "per_tensor": {"unet.w": {}}}}
+    report = bench.compact({"attacks": {"quantize": {"results": {"delta_vs_bin": diagnosis}}}})
+    assert report["attacks"]["quantize"]["results"]["delta_vs_bin"] == {"int8": {"median_ratio": 2.0}}
 
 
 def test_environment_records_the_machine_and_its_current_speed():
