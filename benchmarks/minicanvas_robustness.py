@@ -103,7 +103,10 @@ def parse_robust(items: list[str]) -> dict:
     """``["robust_every=10", ...]`` -> erase options; robust training must be on (``robust_every`` >= 1)."""
     from erasekit.methods.config import parse_override
 
-    options = dict(parse_override(item) for item in items)
+    try:
+        options = dict(parse_override(item) for item in items)
+    except ValueError as err:
+        raise SystemExit(f"--robust-set: {err}") from err
     if not isinstance(options.get("robust_every"), int) or options["robust_every"] < 1:
         raise SystemExit(f"--robust-set must turn robust training on (robust_every=K, K >= 1), got {items}")
     unknown = [k for k in options if not k.startswith("robust_")]
