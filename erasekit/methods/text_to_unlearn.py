@@ -73,7 +73,7 @@ DEFAULT_TEMPLATES = ["{}.", "a photo of {}.", "a picture of {}.", "an image of {
 
 @dataclass
 class TextToUnlearnConfig(TrainingConfig):
-    steps: int = option(300, "optimisation steps (MiniFaces preset: 800)")
+    steps: int = option(300, "optimisation steps (MiniFaces preset: 650, hair colours 800)")
     lr: float = option(0.002, "Adam learning rate on the generator's unit-scale weights (StyleGAN-NADA: 0.002)")
     batch_size: int = option(4, "latents per step")
     target: Any = option("synthesis_conv", "trainable parameters: a stylegan preset, 're:<regex>' or a list")
