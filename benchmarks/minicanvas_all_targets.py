@@ -17,9 +17,16 @@ The JSON is rewritten atomically after every row, and rows already in it are ski
 and started again (``--limit N`` runs at most N new rows per invocation). Run it alone on the machine: erasure times
 are part of the result.
 
+An option on top of the presets (``--set salun.robust_every=10``) measures a variant; its rows go to another
+``--out``, and ``--baseline`` compares each of them with the presets' row of the same method and target (UA, IRA
+and CRA within 2 points).
+
 Usage:
     python benchmarks/minicanvas_all_targets.py                        # every row not yet in the JSON
     python benchmarks/minicanvas_all_targets.py --methods salun --limit 1 --out /tmp/r.json --md /tmp/r.md
+    python benchmarks/minicanvas_all_targets.py --targets style:Neon object:cup --set salun.robust_every=10 \
+        doco.robust_every=10 --baseline benchmarks/results/minicanvas_all_targets.json \
+        --out benchmarks/results/minicanvas_all_targets_robust.json --md docs/results/minicanvas_all_targets_robust.md
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ ROW_BARS = {"style": {"ua": 0.95, "ira": 0.90, "cra": 0.90}, "object": {"ua": 0.
 MEAN_BARS = {"style": {"ua": 0.99, "ira": 0.96, "cra": 0.96}, "object": {"ua": 0.97, "ira": 0.96, "cra": 0.96}}
 HELDOUT_GAP = 0.03  # held-out-template UA at most this far below (or above) UA
 ERASE_SECONDS = 120.0  # on 2 CPU cores
+BASELINE_GAP = 0.02  # with --baseline: UA, IRA and CRA at most this far from the baseline row's
 METRICS = ("ua", "ira", "cra")
 
 
@@ -63,6 +71,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call in the evaluation")
     p.add_argument("--limit", type=int, default=None, help="run at most this many new rows, then stop")
     p.add_argument("--patch-dir", default=None, help="also save every patch here")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="an option added to every erasure of METHOD on top of its preset (e.g. salun.robust_every=10); "
+        "rows with options belong in another --out",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="an all-target JSON measured with the same seeds and sampler (e.g. the presets' rows): each row is "
+        f"compared with its (method, target) row there, and must stay within {round(100 * 0.02)} points of it",
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/minicanvas_all_targets.json"), help="result JSON")
     p.add_argument("--md", default=str(ROOT / "docs/results/minicanvas_all_targets.md"), help="Markdown table")
     return p.parse_args(argv)
@@ -87,12 +110,48 @@ def in_table_order(rows: list[dict]) -> list[dict]:
 
 
 def row_checks(row: dict) -> dict[str, bool]:
-    """Which per-target bars a row meets."""
+    """Which per-target bars a row meets (and, with a baseline row, whether it stays within 2 points of it)."""
     kind, m = row["target"].split(":")[0], row["metrics"]
     checks = {f"{k}_ge_{round(100 * v)}": m[k] >= v for k, v in ROW_BARS[kind].items()}
     checks["heldout_within_3"] = abs(m["ua"] - m["ua_heldout"]) <= HELDOUT_GAP
     checks["erase_le_120s"] = row["erase_seconds"] <= ERASE_SECONDS
+    gap = round(100 * BASELINE_GAP)
+    for k, delta in (row.get("vs_baseline") or {}).items():
+        checks[f"{k}_within_{gap}_of_baseline"] = abs(delta) <= BASELINE_GAP + 1e-9
     return checks
+
+
+def parse_method_overrides(items: list[str], methods: list[str]) -> dict[str, dict]:
+    """``["salun.robust_every=10"]`` -> ``{"salun": {"robust_every": 10}}`` (values read as ``erasekit erase --set``
+    reads them); a method that is not run is an error."""
+    from erasekit.methods.config import parse_override
+
+    out: dict[str, dict] = {}
+    for item in items:
+        try:
+            key, value = parse_override(item)
+        except ValueError as err:
+            raise SystemExit(f"--set {item!r}: {err}") from err
+        method, dot, name = key.partition(".")
+        if not dot or method not in methods:
+            raise SystemExit(f"--set takes METHOD.KEY=VALUE with METHOD among {methods}, got {item!r}")
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+def load_baseline(path: str | None, settings: dict) -> dict[tuple[str, str], dict]:
+    """The baseline file's metrics per ``(method, target)``; a file sampled with other seeds or sampler settings is
+    not comparable (exit)."""
+    if path is None:
+        return {}
+    base = json.loads(Path(path).read_text(encoding="utf-8"))
+    for key in ("seeds", "steps", "guidance"):
+        if base["settings"].get(key) != settings[key]:
+            raise SystemExit(
+                f"--baseline {path} was measured with {key}={base['settings'].get(key)}, not "
+                f"{settings[key]}: rows are comparable only with the same sampling"
+            )
+    return {(r["method"], r["target"]): r["metrics"] for r in base["rows"]}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -132,16 +191,30 @@ def markdown(result: dict) -> str:
         f"the world; {env['device']}, {env['torch_threads']} threads. CPU GFLOP/s: the machine's fp32 matmul speed "
         "just before each erasure.",
         "",
-        "| method | target | preset | UA | UA held-out | IRA | CRA | erase s | CPU GFLOP/s | bars met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    options = ", ".join(f"{m}.{k}={v}" for m, kv in s.get("overrides", {}).items() for k, v in kv.items())
+    if options:
+        lines += [f"Every erasure ran with these options on top of its preset: `{options}`.", ""]
+    compared = any("vs_baseline" in r for r in result["rows"])
+    if compared:
+        lines += [
+            f"Δ: the row's UA / IRA / CRA minus those of the same (method, target) row in `{s['baseline']}` (same "
+            f"seeds and sampler); bar: each within {round(100 * BASELINE_GAP)} points.",
+            "",
+        ]
+    extra = " Δ UA / IRA / CRA |" if compared else ""
+    lines += [
+        "| method | target | preset | UA | UA held-out | IRA | CRA |" + extra + " erase s | CPU GFLOP/s | bars met |",
+        "|---|---|---|---|---|---|---|" + ("---|" if compared else "") + "---|---|---|",
     ]
     for r in result["rows"]:
-        m = r["metrics"]
+        m, d = r["metrics"], r.get("vs_baseline")
         missed = [k for k, ok in r["meets"].items() if not ok]
+        delta = (" / ".join(f"{100 * d[k]:+.1f}" for k in METRICS) if d else "-") + " |" if compared else ""
         lines.append(
             f"| {r['method']} | {r['target']} | {r['preset']} | {pct(m['ua'])} | {pct(m['ua_heldout'])} "
-            f"| {pct(m['ira'])} | {pct(m['cra'])} | {r['erase_seconds']:.0f} | {r['cpu_matmul_gflops']:.0f} "
-            f"| {'all' if not missed else 'missed ' + ', '.join(missed)} |"
+            f"| {pct(m['ira'])} | {pct(m['cra'])} |{' ' + delta if compared else ''} {r['erase_seconds']:.0f} "
+            f"| {r['cpu_matmul_gflops']:.0f} | {'all' if not missed else 'missed ' + ', '.join(missed)} |"
         )
     lines += ["", "Averages (bars: styles UA ≥ 99, IRA ≥ 96, CRA ≥ 96; objects UA ≥ 97, IRA ≥ 96, CRA ≥ 96):", ""]
     lines += [
@@ -177,15 +250,16 @@ def load_world(args):
     return world, spec, manifest, suite, handle
 
 
-def erase_row(handle, spec: str, method: str, target: str, args) -> tuple[dict, object]:
-    """Erase one target as the CLI does with no option but the concept; returns the row's erasure part and patch."""
+def erase_row(handle, spec: str, method: str, target: str, args, options: dict | None = None) -> tuple[dict, object]:
+    """Erase one target as the CLI does with no option but the concept (and ``options``, from ``--set``); returns
+    the row's erasure part and patch."""
     import erasekit
     from erasekit_worlds.minicanvas.plans import erasure_plan
 
     concept = erasure_plan(method, target)[0]
     machine = cpu_matmul_gflops()
     started = time.perf_counter()
-    patch = erasekit.erase(handle, method, concept, world=spec, progress=False)
+    patch = erasekit.erase(handle, method, concept, world=spec, progress=False, **(options or {}))
     seconds = time.perf_counter() - started
     if args.patch_dir:
         patch.save(Path(args.patch_dir) / f"{method}_{target.replace(':', '_')}.safetensors")
@@ -247,7 +321,19 @@ def main(argv: list[str] | None = None) -> int:
         "guidance": manifest["sampling"]["guidance"],
         "methods": list(args.methods),
         "targets": targets,
+        "overrides": parse_method_overrides(args.overrides, list(args.methods)),
     }
+    for method, options in settings["overrides"].items():  # an unknown option fails here, before any erasure
+        from erasekit.presets import resolve_erasure
+        from erasekit_worlds.minicanvas.plans import erasure_plan
+
+        try:
+            resolve_erasure(method, spec, erasure_plan(method, targets[0])[0], overrides=options)
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"--set {method}: {err}") from err
+    baseline = load_baseline(args.baseline, settings)
+    if args.baseline:
+        settings["baseline"] = recorded_path(Path(args.baseline), ROOT)
     result = {"benchmark": "minicanvas_all_targets", "settings": settings, "environment": environment("cpu")}
     result.update(
         bars={"row": ROW_BARS, "mean": MEAN_BARS, "heldout_gap": HELDOUT_GAP, "erase_seconds": ERASE_SECONDS}
@@ -257,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(out.read_text(encoding="utf-8"))
         if earlier["settings"]["seeds"] != seeds:
             raise SystemExit(f"{out} holds rows measured with seeds {earlier['settings']['seeds']}; use another --out")
+        if earlier["settings"].get("overrides", {}) != settings["overrides"]:
+            raise SystemExit(
+                f"{out} holds rows erased with --set {earlier['settings'].get('overrides', {})}, not "
+                f"{settings['overrides']}; use another --out"
+            )
         result["rows"] = earlier["rows"]
     stale = [r for r in result["rows"] if not measured_with_current_preset(r, spec)]
     for r in stale:  # measured under an earlier version of the preset: measured again, the new row replaces it
@@ -268,8 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         todo = todo[: args.limit]
     for method, target in todo:
         logger.info("%s on %s", method, target)
-        row, patch = erase_row(handle, spec, method, target, args)
+        row, patch = erase_row(handle, spec, method, target, args, settings["overrides"].get(method))
         row["metrics"] = evaluate_row(handle, suite, target, patch, seeds, manifest, args)
+        if (method, target) in baseline:
+            row["vs_baseline"] = {k: round(row["metrics"][k] - baseline[method, target][k], 4) for k in METRICS}
         row["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         row["meets"] = row_checks(row)
         result["rows"].append(row)

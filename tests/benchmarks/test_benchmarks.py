@@ -418,3 +418,42 @@ def test_all_target_rows_measured_under_another_preset_or_plan_are_measured_agai
     assert canvas.measured_with_current_preset(row, "minicanvas")
     assert not canvas.measured_with_current_preset({**row, "config": {**settings, "lr": 1.0}}, "minicanvas")
     assert canvas.measured_with_current_preset({**row, "preset_record": resolved.record()}, "minicanvas")
+
+
+def test_all_targets_variant_rows_carry_their_options_and_their_distance_to_the_baseline(tmp_path, monkeypatch):
+    """``--set`` reaches every erasure of its method, is recorded, keeps its rows apart from other options', and
+    ``--baseline`` puts each row's distance to the presets' row in the row, its checks and the table."""
+    canvas = _load("minicanvas_all_targets")
+    seen = []
+
+    def erase_row(handle, spec, method, target, args, options=None):
+        seen.append((method, target, options))
+        row = {"method": method, "target": target, "concept": f"{target} concept", "anchor": None}
+        row.update(preset="minicanvas/salun", preset_record={}, config={}, erase_seconds=90.0, cpu_matmul_gflops=200)
+        return row, None
+
+    metrics = {"ua": 0.99, "ua_heldout": 0.98, "ira": 0.95, "cra": 0.97}
+    monkeypatch.setattr(canvas, "erase_row", erase_row)
+    monkeypatch.setattr(canvas, "evaluate_row", lambda *a: dict(metrics))
+    monkeypatch.setattr(canvas, "measured_with_current_preset", lambda row, spec: True)
+    base = {"settings": {"seeds": [0], "steps": 25, "guidance": 7.5}, "rows": []}
+    base["rows"].append({"method": "salun", "target": "style:Ink", "metrics": {"ua": 1.0, "ira": 0.99, "cra": 0.97}})
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    argv = ["--methods", "salun", "--targets", "style:Ink", "object:cup", "--seeds", "0"]
+    argv += ["--set", "salun.robust_every=10", "--baseline", str(tmp_path / "base.json")]
+    canvas.main([*argv, "--out", str(out), "--md", str(md)])
+    assert seen == [("salun", "style:Ink", {"robust_every": 10}), ("salun", "object:cup", {"robust_every": 10})]
+    result = json.loads(out.read_text())
+    assert result["settings"]["overrides"] == {"salun": {"robust_every": 10}}
+    ink, cup = result["rows"]
+    assert ink["vs_baseline"] == {"ua": -0.01, "ira": -0.04, "cra": 0.0} and "vs_baseline" not in cup
+    assert ink["meets"]["ua_within_2_of_baseline"] and not ink["meets"]["ira_within_2_of_baseline"]
+    table = md.read_text()
+    assert "salun.robust_every=10" in table and "| -1.0 / -4.0 / +0.0 |" in table
+    with pytest.raises(SystemExit, match="robust_every"):  # rows of other options belong in another file
+        canvas.main([*argv[:-4], "--set", "salun.robust_every=5", "--out", str(out), "--md", str(md)])
+    with pytest.raises(SystemExit, match="no_such_option"):  # an unknown option fails before any erasure
+        canvas.main([*argv[:-4], "--set", "salun.no_such_option=1", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="METHOD.KEY"):
+        canvas.main([*argv[:-4], "--set", "doco.steps=1", "--out", str(tmp_path / "x.json")])
