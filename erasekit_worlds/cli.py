@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 NAME = "world"  # the subcommand this module adds (erasekit.plugins.register_command)
 WORLDS = ("minicanvas", "minifaces")
 
-EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0
+EXAMPLES = """  erasekit world train minicanvas --out worlds/minicanvas --seed 0 --work worlds/minicanvas.work   # resumable
   erasekit world train minicanvas --exclude style:Ink --out worlds/no_ink      # the retrained-without gold standard
   erasekit world train minicanvas --quick --out /tmp/smoke                     # seconds; untrained smoke run
   erasekit world train minicanvas --out worlds/v2 --reuse worlds/minicanvas    # retrain only what changed
@@ -110,8 +110,9 @@ def add_parser(sub) -> None:
         "--work",
         default=None,
         metavar="DIR",
-        help="minifaces: keep finished stages and the generator's checkpoints (every 500 steps) here; the same "
-        "command run again after an interruption resumes where it stopped",
+        help="keep finished stages here, with the checkpoints (every 500 steps) of the long one (the minicanvas "
+        "UNet, the minifaces generator); the same command run again after an interruption resumes where it "
+        "stopped, with the same result",
     )
     train.add_argument(
         "--exclude-from",
@@ -163,8 +164,6 @@ def _train(args) -> int:
         return _train_faces(args)
     from .recipes.minicanvas.recipe import check_exclude, check_exclude_from, train_world
 
-    if args.work:
-        raise ValueError("--work is for minifaces worlds; minicanvas reuses an earlier world's stages with --reuse")
     if args.gan_steps is not None or args.gan_from is not None:
         raise ValueError("--gan-steps and --gan-from are for minifaces worlds (minicanvas has no GAN)")
     if args.overrides:
@@ -184,6 +183,7 @@ def _train(args) -> int:
         overwrite=args.overwrite,
         reuse=args.reuse,
         exclude_from=args.exclude_from,
+        work=args.work,
     )
     m = _print_written(args, manifest)
     print(

@@ -152,16 +152,18 @@ def run_steps(
     opt: torch.optim.Optimizer,
     sched,
     clock: Stopwatch,
-    after: Callable[[], None] | None = None,
+    after: Callable[[int], None] | None = None,
+    start: int = 0,
 ) -> None:
-    """The optimisation loop every recipe stage shares: ``steps`` times, the loss of step ``i`` (``loss_at(i)``,
-    which draws its batch), a stop on NaN/Inf (:func:`check_finite`), backward, an optimiser and a schedule step,
-    then ``after()`` (an EMA update, say), with a progress bar and a log line every tenth of the stage.
+    """The optimisation loop every recipe stage shares: for steps ``start`` .. ``steps - 1``, the loss of step ``i``
+    (``loss_at(i)``, which draws its batch), a stop on NaN/Inf (:func:`check_finite`), backward, an optimiser and a
+    schedule step, then ``after(i)`` (an EMA update, a checkpoint), with a progress bar and a log line every tenth
+    of the stage. ``start`` > 0 resumes a stage whose state was restored from a checkpoint after ``start`` steps.
 
     Example:
         >>> run_steps("vae", cfg.steps, lambda step: vae_loss(step), opt, warmup_cosine(opt, 100, cfg.steps), clock)
     """
-    bar = progress(range(steps), stage)
+    bar = progress(range(start, steps), stage, initial=start, total=steps)
     for step in bar:
         loss = loss_at(step)
         check_finite(loss, stage, step)
@@ -170,7 +172,7 @@ def run_steps(
         opt.step()
         sched.step()
         if after is not None:
-            after()
+            after(step)
         log_progress(stage, step, steps, loss, clock)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")

@@ -236,6 +236,107 @@ def test_reuse_tunes_an_untuned_clip_and_keeps_the_pipeline(minicanvas_full_worl
     assert list(reusable_stages(tmp_path / "tuned", other_cfg, 0, [])) == ["classifiers", "vae"]
 
 
+@pytest.fixture
+def one_thread():
+    """Bit-exact comparisons of trainings in this process: one thread, whatever else shares the machine (oversubscribed
+    cores would also make them many times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _stop_after_checkpoint(monkeypatch, steps_done: int):
+    """Make the UNet stage's checkpoints interrupt the run (as a kill would) right after writing ``steps_done``."""
+    from erasekit_worlds.recipes.minicanvas import train_unet as module
+
+    real = module.save_checkpoint
+
+    def save_then_stop(path, key, state, record):
+        real(path, key, state, record)
+        if record["steps_done"] == steps_done:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_stop)
+
+
+def test_work_folder_resumes_an_interrupted_unet_to_the_uninterrupted_files(tmp_path, monkeypatch, one_thread):
+    """Interrupted in the UNet stage after a checkpoint, the same command run again (through the CLI) restores the
+    finished stages from the work folder, continues the UNet from its checkpoint and writes an uninterrupted run's
+    files; a checkpoint of other settings is refused. (The classifiers' dropout draws from the process's global RNG,
+    so each run starts it from the same seed, as a fresh process would.)"""
+    from dataclasses import replace
+
+    from erasekit.cli.main import main
+    from erasekit_worlds.recipes.minicanvas import recipe
+
+    torch.manual_seed(0)
+    straight = train_world(tmp_path / "straight", quick=True)
+    real_train = recipe.train_unet
+    monkeypatch.setattr(recipe, "train_unet", lambda *a, **k: real_train(*a, **k, checkpoint_every=1))  # of 2 steps
+    _stop_after_checkpoint(monkeypatch, 1)
+    work, out = tmp_path / "work", tmp_path / "world"
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train_world(out, quick=True, work=work)
+    assert not out.exists()
+    finished = ["classifiers", "clip", "clip_tune", "vae"]
+    assert sorted(p.name for p in work.iterdir()) == sorted([*finished, "unet.checkpoint.safetensors"])
+    other = quick_config()
+    other.unet = replace(other.unet, lr=1e-3)
+    with pytest.raises(ValueError, match=r"other settings \(config fields \['lr'\] differ\).*another work folder"):
+        train_world(tmp_path / "other", config=other, work=work)
+    monkeypatch.undo()  # the default checkpoint interval: the rest of the UNet writes none
+    assert main(["world", "train", "minicanvas", "--quick", "--out", str(out), "--work", str(work)]) == 0
+    assert sorted(p.name for p in work.iterdir()) == sorted([*finished, "unet"])  # the checkpoint is gone
+    manifest = json.loads((out / "manifest.json").read_text())
+    models = {f: h for f, h in manifest["files"].items() if not f.startswith("classifiers/")}
+    assert models == {f: h for f, h in straight["files"].items() if not f.startswith("classifiers/")}
+    for kind in ("style", "object"):  # two header entries, which safetensors writes in no fixed order: the tensors
+        a, b = (load_classifier(d / "classifiers" / f"{kind}.safetensors") for d in (tmp_path / "straight", out))
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    stages = manifest["stages"]
+    assert stages["style_classifier"]["resumed_from"] == str(work / "classifiers")
+    assert stages["clip_tune"]["resumed_from"] == str(work / "clip_tune")
+    assert stages["unet"]["resumed_at_steps"] == 1 and "resumed_from" not in stages["unet"]
+    # run again, the UNet is restored too (the fp16 weights it ships): the same files
+    again = train_world(tmp_path / "again", quick=True, work=work)
+    assert again["files"] == manifest["files"] and again["stages"]["unet"]["resumed_from"] == str(work / "unet")
+
+
+def test_unet_training_resumes_from_a_checkpoint_with_the_same_weights(tmp_path, monkeypatch, one_thread):
+    from dataclasses import replace
+
+    from erasekit.models.tokenizer import clip_tokenizer
+    from erasekit_worlds.recipes.clip import reload_clip, text_encoder_from_clip
+    from erasekit_worlds.recipes.minicanvas.train_unet import train_unet
+
+    cpu = torch.device("cpu")
+    text = text_encoder_from_clip(reload_clip(weights_dir() / "clip", cpu))
+    gen = torch.Generator().manual_seed(0)
+    latents = (torch.randn(8, 4, 16, 16, generator=gen), 0.1 * torch.rand(8, 4, 16, 16, generator=gen), 0.18215)
+    labels = (torch.arange(8) % len(STYLES), torch.arange(8) % len(OBJECTS))
+    cfg = replace(quick_config().unet, steps=3, warmup=2)  # the learning rate and the EMA's decay change every step
+    data = (latents, labels, text, clip_tokenizer(), cfg)
+    straight, _ = train_unet(*data, 0, cpu)
+    ckpt = tmp_path / "unet.safetensors"
+    with monkeypatch.context() as m:
+        _stop_after_checkpoint(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train_unet(*data, 0, cpu, checkpoint=ckpt, checkpoint_every=1, identity={"exclude": []})
+    resumed, stats = train_unet(*data, 0, cpu, checkpoint=ckpt, checkpoint_every=1, identity={"exclude": []})
+    assert stats["resumed_at_steps"] == 2 and stats["steps"] == 3
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    with pytest.raises(ValueError, match=r"other settings \(seed differs\); .*delete the checkpoint"):
+        train_unet(*data, 1, cpu, checkpoint=ckpt, identity={"exclude": []})
+    with pytest.raises(ValueError, match=r"other settings \(exclude differs\)"):
+        train_unet(*data, 0, cpu, checkpoint=ckpt, identity={"exclude": ["style:Ink"]})
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable MiniCanvas UNet checkpoint"):
+        train_unet(*data, 0, cpu, checkpoint=ckpt)
+
+
 # ---------------------------------------------------------------------------------------------------- validation
 
 

@@ -10,6 +10,9 @@ CLIP, VAE and UNet stages from an earlier world folder whose settings for them m
 and stage config) instead of retraining them (:mod:`erasekit_worlds.recipes.framework`); the result is the same as a
 from-scratch run, and the manifest says which stages were copied and what the whole recipe would have cost.
 
+``work=DIR`` keeps each finished stage (classifiers, CLIP and its tune, VAE, UNet) and the UNet's training
+checkpoints, so an interrupted run picks up where it stopped, with the same result as an uninterrupted run.
+
 ``exclude=["style:Ink"]`` trains the gold standard of unlearning, the world *retrained without the concept*: the
 concept's images never reach CLIP, the autoencoder or the UNet (the classifiers still know it, since they judge).
 ``exclude_from=["unet"]`` leaves the concept out of the UNet's data only, UnlearnCanvas's setting (its gold standard
@@ -18,7 +21,7 @@ and VAE are then copied, and only the UNet is retrained.
 
 Example:
     >>> from erasekit_worlds.recipes.minicanvas.recipe import train_world
-    >>> manifest = train_world("worlds/no_ink", exclude=["style:Ink"], seed=0)
+    >>> manifest = train_world("worlds/no_ink", exclude=["style:Ink"], seed=0, work="worlds/no_ink.work")
     >>> manifest = train_world("worlds/no_ink_unet", exclude=["style:Ink"], exclude_from=["unet"],
     ...                        reuse="erasekit_worlds/minicanvas/weights")
 """
@@ -130,8 +133,8 @@ CLASSIFIERS = Stage(
 CLIP = Stage("clip", files=("clip",), tail="clip_tune")
 CLIP_TUNE = Stage("clip_tune", files=("clip",))  # the CLIP's tail: done here unless copied with the CLIP
 VAE = Stage("vae", files=("pipeline/vae",))
-UNET = Stage("unet", entries=("latents", "unet"), inputs=("clip", "vae"))  # no files of its own: the UNet is read
-# back from the earlier world and saved with the rest of the pipeline (the tune leaves the text tower alone, so a
+UNET = Stage("unet", files=("pipeline/unet",), entries=("latents", "unet"), inputs=("clip", "vae"))  # the fp16 UNet
+# as it ships; the pipeline saved later rewrites it with the same bytes (the tune leaves the text tower alone, so a
 # tuned and an untuned CLIP give the same UNet)
 WORLD = WorldRecipe(
     world="minicanvas",
@@ -155,6 +158,7 @@ def train_world(
     config: RecipeConfig | None = None,
     reuse: str | os.PathLike | None = None,
     exclude_from=None,
+    work: str | os.PathLike | None = None,
 ) -> dict:
     """Train every model of the MiniCanvas world from scratch and write the world folder ``out`` atomically.
 
@@ -170,6 +174,10 @@ def train_world(
             and inputs match this run's (see :func:`reusable_stages`), the rest is trained.
         exclude_from: the stages whose training data ``exclude`` applies to, among ``"clip"``, ``"vae"``,
             ``"unet"`` (default all three; the UNet is required).
+        work: a folder that keeps each finished stage (classifiers, CLIP, its tune, VAE, UNet) and the UNet's
+            training checkpoints (every 500 steps); running again with the same ``work`` (after an interruption)
+            picks up where the last run stopped, with the same result as an uninterrupted run. Stages trained with
+            other settings are refused rather than reused; delete the folder to start over.
 
     Returns:
         The manifest (also written to ``out/manifest.json``).
@@ -180,11 +188,12 @@ def train_world(
     device = resolve_device(device)
     cfg = config or (quick_config() if quick else RecipeConfig())
     reused = reusable_stages(reuse, cfg, seed, excluded, exclude_from) if reuse is not None else {}
+    identity = {"recipe": RECIPE, "seed": seed, "quick": cfg.quick, **{key: getattr(cfg, key) for key in WORLD.data}}
 
     def train(build: WorldBuild) -> dict:
         return _train_into(build, cfg, seed, (styles, objects), (excluded, exclude_from), device)
 
-    return write_world(WORLD, out, train, overwrite=overwrite, reused=reused)
+    return write_world(WORLD, out, train, overwrite=overwrite, reused=reused, work=work, identity=identity)
 
 
 def reusable_stages(
@@ -213,23 +222,40 @@ def reusable_stages(
     return framework.reusable_stages(WORLD, world, run)
 
 
+def _stage_identities(cfg: RecipeConfig, exclusions: dict[str, list[str]]) -> dict[str, dict]:
+    """What each stage kept in a work folder must have been trained with, besides the run's seed, data and recipe
+    version: its config section, its exclusions and its inputs' settings (a UNet trained on another CLIP or VAE is
+    another UNet, even when the stages before it in the folder were deleted and trained again)."""
+    config = plain(cfg.to_dict())
+    own = {
+        "classifiers": {"config": config["classifier"]},
+        "clip": {"config": config["clip"], "exclude": exclusions["clip"]},
+        "vae": {"config": config["vae"], "exclude": exclusions["vae"]},
+    }
+    own["clip_tune"] = {**own["clip"], "tune": config["clip_tune"]}
+    own["unet"] = {"config": config["unet"], "exclude": exclusions["unet"]}
+    own["unet"]["inputs"] = {name: own[name] for name in UNET.inputs}
+    return own
+
+
 def _train_into(build: WorldBuild, cfg: RecipeConfig, seed: int, classes, exclusion, device) -> dict:
     """Run every stage into ``build``'s folder; returns the manifest's description."""
     (styles, objects), (excluded, exclude_from) = classes, exclusion
+    identities = _stage_identities(cfg, stage_exclusions(excluded, exclude_from))
     clock = Stopwatch(device)
     train = render_bank(cfg.train_per_pair, seed, "train", "rendering train").to(device)
     heldout = render_bank(cfg.heldout_per_pair, seed, "heldout", "rendering held-out").to(device)
     build.stages["render"] = {"seconds": clock.seconds(), "train_images": len(train), "heldout_images": len(heldout)}
-    build.run(CLASSIFIERS, lambda: _train_classifiers(build, train, cfg, seed, device))
+    build.run(CLASSIFIERS, lambda: _train_classifiers(build, train, cfg, seed, device), identities["classifiers"])
     world = train.subset(styles, objects)
     full = train.subset(list(STYLES), list(OBJECTS))  # the same data the full world's stages learn from
     data = {stage: world if stage in exclude_from else full for stage in EXCLUDABLE}
     build.metrics["classifiers"] = evaluate_classifiers(reload_classifiers(build.tmp, device), heldout, device)
     tokenizer = _tokenizer()
-    clip = _clip_stages(build, (data["clip"], heldout), tokenizer, classes, cfg, seed, device)
-    vae = _vae_stage(build, data["vae"], cfg, seed, device)
+    clip = _clip_stages(build, (data["clip"], heldout), tokenizer, classes, cfg, seed, device, identities)
+    vae = _vae_stage(build, data["vae"], cfg, seed, device, identities["vae"])
     text_encoder = text_encoder_from_clip(clip)
-    unet = _unet_stage(build, world, (vae, text_encoder, tokenizer), cfg, seed, device)
+    unet = _unet_stage(build, world, (vae, text_encoder, tokenizer), cfg, seed, device, identities["unet"])
     save_pipeline(build.tmp / "pipeline", vae, text_encoder, _tokenizer(), unet)  # a fresh tokenizer: the same files
     # whether or not this run saved a CLIPProcessor (which tags the tokenizer it is given)
     clock = Stopwatch(device)
@@ -262,7 +288,7 @@ def _train_classifiers(build: WorldBuild, bank: ImageBank, cfg: RecipeConfig, se
     return stats
 
 
-def _clip_stages(build: WorldBuild, banks, tokenizer, classes, cfg: RecipeConfig, seed: int, device):
+def _clip_stages(build: WorldBuild, banks, tokenizer, classes, cfg: RecipeConfig, seed: int, device, identities):
     """The CLIP and its tune (each trained, or copied from the earlier world) on the first of ``banks``, measured on
     the second (held out); returns the saved CLIP, reloaded."""
     (bank, heldout), path = banks, build.tmp / "clip"
@@ -272,7 +298,7 @@ def _clip_stages(build: WorldBuild, banks, tokenizer, classes, cfg: RecipeConfig
         save_clip(clip, tokenizer, path)
         return stats
 
-    build.run(CLIP, train)
+    build.run(CLIP, train, identities["clip"])
     clip = reload_clip(path, device)  # later stages read what ships (fp16 weights, computed in fp32)
 
     def tune() -> dict:
@@ -283,13 +309,13 @@ def _clip_stages(build: WorldBuild, banks, tokenizer, classes, cfg: RecipeConfig
 
     if cfg.clip_tune.steps > 0 and not build.tail_copied("clip"):
         build.metrics["clip_before_tune"] = zero_shot(clip, tokenizer, heldout, *classes)
-        build.run(CLIP_TUNE, tune)
+        build.run(CLIP_TUNE, tune, identities["clip_tune"])
         clip = reload_clip(path, device)
     build.metrics["clip"] = zero_shot(clip, tokenizer, heldout, *classes)
     return clip
 
 
-def _vae_stage(build: WorldBuild, bank: ImageBank, cfg: RecipeConfig, seed: int, device):
+def _vae_stage(build: WorldBuild, bank: ImageBank, cfg: RecipeConfig, seed: int, device, identity: dict):
     """The autoencoder (trained, or copied from the earlier world); returns the saved one, reloaded."""
     path = build.tmp / "pipeline" / "vae"
 
@@ -298,20 +324,22 @@ def _vae_stage(build: WorldBuild, bank: ImageBank, cfg: RecipeConfig, seed: int,
         half(vae).save_pretrained(path, safe_serialization=True)
         return stats
 
-    build.run(VAE, train)
+    build.run(VAE, train, identity)
     return reload_vae(path, device)
 
 
-def _unet_stage(build: WorldBuild, world: ImageBank, parts, cfg: RecipeConfig, seed: int, device):
-    """The VAE latents and the UNet (trained on ``world`` with ``parts``: the VAE, the text encoder and the tokenizer,
-    or the earlier world's UNet read back); returns the UNet."""
-    (vae, text_encoder, tokenizer), trained = parts, {}
+def _unet_stage(build: WorldBuild, world: ImageBank, parts, cfg: RecipeConfig, seed: int, device, identity: dict):
+    """The VAE latents and the UNet (trained on ``world`` with ``parts``: the VAE, the text encoder and the tokenizer;
+    or copied from the earlier world, or restored from the work folder, where its training checkpoint lives too);
+    returns the UNet as it ships (fp16 weights, computed in fp32), whichever way it came."""
+    (vae, text_encoder, tokenizer), path = parts, build.tmp / "pipeline" / "unet"
+    checkpoint = build.cache.checkpoint(UNET.name) if build.cache else None
 
     def train() -> dict:
         clock = Stopwatch(device)
         means, stds = encode_bank(vae, world)
         latents = {"seconds": clock.seconds(), "images": len(world)}
-        trained["unet"], stats = train_unet(
+        unet, stats = train_unet(
             (means, stds, vae.config.scaling_factor),
             (world.style_ids, world.object_ids),
             text_encoder,
@@ -319,9 +347,12 @@ def _unet_stage(build: WorldBuild, world: ImageBank, parts, cfg: RecipeConfig, s
             cfg.unet,
             seed,
             device,
+            checkpoint=checkpoint,
+            identity={**build.identity, **identity},
         )
+        half(unet).save_pretrained(path, safe_serialization=True)
         return {"latents": latents, "unet": stats}
 
-    if build.run(UNET, train):
-        return reload_unet(build.reused["unet"]["dir"] / "pipeline" / "unet", device)
-    return trained["unet"]
+    if not build.run(UNET, train, identity) and checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)  # the finished stage holds the UNet now
+    return reload_unet(path, device)  # fp16 and back: the pipeline saved from it has the trained UNet's bytes

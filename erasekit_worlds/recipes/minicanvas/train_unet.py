@@ -6,17 +6,22 @@ four changes that matter at this budget: offset noise (a random per-channel cons
 sampler does not read an image's overall colour from the mean of its starting noise), the min-SNR-γ loss weighting
 (Hang et al., arXiv 2303.09556) speeds up convergence, the weights shipped are an exponential moving average, and
 VAE latents are computed once up front (posterior means and stds; each step draws a fresh posterior sample).
+
+Given a checkpoint path, the whole training state is saved there every ``checkpoint_every`` steps, and a run that
+finds it resumes from it with the same result as an uninterrupted run (:mod:`erasekit_worlds.recipes.checkpoint`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ...minicanvas.data import TRAIN_TEMPLATES
+from ..checkpoint import CHECKPOINT_EVERY, TrainingState, load_checkpoint, save_checkpoint
 from ..clip import MAX_TOKENS
 from ..training import EMA, Stopwatch, adamw, generator, n_params, run_steps, seeded, warmup_cosine
 from .banks import CaptionBank
@@ -25,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 CROSS, PLAIN = "CrossAttnDownBlock2D", "DownBlock2D"
 UP = {CROSS: "CrossAttnUpBlock2D", PLAIN: "UpBlock2D"}
+CHECKPOINT_KEY = "erasekit_minicanvas_unet_checkpoint"
 SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 
 
@@ -99,6 +105,9 @@ def train_unet(
     cfg: UnetTrainConfig,
     seed: int,
     device: torch.device,
+    checkpoint=None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    identity: dict | None = None,
 ) -> tuple[object, dict]:
     """Train the denoiser on precomputed latents.
 
@@ -107,10 +116,20 @@ def train_unet(
         labels: ``(style_ids, object_ids)`` of those images.
         text_encoder: the frozen ``CLIPTextModel``; its last hidden states condition the UNet.
         tokenizer: the CLIP tokenizer.
+        checkpoint: a ``.safetensors`` path: the training state (UNet, EMA, AdamW, schedule, data generator) is
+            saved there every ``checkpoint_every`` steps, and a run that finds it there resumes from it, ending
+            with the same weights as an uninterrupted run.
+        identity: what else shaped the training data (the recipe's exclusions, data sizes, the CLIP and VAE
+            settings); a checkpoint is resumed only with it, ``cfg`` and ``seed`` unchanged.
 
     Returns:
         The EMA UNet (eval mode) and the stage statistics.
+
+    Raises:
+        ValueError: ``checkpoint`` holds another run's state (other settings, or not a checkpoint).
     """
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     means, stds, scale = latents
     unet = build_unet(cfg, text_encoder.config.hidden_size, seed).to(device).train()
     ema = EMA(unet, cfg.ema_decay)
@@ -119,6 +138,14 @@ def train_unet(
     opt = adamw(unet, cfg.lr, cfg.weight_decay)
     lr_sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen, clock = generator(device, "unet-data", seed), Stopwatch(device)
+    state = TrainingState({"unet": unet, "ema": ema.shadow}, {"opt": opt}, gen, {"lr": lr_sched})
+    identity = {**(identity or {}), "config": asdict(cfg), "seed": seed}
+    start, earlier_seconds, stats = 0, 0.0, {}
+    if checkpoint is not None and Path(checkpoint).exists():
+        record = load_checkpoint(checkpoint, CHECKPOINT_KEY, "MiniCanvas UNet", state, identity)
+        start, earlier_seconds, ema.updates = record["steps_done"], record["seconds"], record["ema_updates"]
+        logger.info("unet: resuming from %s after %d of %d steps", checkpoint, start, cfg.steps)
+        stats["resumed_at_steps"] = start
 
     def loss_at(step: int) -> torch.Tensor:
         idx = torch.randint(len(means), (cfg.batch_size,), generator=gen, device=device)
@@ -134,6 +161,13 @@ def train_unet(
         per_item = F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))
         return (snr_weights(train_sched, t, cfg.min_snr_gamma) * per_item).mean()
 
-    run_steps("unet", cfg.steps, loss_at, opt, lr_sched, clock, after=lambda: ema.update(unet))
-    stats = {"seconds": clock.seconds(), "steps": cfg.steps, "batch_size": cfg.batch_size, "params": n_params(unet)}
-    return ema.shadow, stats
+    def after(step: int) -> None:
+        ema.update(unet)
+        done = step + 1
+        if checkpoint is not None and done % checkpoint_every == 0 and done < cfg.steps:
+            record = {"steps_done": done, "seconds": earlier_seconds + clock.seconds(), "ema_updates": ema.updates}
+            save_checkpoint(checkpoint, CHECKPOINT_KEY, state, {**record, **identity})
+
+    run_steps("unet", cfg.steps, loss_at, opt, lr_sched, clock, after=after, start=start)
+    stats = {"seconds": round(earlier_seconds + clock.seconds(), 2), "steps": cfg.steps, **stats}
+    return ema.shadow, {**stats, "batch_size": cfg.batch_size, "params": n_params(unet)}

@@ -1,20 +1,23 @@
 """Checkpoints and warm starts of the MiniFaces generator stage: the whole training state in one ``.safetensors``
-file (resumed with the same result as an uninterrupted run), and an earlier generator's weights as a start."""
+file under this stage's header (:mod:`erasekit_worlds.recipes.checkpoint`; resumed with the same result as an
+uninterrupted run), and an earlier generator's weights as a start."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict
 
 import torch
 
-from erasekit._io import save_safetensors
 from erasekit.models.stylegan import Generator, StyleGAN2Config
 
+from .. import checkpoint
+from ..checkpoint import TrainingState
 from .gan_config import GanTrainConfig
 
 CHECKPOINT_KEY = "erasekit_minifaces_gan_checkpoint"
+TITLE = "MiniFaces GAN"
+LABELS = {"excluded": "exclusion list", "init": "warm-start generator"}  # the identity's keys in errors
 
 
 def checkpoint_identity(cfg: GanTrainConfig, seed: int, excluded, init_digest: str | None = None) -> dict:
@@ -56,28 +59,17 @@ def warm_start(G: Generator, init: Generator) -> None:
 def save_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, steps_done: int, seconds: float, identity):
     """Write the whole training state (networks, Adam moments, the data generator's RNG state, steps done) to one
     ``.safetensors`` file, atomically: an interrupted run loses at most the steps since the last checkpoint."""
-    tensors = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
-    for name, opt in opts.items():
-        for i, state in opt.state_dict()["state"].items():
-            tensors.update({f"{name}.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
-    tensors["rng"] = gen.get_state()
-    meta = {"steps_done": steps_done, "seconds": seconds, **identity}
-    save_safetensors(tensors, path, {CHECKPOINT_KEY: json.dumps(meta)})
+    record = {"steps_done": steps_done, "seconds": seconds, **identity}
+    checkpoint.save_checkpoint(path, CHECKPOINT_KEY, TrainingState(nets, opts, gen), record)
 
 
 def checkpoint_generator(path, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
     """The EMA generator (eval mode, fp32) saved in a training checkpoint, and the checkpoint's record (its
     ``config``, ``seed``, ``steps_done``, ``seconds``...): probes measure a run as it trains."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            record = json.loads((f.metadata() or {}).get(CHECKPOINT_KEY, "null"))
-            state = {k[len("G_ema.") :]: f.get_tensor(k) for k in f.keys() if k.startswith("G_ema.")}
-    except (SafetensorError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a readable MiniFaces GAN checkpoint ({e})") from e
-    if not isinstance(record, dict) or not state:
-        raise ValueError(f"{path} is not a MiniFaces GAN checkpoint (no {CHECKPOINT_KEY!r} header or no G_ema)")
+    record, tensors = checkpoint.read_checkpoint(path, CHECKPOINT_KEY, TITLE)
+    state = {k[len("G_ema.") :]: v for k, v in tensors.items() if k.startswith("G_ema.")}
+    if not state:
+        raise ValueError(f"{path} is not a {TITLE} checkpoint (no G_ema)")
     G = Generator(GanTrainConfig(**record["config"]).generator_config())
     G.load_state_dict(state)
     return G.to(device).eval(), record
@@ -85,40 +77,8 @@ def checkpoint_generator(path, device: str | torch.device = "cpu") -> tuple[Gene
 
 def load_checkpoint(path, nets: dict, opts: dict, gen: torch.Generator, identity) -> tuple[int, float]:
     """Restore what :func:`save_checkpoint` wrote into freshly built ``nets``/``opts``/``gen``; returns ``(steps done,
-    seconds spent so far)``. A checkpoint of another configuration, seed or exclusion list is refused."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = json.loads((f.metadata() or {}).get(CHECKPOINT_KEY, "null"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a readable MiniFaces GAN checkpoint ({e}); delete it to start over") from e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path} is not a MiniFaces GAN checkpoint (no {CHECKPOINT_KEY!r} header); delete it")
-    theirs = {k: meta.get(k) for k in {*identity, "init"}}
-    if json.loads(json.dumps(theirs)) != json.loads(json.dumps({"init": None, **identity})):
-        changed = sorted(
-            k for k in identity["config"] if theirs["config"] and theirs["config"].get(k) != identity["config"][k]
-        )
-        others = {"seed": "seed", "excluded": "exclusion list", "init": "warm-start generator"}
-        differ = [text for k, text in others.items() if theirs.get(k) != identity.get(k)]
-        differ = [f"config fields {changed}"] if changed else differ
-        detail = " and ".join(differ) + (" differ" if changed or len(differ) > 1 else " differs")
-        raise ValueError(
-            f"{path} was written by a run with other settings ({detail}); resume with the same settings, "
-            "or delete the checkpoint (or use another work folder) to train from scratch"
-        )
-    for name, net in nets.items():
-        prefix = f"{name}."
-        net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    for name, opt in opts.items():
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            head, _, rest = k.partition(".")
-            if head == name:
-                i, _, field_ = rest.partition(".")
-                state.setdefault(int(i), {})[field_] = v
-        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-    gen.set_state(tensors["rng"])
-    return int(meta["steps_done"]), float(meta["seconds"])
+    seconds spent so far)``. A checkpoint of another configuration, seed, exclusion list or warm start is refused."""
+    identity = {**identity, "init": identity.get("init")}  # a checkpoint without "init" was trained from scratch
+    state = TrainingState(nets, opts, gen)
+    record = checkpoint.load_checkpoint(path, CHECKPOINT_KEY, TITLE, state, identity, LABELS)
+    return int(record["steps_done"]), float(record["seconds"])

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from erasekit.models.stylegan import Generator
 
 from ...minifaces.data import FaceBank
+from ..checkpoint import CHECKPOINT_EVERY
 from ..training import Stopwatch, check_finite, generator, log_progress, n_params, progress, seeded
 from .discriminator import Discriminator
 from .gan_checkpoint import (
@@ -127,7 +128,7 @@ def train_gan(
     excluded=(),
     on_step=None,
     checkpoint=None,
-    checkpoint_every: int = 500,
+    checkpoint_every: int = CHECKPOINT_EVERY,
     init: Generator | None = None,
 ) -> tuple[Generator, dict]:
     """Train the StyleGAN2 with ``cfg.objective``; returns the EMA generator (eval mode, fp32) and its statistics.
