@@ -154,13 +154,35 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def save_safetensors(
     tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ):
-    """Save ``tensors`` to a ``.safetensors`` file atomically; ``metadata`` values must be strings."""
+    """Save ``tensors`` to a ``.safetensors`` file atomically; ``metadata`` values must be strings. The same tensors
+    and metadata give the same bytes (:func:`_sort_metadata`)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
     return Path(path)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Put the ``__metadata__`` entries of a safetensors header in key order, in place. safetensors writes them in a
+    hash map's order, which changes from one process to the next, so two saves of one patch (or world file) with
+    several metadata entries would differ in bytes and in sha256. Only the header's order changes: the entries, the
+    tensors and their offsets stay as written."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not meta or list(meta) == sorted(meta):
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size:  # not expected (the same entries, reordered); keep the file as safetensors wrote it
+            return
+        f.seek(8)
+        f.write(text.ljust(size, b" "))  # safetensors pads its header with spaces to its recorded length
 
 
 @contextlib.contextmanager

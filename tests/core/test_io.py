@@ -70,3 +70,24 @@ def test_a_writer_that_replaces_the_temporary_file_still_gives_a_readable_result
     with atomic_path(target) as tmp:
         save_file({"x": torch.zeros(2)}, str(tmp))
     assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_save_safetensors_writes_the_same_bytes_for_the_same_tensors_and_metadata(tmp_path):
+    """safetensors orders metadata entries by a per-process hash; erasekit's files must not depend on it."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    code = (
+        "import sys, torch; from erasekit._io import save_safetensors; "
+        "save_safetensors({'b': torch.arange(3.0), 'a': torch.ones(2, 2)}, sys.argv[1], "
+        "{'format': 'pt', 'zeta': 'é/1', 'alpha': '{\"x\": [1, 2]}', 'mid': 'm'})"
+    )
+    files = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for f in files:  # separate processes: each has its own hash seed
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    assert len({f.read_bytes() for f in files}) == 1
+    with safe_open(str(files[0]), framework="pt") as f:
+        assert f.metadata() == {"format": "pt", "zeta": "é/1", "alpha": '{"x": [1, 2]}', "mid": "m"}
+        assert f.get_tensor("a").tolist() == [[1.0, 1.0], [1.0, 1.0]] and f.get_tensor("b").tolist() == [0, 1, 2]
