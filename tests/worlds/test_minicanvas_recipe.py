@@ -290,11 +290,7 @@ def test_work_folder_resumes_an_interrupted_unet_to_the_uninterrupted_files(tmp_
     assert main(["world", "train", "minicanvas", "--quick", "--out", str(out), "--work", str(work)]) == 0
     assert sorted(p.name for p in work.iterdir()) == sorted([*finished, "unet"])  # the checkpoint is gone
     manifest = json.loads((out / "manifest.json").read_text())
-    models = {f: h for f, h in manifest["files"].items() if not f.startswith("classifiers/")}
-    assert models == {f: h for f, h in straight["files"].items() if not f.startswith("classifiers/")}
-    for kind in ("style", "object"):  # two header entries, which safetensors writes in no fixed order: the tensors
-        a, b = (load_classifier(d / "classifiers" / f"{kind}.safetensors") for d in (tmp_path / "straight", out))
-        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert manifest["files"] == straight["files"]
     stages = manifest["stages"]
     assert stages["style_classifier"]["resumed_from"] == str(work / "classifiers")
     assert stages["clip_tune"]["resumed_from"] == str(work / "clip_tune")
