@@ -199,6 +199,10 @@ def markdown(result: dict) -> str:
         "robust erasure; the base must be high for the attack to mean anything, the gold is the honest floor.",
         "",
     ]
+    robust = result["settings"].get("robust") or {}
+    if robust:
+        options = ", ".join(f"{k}={v}" for k, v in robust.items())
+        lines += [f"Robust rows: salun and doco erased with `{options}` on top of the world's presets.", ""]
     measures = {a: next(r["summary"][a]["measure"] for r in result["rows"] if a in r["summary"]) for a in attacks}
     lines += ["- **no attack**: concept rate of the attack prompts and seeds as they are"]
     lines += [f"- **relearn @{MIDWAY}**: concept rate after {MIDWAY} relearning steps (the robustness bar's point)"]
