@@ -15,6 +15,7 @@ parallelism and resume leave it unchanged; its tokens are checkpointed with the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 from .config import check_choice, option
 from .diffusion_data import noisy, pick
 from .loop import TrainState, mix_seeds
+
+logger = logging.getLogger(__name__)
 
 ROBUST_MODES = ("soft", "discrete")
 _STREAM = 7919  # keeps the attack's draws apart from the step's own
@@ -84,7 +87,8 @@ class AdversarialPrompts:
         table = handle.token_embedding_table().float()
         self.table = table.to(handle.device)
         discrete = cfg.robust_mode == "discrete"
-        self.allowed = word_mask(single_token_words(handle), len(table)) if discrete else None
+        self.words = single_token_words(handle) if discrete else {}
+        self.allowed = word_mask(self.words, len(table)) if discrete else None
         slots = placeholders(handle, cfg.robust_tokens, " ".join(prompts))  # words no forget prompt uses
         self.slots = [tid for tid, _ in slots]
         suffix = " ".join(word for _, word in slots)
@@ -138,6 +142,18 @@ class AdversarialPrompts:
         self.vectors = vectors.detach()
         with torch.no_grad():
             self.embeddings = self.encode(self.vectors).detach()
+        if self.allowed is not None:  # the words a user could type that bring the concept back: worth seeing
+            from ..ops.vocab import nearest_tokens
+
+            ids = nearest_tokens(self.vectors, self.table, self.allowed).tolist()
+            words = " ".join(self.words.get(int(i), "?") for i in ids)
+            logger.info(
+                "robust training, step %d: the attacker's words are %r (loss %.4f -> %.4f)",
+                state.step,
+                words,
+                first,
+                last,
+            )
         return {"attack_start": float(first), "attack_end": float(last)}
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -48,16 +48,18 @@ def test_the_inner_attack_lowers_the_concept_loss_and_touches_only_its_tokens(ti
     assert not torch.equal(attacker.embeddings, handle.encode_prompts(attacker.texts))
 
 
-def test_a_discrete_attacker_conditions_on_a_prompt_anyone_can_type(tiny_pipe):
+def test_a_discrete_attacker_conditions_on_a_prompt_anyone_can_type(tiny_pipe, caplog):
     from erasekit.attacks.tokens import single_token_words
     from erasekit.ops.vocab import nearest_tokens
 
     handle, attacker = _attacker(tiny_pipe, mode="discrete", robust_attack_steps=3)
-    attacker.refresh(types.SimpleNamespace(step=0, trained=None), batch_size=2)
+    with caplog.at_level("INFO", logger="erasekit.methods.adversarial"):
+        attacker.refresh(types.SimpleNamespace(step=0, trained=None), batch_size=2)
     words = single_token_words(handle)
     ids = nearest_tokens(attacker.vectors, attacker.table, attacker.allowed).tolist()
     typed = [f"{p} {' '.join(words[i] for i in ids)}" for p in ["a cat", "a cat sitting"] * 2]
     assert torch.allclose(attacker.embeddings, handle.encode_prompts(typed), atol=1e-5)
+    assert f"the attacker's words are {' '.join(words[i] for i in ids)!r}" in caplog.text  # what to check by hand
 
 
 @pytest.mark.parametrize("method", ["salun", "doco"])
