@@ -52,6 +52,7 @@ ROW_BARS = {"style": {"ua": 0.95, "ira": 0.90, "cra": 0.90}, "object": {"ua": 0.
 MEAN_BARS = {"style": {"ua": 0.99, "ira": 0.96, "cra": 0.96}, "object": {"ua": 0.97, "ira": 0.96, "cra": 0.96}}
 HELDOUT_GAP = 0.03  # held-out-template UA at most this far below (or above) UA
 ERASE_SECONDS = 120.0  # on 2 CPU cores
+ROOT_RESULTS = "benchmarks/results/minicanvas_all_targets.json"
 BASELINE_GAP = 0.02  # with --baseline: UA, IRA and CRA at most this far from the baseline row's
 METRICS = ("ua", "ira", "cra")
 
@@ -144,6 +145,8 @@ def load_baseline(path: str | None, settings: dict) -> dict[tuple[str, str], dic
     not comparable (exit)."""
     if path is None:
         return {}
+    if not Path(path).is_file():
+        raise SystemExit(f"--baseline {path}: no such file (give an all-target JSON, e.g. {ROOT_RESULTS})")
     base = json.loads(Path(path).read_text(encoding="utf-8"))
     for key in ("seeds", "steps", "guidance"):
         if base["settings"].get(key) != settings[key]:

@@ -457,3 +457,5 @@ def test_all_targets_variant_rows_carry_their_options_and_their_distance_to_the_
         canvas.main([*argv[:-4], "--set", "salun.no_such_option=1", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="METHOD.KEY"):
         canvas.main([*argv[:-4], "--set", "doco.steps=1", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="no such file"):
+        canvas.main([*argv[:-1], str(tmp_path / "missing.json"), "--out", str(tmp_path / "x.json")])
