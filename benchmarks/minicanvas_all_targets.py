@@ -52,7 +52,6 @@ ROW_BARS = {"style": {"ua": 0.95, "ira": 0.90, "cra": 0.90}, "object": {"ua": 0.
 MEAN_BARS = {"style": {"ua": 0.99, "ira": 0.96, "cra": 0.96}, "object": {"ua": 0.97, "ira": 0.96, "cra": 0.96}}
 HELDOUT_GAP = 0.03  # held-out-template UA at most this far below (or above) UA
 ERASE_SECONDS = 120.0  # on 2 CPU cores
-ROOT_RESULTS = "benchmarks/results/minicanvas_all_targets.json"
 BASELINE_GAP = 0.02  # with --baseline: UA, IRA and CRA at most this far from the baseline row's
 METRICS = ("ua", "ira", "cra")
 
@@ -85,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--baseline",
         default=None,
         help="an all-target JSON measured with the same seeds and sampler (e.g. the presets' rows): each row is "
-        f"compared with its (method, target) row there, and must stay within {round(100 * 0.02)} points of it",
+        f"compared with its (method, target) row there, and must stay within {round(100 * BASELINE_GAP)} points of it",
     )
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/minicanvas_all_targets.json"), help="result JSON")
     p.add_argument("--md", default=str(ROOT / "docs/results/minicanvas_all_targets.md"), help="Markdown table")
@@ -146,7 +145,9 @@ def load_baseline(path: str | None, settings: dict) -> dict[tuple[str, str], dic
     if path is None:
         return {}
     if not Path(path).is_file():
-        raise SystemExit(f"--baseline {path}: no such file (give an all-target JSON, e.g. {ROOT_RESULTS})")
+        raise SystemExit(
+            f"--baseline {path}: no such file (an all-target JSON, e.g. the presets' rows' default --out)"
+        )
     base = json.loads(Path(path).read_text(encoding="utf-8"))
     for key in ("seeds", "steps", "guidance"):
         if base["settings"].get(key) != settings[key]:
