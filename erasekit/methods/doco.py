@@ -259,7 +259,9 @@ class DoCo(TrainedMethod):
         ctx["anchor_emb"] = handle.encode_prompts(anchors)  # one row per anchor sample
         ctx["concept_emb"] = handle.encode_prompts(concepts)
         if cfg.robust_every:  # the attacker appends its tokens to the concept prompts, attacking on their samples
-            ctx["robust"] = AdversarialPrompts(handle, cfg, cfg.seed, concepts, ctx["concept"])
+            ctx["robust"] = AdversarialPrompts(
+                handle, cfg, cfg.seed, concepts, ctx["concept"], keep=cfg.retain_prompts or []
+            )
         disc = PatchDiscriminator(channels, cfg.disc_channels, cfg.disc_layers)
         disc.reset_parameters(gen)
         self.disc = disc.to(state.device)

@@ -16,12 +16,12 @@ from erasekit.methods.salun import SalUnConfig
 from erasekit.models import DiffusionHandle
 
 
-def _attacker(tiny_pipe, mode="soft", **options):
+def _attacker(tiny_pipe, mode="soft", keep=(), **options):
     handle = DiffusionHandle(tiny_pipe)
     cfg = SalUnConfig(robust_every=1, robust_mode=mode, **options)
     prompts = ["a cat", "a cat sitting"] * 2
     x0 = generated_latents(handle, prompts, torch.Generator().manual_seed(0), 2, 7.5, 4)
-    return handle, AdversarialPrompts(handle, cfg, 0, prompts, x0)
+    return handle, AdversarialPrompts(handle, cfg, 0, prompts, x0, keep=list(keep))
 
 
 def _diffusion_loss(handle, attacker, vectors, draws=16):
@@ -60,6 +60,39 @@ def test_a_discrete_attacker_conditions_on_a_prompt_anyone_can_type(tiny_pipe, c
     typed = [f"{p} {' '.join(words[i] for i in ids)}" for p in ["a cat", "a cat sitting"] * 2]
     assert torch.allclose(attacker.embeddings, handle.encode_prompts(typed), atol=1e-5)
     assert f"the attacker's words are {' '.join(words[i] for i in ids)!r}" in caplog.text  # what to check by hand
+
+
+KEEP = ["a dog sitting", "a red car"]  # what the erasure keeps: dog, red and car; "a" and "sitting" name the concept's
+
+
+def test_the_attacker_never_uses_the_words_of_what_the_erasure_keeps(tiny_pipe):
+    from erasekit.methods.adversarial import kept_token_ids
+
+    handle = DiffusionHandle(tiny_pipe)
+    kept = kept_token_ids(handle, KEEP, ["a cat", "a cat sitting"])
+    assert kept == sorted(handle.token_ids("dog red car"))
+    # discrete: a token sitting on a kept word reads as another word
+    _, attacker = _attacker(tiny_pipe, mode="discrete", keep=KEEP, robust_avoid_kept=True)
+    for i in kept:
+        assert not torch.equal(attacker._used(attacker.table[i : i + 1]), attacker.table[i : i + 1])
+    _, free = _attacker(tiny_pipe, mode="discrete", keep=KEEP)  # AdvUnlearn's attacker, the default
+    assert torch.equal(free._used(free.table[kept[:1]]), free.table[kept[:1]])
+    # soft: the tokens keep no component along a kept word's direction, before and after a refresh
+    _, soft = _attacker(tiny_pipe, keep=KEEP, robust_avoid_kept=True, robust_attack_steps=4, robust_lr=3.0)
+    mean = soft.table.mean(0)
+    directions = F.normalize(soft.table[kept] - mean, dim=-1)
+
+    def along(vectors):  # the largest component along a kept word's direction, in embedding-std units
+        return float(((vectors - mean) @ directions.T).abs().max()) / soft.scale
+
+    assert along(soft.table[kept]) > 0.5
+    assert along(soft._keep_away(soft.table[kept])) < 1e-4
+    assert along(soft.vectors) < 1e-4
+    start = soft.vectors.clone()
+    soft.refresh(types.SimpleNamespace(step=0, trained=None), batch_size=2)
+    assert along(soft.vectors) < 1e-4 and not torch.allclose(soft.vectors, start)
+    _, soft_free = _attacker(tiny_pipe, keep=KEEP)
+    assert torch.equal(soft_free._keep_away(soft_free.table[kept]), soft_free.table[kept])
 
 
 @pytest.mark.parametrize("method", ["salun", "doco"])
