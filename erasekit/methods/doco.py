@@ -260,7 +260,7 @@ class DoCo(TrainedMethod):
         ctx["concept_emb"] = handle.encode_prompts(concepts)
         if cfg.robust_every:  # the attacker appends its tokens to the concept prompts, attacking on their samples
             ctx["robust"] = AdversarialPrompts(
-                handle, cfg, cfg.seed, concepts, ctx["concept"], keep=cfg.retain_prompts or []
+                handle, cfg, cfg.seed, concepts, ctx["concept"], keep=cfg.retain_prompts or [], concepts=state.concepts
             )
         disc = PatchDiscriminator(channels, cfg.disc_channels, cfg.disc_layers)
         disc.reset_parameters(gen)

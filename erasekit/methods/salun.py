@@ -208,7 +208,9 @@ class SalUn(TrainedMethod):
             self._train_masked_entries(state)
         if cfg.robust_every:  # the attacker appends its tokens to each forget sample's prompt
             prompts = self.forget_prompts(concepts, len(ctx["forget"]))
-            ctx["robust"] = AdversarialPrompts(handle, cfg, cfg.seed, prompts, ctx["forget"], keep=retain_prompts)
+            ctx["robust"] = AdversarialPrompts(
+                handle, cfg, cfg.seed, prompts, ctx["forget"], keep=retain_prompts, concepts=concepts
+            )
         self.mask, self._ctx = ctx["mask"], ctx
         kept = sum(int(m.sum()) for m in self.mask.values())
         logger.info("salun: mask keeps %d of %d candidate weights", kept, sum(m.numel() for m in self.mask.values()))
