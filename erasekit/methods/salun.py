@@ -104,12 +104,6 @@ class SalUnConfig(RobustOptions, TrainingConfig):
         "times its drift (paper: 0; MiniCanvas preset: 1)",
         advanced=True,
     )
-    robust_retain: bool = option(
-        False,
-        "robust training: the retain loss also reads every retain prompt with the attacker's tokens appended, "
-        "regressed to the plain prompt's target, so the tokens alone carry no meaning to erase. Without it the forget "
-        "loss on attacked prompts reaches the prompts SalUn keeps (AdvUnlearn's retain loss reads plain prompts: false)",
-    )
     misaligned_share: float = option(
         0.0,
         "share of the forget batch noised from the frozen model's own samples of the misaligned prompts instead "
@@ -215,14 +209,7 @@ class SalUn(TrainedMethod):
         if cfg.robust_every:  # the attacker appends its tokens to each forget sample's prompt
             prompts = self.forget_prompts(concepts, len(ctx["forget"]))
             ctx["robust"] = AdversarialPrompts(
-                handle,
-                cfg,
-                cfg.seed,
-                prompts,
-                ctx["forget"],
-                keep=retain_prompts,
-                concepts=concepts,
-                also=retain_prompts if cfg.robust_retain else (),
+                handle, cfg, cfg.seed, prompts, ctx["forget"], keep=retain_prompts, concepts=concepts
             )
         self.mask, self._ctx = ctx["mask"], ctx
         kept = sum(int(m.sum()) for m in self.mask.values())
@@ -347,8 +334,6 @@ class SalUn(TrainedMethod):
             r_target = targets.pop(0)
         if robust is not None:  # the attacked forget prompts, mapped to c' like the plain ones
             inputs.append((f_t, f_step, robust.embeddings[f_idx]))
-            if cfg.robust_retain:  # the attacked retain prompts, kept where the plain ones are
-                inputs.append((r_t, r_step, robust.also_embeddings[idx]))
         preds = batched_predict(handle, inputs, state.trained)
         forget, retain = F.mse_loss(preds[0], f_target), F.mse_loss(preds[1], r_target)
         loss = forget + cfg.retain_weight * retain
@@ -357,13 +342,8 @@ class SalUn(TrainedMethod):
             null = F.mse_loss(preds[2], targets[-1])
             loss, logs["null"] = loss + cfg.null_weight * null, float(null.detach())
         if robust is not None:
-            at = len(inputs) - (2 if cfg.robust_retain else 1)
-            attacked = F.mse_loss(preds[at], f_target)
+            attacked = F.mse_loss(preds[-1], f_target)
             loss, logs["attacked"] = loss + cfg.robust_weight * attacked, float(attacked.detach())
-            if cfg.robust_retain:
-                kept = F.mse_loss(preds[at + 1], r_target)
-                loss = loss + cfg.robust_weight * cfg.retain_weight * kept
-                logs["attacked_retain"] = float(kept.detach())
         return loss, logs
 
     def misaligned_target(self, state: TrainState, x_t, t, misaligned, forget_emb) -> torch.Tensor:

@@ -16,14 +16,12 @@ from erasekit.methods.salun import SalUnConfig
 from erasekit.models import DiffusionHandle
 
 
-def _attacker(tiny_pipe, mode="soft", keep=(), concepts=("a cat",), also=(), **options):
+def _attacker(tiny_pipe, mode="soft", keep=(), concepts=("a cat",), **options):
     handle = DiffusionHandle(tiny_pipe)
     cfg = SalUnConfig(robust_every=1, robust_mode=mode, **options)
     prompts = ["a cat", "a cat sitting"] * 2
     x0 = generated_latents(handle, prompts, torch.Generator().manual_seed(0), 2, 7.5, 4)
-    return handle, AdversarialPrompts(
-        handle, cfg, 0, prompts, x0, keep=list(keep), concepts=list(concepts), also=list(also)
-    )
+    return handle, AdversarialPrompts(handle, cfg, 0, prompts, x0, keep=list(keep), concepts=list(concepts))
 
 
 def _diffusion_loss(handle, attacker, vectors, draws=16):
@@ -126,22 +124,3 @@ def test_robust_training_refreshes_the_attack_on_schedule_and_trains_on_the_atta
 def test_bad_robust_settings_fail_on_creation(cls, options, match):
     with pytest.raises(ValueError, match=match):
         cls(**options)
-
-
-def test_robust_retain_reads_the_retain_prompts_with_the_attackers_tokens(tiny_pipe):
-    # the attacker's tokens appended to the retain prompts too, in the placeholder words no prompt uses
-    keep = ["a dog sitting", "a red car"]
-    handle, attacker = _attacker(tiny_pipe, robust_attack_steps=2, also=keep)
-    assert attacker.also_texts and all(t.startswith(p + " ") for t, p in zip(attacker.also_texts, keep, strict=True))
-    assert not {i for p in keep for i in handle.token_ids(p)} & set(attacker.slots)
-    attacker.refresh(types.SimpleNamespace(step=0, trained=None), batch_size=2)
-    assert attacker.also_embeddings.shape == handle.encode_prompts(attacker.also_texts).shape
-    assert torch.equal(attacker.also_embeddings, attacker.encode(attacker.vectors, texts=attacker.also_texts))
-    # the retain loss on the attacked retain prompts is in every step, and it changes the erasure
-    options = {**FAST_CONFIGS["salun"], "steps": 3, "robust_every": 2, "robust_attack_steps": 2}
-    history = LossHistory()
-    patch = erasekit.erase(tiny_pipe, "salun", "a cat", callbacks=[history], robust_retain=True, **options)
-    assert all("attacked_retain" in h for h in history.history)
-    assert patch.metadata["config"]["robust_retain"] is True
-    plain_retain = erasekit.erase(tiny_pipe, "salun", "a cat", **options)
-    assert any(not torch.equal(patch.deltas[k].to_dense(), d.to_dense()) for k, d in plain_retain.deltas.items())
