@@ -98,7 +98,6 @@ class AdversarialPrompts:
         x0: torch.Tensor,
         keep: list[str] = (),
         concepts: list[str] = (),
-        also: list[str] = (),
     ):
         from ..attacks.tokens import (
             embedding_scale,
@@ -119,13 +118,10 @@ class AdversarialPrompts:
         if self.allowed is not None:
             self.allowed[self.kept] = False
         self._avoid = _avoided_directions(self.table, self.kept) if not discrete and self.kept else None
-        # words no forget prompt (nor any prompt in ``also``) uses
-        slots = placeholders(handle, cfg.robust_tokens, " ".join([*prompts, *also]))
+        slots = placeholders(handle, cfg.robust_tokens, " ".join(prompts))  # words no forget prompt uses
         self.slots = [tid for tid, _ in slots]
         suffix = " ".join(word for _, word in slots)
         self.texts = [f"{p} {suffix}" for p in prompts]  # one per forget sample
-        self.also_texts = [f"{p} {suffix}" for p in also]  # other prompts read with the same tokens
-        self.also_embeddings: torch.Tensor | None = None
         self.scale = embedding_scale(table)
         init = torch.Generator().manual_seed(mix_seeds(seed, _STREAM))
         start = torch.randint(0, len(table), (len(self.slots),), generator=init)
@@ -147,11 +143,9 @@ class AdversarialPrompts:
 
         return project_straight_through(vectors, self.table, self.allowed)[0]
 
-    def encode(self, vectors: torch.Tensor, rows: torch.Tensor | None = None, texts: list[str] | None = None):
-        """The conditioning of the forget prompts (``rows`` of them; or of ``texts``) with the suffix tokens read as
-        ``vectors``."""
-        if texts is None:
-            texts = self.texts if rows is None else [self.texts[int(i)] for i in rows]
+    def encode(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditioning of the forget prompts (``rows`` of them) with the suffix tokens read as ``vectors``."""
+        texts = self.texts if rows is None else [self.texts[int(i)] for i in rows]
         used = self._used(vectors)
         with self.handle.injected_tokens({tid: used[j] for j, tid in enumerate(self.slots)}):
             return self.handle.encode_prompts(texts)
@@ -185,7 +179,8 @@ class AdversarialPrompts:
             value = float(loss.detach())
             first, last = (value if first is None else first), value
         self.vectors = vectors.detach()
-        self._encode_all()
+        with torch.no_grad():
+            self.embeddings = self.encode(self.vectors).detach()
         if logger.isEnabledFor(logging.INFO):  # the words a user could type that bring the concept back
             logger.info(
                 "robust training, step %d: the attacker's %s %r (loss %.4f -> %.4f)",
@@ -216,14 +211,8 @@ class AdversarialPrompts:
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         if "robust::vectors" in tensors:
             self.vectors = tensors["robust::vectors"].to(self.table.device).float()
-            self._encode_all()
-
-    def _encode_all(self) -> None:
-        """``embeddings`` (and ``also_embeddings``) for the current tokens."""
-        with torch.no_grad():
-            self.embeddings = self.encode(self.vectors).detach()
-            if self.also_texts:
-                self.also_embeddings = self.encode(self.vectors, texts=self.also_texts).detach()
+            with torch.no_grad():
+                self.embeddings = self.encode(self.vectors).detach()
 
 
 def kept_token_ids(handle, keep, concepts) -> list[int]:

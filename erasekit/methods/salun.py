@@ -104,12 +104,6 @@ class SalUnConfig(RobustOptions, TrainingConfig):
         "times its drift (paper: 0; MiniCanvas preset: 1)",
         advanced=True,
     )
-    robust_target: str = option(
-        "plain",
-        "robust training: what the attacked forget prompts are mapped to. 'plain': the misaligned prompt c' as it is "
-        "(AdvUnlearn maps an attacked prompt to the plain prompt's target); 'attacked': c' with the same attacker's "
-        "tokens appended, so only the concept is mapped and the tokens keep whatever else they mean",
-    )
     misaligned_share: float = option(
         0.0,
         "share of the forget batch noised from the frozen model's own samples of the misaligned prompts instead "
@@ -166,7 +160,6 @@ class SalUnConfig(RobustOptions, TrainingConfig):
         if not 0.0 <= self.misaligned_share <= 1.0:
             raise ValueError(f"misaligned_share must be in [0, 1], got {self.misaligned_share!r}.")
         check_choice("retain_target", self.retain_target, ("frozen", "data"))
-        check_choice("robust_target", self.robust_target, ("plain", "attacked"))
         if min(self.num_forget, 1 if self.num_retain is None else self.num_retain, self.sample_steps) < 1 or (
             self.sample_batch_size < 1
         ):
@@ -216,14 +209,7 @@ class SalUn(TrainedMethod):
         if cfg.robust_every:  # the attacker appends its tokens to each forget sample's prompt
             prompts = self.forget_prompts(concepts, len(ctx["forget"]))
             ctx["robust"] = AdversarialPrompts(
-                handle,
-                cfg,
-                cfg.seed,
-                prompts,
-                ctx["forget"],
-                keep=retain_prompts,
-                concepts=concepts,
-                also=cfg.misaligned_prompts if cfg.robust_target == "attacked" else (),
+                handle, cfg, cfg.seed, prompts, ctx["forget"], keep=retain_prompts, concepts=concepts
             )
         self.mask, self._ctx = ctx["mask"], ctx
         kept = sum(int(m.sum()) for m in self.mask.values())
@@ -330,8 +316,7 @@ class SalUn(TrainedMethod):
             share = torch.cat([torch.rand(1, generator=g) < cfg.misaligned_share for g in gens]).to(x0.device)
             x0 = torch.where(share[:, None, None, None], ctx["misaligned_x0"][f_idx], x0)
         f_t, f_step, _ = noisy(handle, x0, gens)
-        m_idx = self.misaligned_index(f_idx, gens)
-        misaligned, forget_emb = ctx["misaligned_emb"][m_idx], ctx["forget_emb"][f_idx]
+        misaligned, forget_emb = ctx["misaligned_emb"][self.misaligned_index(f_idx, gens)], ctx["forget_emb"][f_idx]
         with torch.no_grad():
             f_target = self.misaligned_target(state, f_t, f_step, misaligned, forget_emb)
         idx = pick(len(ctx["retain"]), gens)
@@ -357,13 +342,7 @@ class SalUn(TrainedMethod):
             null = F.mse_loss(preds[2], targets[-1])
             loss, logs["null"] = loss + cfg.null_weight * null, float(null.detach())
         if robust is not None:
-            a_target = f_target
-            if cfg.robust_target == "attacked":  # c' read with the same tokens: the tokens' own meaning is kept
-                with torch.no_grad():
-                    a_target = self.misaligned_target(
-                        state, f_t, f_step, robust.also_embeddings[m_idx], robust.embeddings[f_idx]
-                    )
-            attacked = F.mse_loss(preds[-1], a_target)
+            attacked = F.mse_loss(preds[-1], f_target)
             loss, logs["attacked"] = loss + cfg.robust_weight * attacked, float(attacked.detach())
         return loss, logs
 

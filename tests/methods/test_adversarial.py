@@ -16,14 +16,12 @@ from erasekit.methods.salun import SalUnConfig
 from erasekit.models import DiffusionHandle
 
 
-def _attacker(tiny_pipe, mode="soft", keep=(), concepts=("a cat",), also=(), **options):
+def _attacker(tiny_pipe, mode="soft", keep=(), concepts=("a cat",), **options):
     handle = DiffusionHandle(tiny_pipe)
     cfg = SalUnConfig(robust_every=1, robust_mode=mode, **options)
     prompts = ["a cat", "a cat sitting"] * 2
     x0 = generated_latents(handle, prompts, torch.Generator().manual_seed(0), 2, 7.5, 4)
-    return handle, AdversarialPrompts(
-        handle, cfg, 0, prompts, x0, keep=list(keep), concepts=list(concepts), also=list(also)
-    )
+    return handle, AdversarialPrompts(handle, cfg, 0, prompts, x0, keep=list(keep), concepts=list(concepts))
 
 
 def _diffusion_loss(handle, attacker, vectors, draws=16):
@@ -119,7 +117,6 @@ def test_robust_training_refreshes_the_attack_on_schedule_and_trains_on_the_atta
     [
         (SalUnConfig, {"robust_every": -1}, "robust_every"),
         (SalUnConfig, {"robust_mode": "hard"}, "robust_mode"),
-        (SalUnConfig, {"robust_target": "anchor"}, "robust_target"),
         (DoCoConfig, {"robust_every": 2, "robust_tokens": 0}, "robust_tokens"),
         (DoCoConfig, {"robust_lr": 0.0}, "robust_lr"),
     ],
@@ -127,20 +124,3 @@ def test_robust_training_refreshes_the_attack_on_schedule_and_trains_on_the_atta
 def test_bad_robust_settings_fail_on_creation(cls, options, match):
     with pytest.raises(ValueError, match=match):
         cls(**options)
-
-
-def test_robust_target_attacked_maps_attacked_prompts_to_the_misaligned_prompts_with_the_same_tokens(tiny_pipe):
-    # the attacker's tokens are appended to other prompts too, in placeholder words none of them uses
-    others = ["a dog sitting", "a red car"]
-    handle, attacker = _attacker(tiny_pipe, robust_attack_steps=2, also=others)
-    assert [t.rsplit(" ", 3)[0] for t in attacker.also_texts] == others
-    assert not {i for p in others for i in handle.token_ids(p)} & set(attacker.slots)
-    attacker.refresh(types.SimpleNamespace(step=0, trained=None), batch_size=2)
-    assert torch.equal(attacker.also_embeddings, attacker.encode(attacker.vectors, texts=attacker.also_texts))
-    assert not torch.equal(attacker.also_embeddings, handle.encode_prompts(others))
-    # the attacked prompts' target changes, and with it the erasure; the choice is recorded in the patch
-    options = {**FAST_CONFIGS["salun"], "steps": 3, "robust_every": 2, "robust_attack_steps": 2}
-    attacked = erasekit.erase(tiny_pipe, "salun", "a cat", robust_target="attacked", **options)
-    plain = erasekit.erase(tiny_pipe, "salun", "a cat", **options)
-    assert attacked.metadata["config"]["robust_target"] == "attacked"
-    assert any(not torch.equal(attacked.deltas[k].to_dense(), d.to_dense()) for k, d in plain.deltas.items())
