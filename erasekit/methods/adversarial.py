@@ -10,13 +10,13 @@ the attacked prompts too, with weight ``robust_weight``. The tokens are warm-sta
 the attacker keeps up with the model as it changes.
 
 AdvUnlearn's attacker is unconstrained, and so is this one by default. ``robust_avoid_kept`` forbids it what the
-erasure keeps: every word of the retain prompts except the concept's own (on a world, the other classes' names,
-including the other kind's: the styles an object is drawn in). Left free, it finds them: erasing Neon from MiniCanvas, a discrete attacker's best words were "blueprint",
-"watercolor" and "pop", and SalUn's forget loss, applied to "... Neon style blueprint pop", erased Blueprint,
-Watercolor and Pop Art with Neon (the other styles' accuracy fell from 96 % to 60 %); erasing fish, a soft attacker
-drifted to "pixel", and the forget loss taught the model to ignore a style. With the option, discrete tokens
-never pick those words, and soft tokens carry no component along those words' embeddings (each measured from the
-table's mean, which every token shares).
+erasure keeps: every word of the retain prompts except the concept's own (on a world, the other classes' names and
+the styles an object is drawn in). Discrete tokens never pick those words; soft tokens carry no component along
+their embeddings (each measured from the table's mean, which every token shares). Left free, the attacker finds
+them: erasing Neon from MiniCanvas, a discrete attacker's best words were "blueprint", "watercolor" and "pop", and
+erasing fish a soft one drifted to "pixel", so SalUn's forget loss reached those classes too. Forbidding them is not
+always enough: SalUn with a Neon attacker restricted to words like "getaway" still keeps only 61.5 % of the other
+styles' images (docs/guides/robustness.md has the measurements).
 
 The inner attack runs the same draws on every process (its batch comes from the step's shared generators), so data
 parallelism and resume leave it unchanged; its tokens are checkpointed with the method's state.
@@ -118,6 +118,14 @@ class AdversarialPrompts:
         if self.allowed is not None:
             self.allowed[self.kept] = False
         self._avoid = _avoided_directions(self.table, self.kept) if not discrete and self.kept else None
+        if self.kept:
+            logger.info(
+                "robust training: the attacker avoids %d words of what the erasure keeps%s",
+                len(self.kept),
+                ""
+                if self._avoid is None
+                else f" ({self._avoid[1].shape[1]} of {table.shape[1]} embedding directions)",
+            )
         slots = placeholders(handle, cfg.robust_tokens, " ".join(prompts))  # words no forget prompt uses
         self.slots = [tid for tid, _ in slots]
         suffix = " ".join(word for _, word in slots)
