@@ -11,10 +11,14 @@ Each final patch is evaluated once on the full grid (every style x object pair, 
 target's UA, and the joint IRA (the accuracy of the styles not erased) and CRA (the object classifier over the grid).
 Bar for the at-once run: every erased target UA >= 95, IRA and CRA >= 88. Erase seconds (summed over the sequence) and
 the machine's matmul speed are recorded. Rows already in the JSON are skipped (``--limit N``: at most N new rows).
+``--set doco.num_anchor=48`` adds an option to every erasure of a method on top of its preset; it is recorded, and
+such rows go to another ``--out`` (a file refuses rows erased with other options).
 
 Usage:
     python benchmarks/minicanvas_multi_concept.py
     python benchmarks/minicanvas_multi_concept.py --methods salun --modes at_once --limit 1 --out /tmp/r.json
+    python benchmarks/minicanvas_multi_concept.py --methods doco --modes at_once --set doco.num_anchor=48 \
+        --out /tmp/doco48.json --md /tmp/doco48.md
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call in the evaluation")
     p.add_argument("--limit", type=int, default=None, help="run at most this many new rows, then stop")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="an option added to every erasure of METHOD on top of its preset (e.g. doco.num_anchor=48)",
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/minicanvas_multi_concept.json"), help="JSON")
     p.add_argument("--md", default=str(ROOT / "docs/results/minicanvas_multi_concept.md"), help="Markdown table")
     return p.parse_args(argv)
@@ -63,19 +75,20 @@ def _all_targets_module():
     return module
 
 
-def erase(handle, spec: str, method: str, targets: list[str], mode: str):
-    """The final patch of a row and its erase seconds (summed over the runs of a sequence)."""
+def erase(handle, spec: str, method: str, targets: list[str], mode: str, options: dict | None = None):
+    """The final patch of a row and its erase seconds (summed over the runs of a sequence); ``options`` on top of
+    the preset."""
     import erasekit
     from erasekit_worlds.minicanvas.plans import erasure_plan
 
     concepts = [erasure_plan(method, t)[0] for t in targets]
     started = time.perf_counter()
     if mode == "at_once":
-        patch = erasekit.erase(handle, method, concepts, world=spec, progress=False)
+        patch = erasekit.erase(handle, method, concepts, world=spec, progress=False, **(options or {}))
     else:
         patch = None
         for concept in concepts:
-            patch = erasekit.erase(handle, method, concept, world=spec, on=patch, progress=False)
+            patch = erasekit.erase(handle, method, concept, world=spec, on=patch, progress=False, **(options or {}))
     return patch, time.perf_counter() - started
 
 
@@ -101,6 +114,13 @@ def markdown(result: dict) -> str:
         f"method with its world preset, seeds {s['seeds']}; IRA over the classes not erased. Bar (at once): every "
         "erased target UA ≥ 95, IRA and CRA ≥ 88.",
         "",
+        *(
+            [f"Every erasure ran with these options on top of its preset: `{options}`.", ""]
+            if (
+                options := ", ".join(f"{m}.{k}={v}" for m, kv in s.get("overrides", {}).items() for k, v in kv.items())
+            )
+            else []
+        ),
         "| method | mode | "
         + " | ".join(f"UA {t.split(':', 1)[1]}" for t in s["targets"])
         + " | IRA | CRA | erase s | CPU GFLOP/s | bar met |",
@@ -133,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds,
         "targets": targets,
         "methods": list(args.methods),
+        "overrides": shared.parse_method_overrides(args.overrides, list(args.methods)),
     }
     result = {"benchmark": "minicanvas_multi_concept", "settings": settings, "environment": environment("cpu")}
     result.update(bars=BARS, rows=[])
@@ -140,13 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(out.read_text(encoding="utf-8"))
         if earlier["settings"]["seeds"] != seeds or earlier["settings"]["targets"] != targets:
             raise SystemExit(f"{out} holds rows of other seeds or targets; use another --out")
+        if earlier["settings"].get("overrides", {}) != settings["overrides"]:
+            raise SystemExit(
+                f"{out} holds rows erased with --set {earlier['settings'].get('overrides', {})}, not "
+                f"{settings['overrides']}; use another --out"
+            )
         result["rows"] = earlier["rows"]
     done = {(r["method"], r["mode"]) for r in result["rows"]}
     todo = [(m, mode) for m in args.methods for mode in args.modes if (m, mode) not in done]
     for method, mode in todo[: args.limit]:
         logger.info("%s %s: %s", method, mode, targets)
         machine = cpu_matmul_gflops()
-        patch, seconds = erase(handle, spec, method, targets, mode)
+        patch, seconds = erase(handle, spec, method, targets, mode, settings["overrides"].get(method))
         metrics = _evaluate(handle, suite, targets[0], patch, seeds, manifest, args)  # per-class accuracies too
         scores = joint_scores(metrics, targets)
         meets = None

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -459,3 +460,29 @@ def test_all_targets_variant_rows_carry_their_options_and_their_distance_to_the_
         canvas.main([*argv[:-4], "--set", "doco.steps=1", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="no such file"):
         canvas.main([*argv[:-1], str(tmp_path / "missing.json"), "--out", str(tmp_path / "x.json")])
+
+
+def test_multi_concept_set_reaches_every_erasure_is_recorded_and_keeps_its_rows_apart(tmp_path, monkeypatch):
+    multi = _load("minicanvas_multi_concept")
+    seen = []
+
+    def erase(handle, spec, method, targets, mode, options=None):
+        seen.append((method, mode, options))
+        return types.SimpleNamespace(metadata={"config": {"method": method, **(options or {})}}), 60.0
+
+    by_class = {"Watercolor": 0.0, "Ink": 0.02, "Pixel": 0.0, "Sketch": 0.9, "Neon": 0.94}
+    monkeypatch.setattr(multi, "erase", erase)
+    monkeypatch.setattr(multi, "_evaluate", lambda *a: {"style_accuracy_by_class": by_class, "cra": 0.93})
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    argv = ["--methods", "doco", "--modes", "at_once", "--seeds", "0", "--set", "doco.num_anchor=48"]
+    multi.main([*argv, "--out", str(out), "--md", str(md)])
+    assert seen == [("doco", "at_once", {"num_anchor": 48})]
+    result = json.loads(out.read_text())
+    assert result["settings"]["overrides"] == {"doco": {"num_anchor": 48}}
+    (row,) = result["rows"]
+    assert row["metrics"]["ua"]["style:Ink"] == 0.98 and row["metrics"]["ira"] == 0.92 and row["meets"]
+    assert "doco.num_anchor=48" in md.read_text()
+    with pytest.raises(SystemExit, match="num_anchor"):  # rows of other options belong in another file
+        multi.main([*argv[:-1], "doco.num_anchor=32", "--out", str(out), "--md", str(md)])
+    with pytest.raises(SystemExit, match="METHOD.KEY"):
+        multi.main([*argv[:-1], "salun.steps=1", "--out", str(tmp_path / "x.json")])
