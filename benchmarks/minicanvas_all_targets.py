@@ -71,15 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call in the evaluation")
     p.add_argument("--limit", type=int, default=None, help="run at most this many new rows, then stop")
     p.add_argument("--patch-dir", default=None, help="also save every patch here")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        default=[],
-        metavar="METHOD.KEY=VALUE",
-        help="an option added to every erasure of METHOD on top of its preset (e.g. salun.robust_every=10); "
-        "rows with options belong in another --out",
-    )
+    add_overrides_argument(p, "salun.robust_every=10")
     p.add_argument(
         "--baseline",
         default=None,
@@ -119,6 +111,24 @@ def row_checks(row: dict) -> dict[str, bool]:
     for k, delta in (row.get("vs_baseline") or {}).items():
         checks[f"{k}_within_{gap}_of_baseline"] = abs(delta) <= BASELINE_GAP + 1e-9
     return checks
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--set METHOD.KEY=VALUE`` (read with :func:`parse_method_overrides`)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help=f"an option added to every erasure of METHOD on top of its preset (e.g. {example}); rows with options "
+        "belong in another --out",
+    )
+
+
+def overrides_text(overrides: dict[str, dict]) -> str:
+    """``{"salun": {"robust_every": 10}}`` -> ``"salun.robust_every=10"`` (empty when there is none)."""
+    return ", ".join(f"{m}.{k}={v}" for m, kv in overrides.items() for k, v in kv.items())
 
 
 def parse_method_overrides(items: list[str], methods: list[str]) -> dict[str, dict]:
@@ -187,7 +197,7 @@ def markdown(result: dict) -> str:
     def pct(v):
         return f"{100 * v:.1f}"
 
-    options = ", ".join(f"{m}.{k}={v}" for m, kv in s.get("overrides", {}).items() for k, v in kv.items())
+    options = overrides_text(s.get("overrides", {}))
     lines = [
         "# MiniCanvas: "
         + ("erasures with options on top of the presets" if options else "SalUn and DoCo on every target"),

@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import logging
@@ -54,20 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call in the evaluation")
     p.add_argument("--limit", type=int, default=None, help="run at most this many new rows, then stop")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        default=[],
-        metavar="METHOD.KEY=VALUE",
-        help="an option added to every erasure of METHOD on top of its preset (e.g. doco.num_anchor=48)",
-    )
+    _all_targets_module().add_overrides_argument(p, "doco.num_anchor=48")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/minicanvas_multi_concept.json"), help="JSON")
     p.add_argument("--md", default=str(ROOT / "docs/results/minicanvas_multi_concept.md"), help="Markdown table")
     return p.parse_args(argv)
 
 
+@functools.cache
 def _all_targets_module():
+    """minicanvas_all_targets.py, loaded once (its world loading, ``--set`` parsing and rendering are shared)."""
     path = Path(__file__).with_name("minicanvas_all_targets.py")
     spec = importlib.util.spec_from_file_location("minicanvas_all_targets", path)
     module = importlib.util.module_from_spec(spec)
@@ -107,6 +103,7 @@ def joint_scores(metrics: dict, targets: list[str]) -> dict:
 
 def markdown(result: dict) -> str:
     s = result["settings"]
+    options = _all_targets_module().overrides_text(s.get("overrides", {}))
     lines = [
         "# MiniCanvas: several styles erased at once and in sequence",
         "",
@@ -114,13 +111,7 @@ def markdown(result: dict) -> str:
         f"method with its world preset, seeds {s['seeds']}; IRA over the classes not erased. Bar (at once): every "
         "erased target UA ≥ 95, IRA and CRA ≥ 88.",
         "",
-        *(
-            [f"Every erasure ran with these options on top of its preset: `{options}`.", ""]
-            if (
-                options := ", ".join(f"{m}.{k}={v}" for m, kv in s.get("overrides", {}).items() for k, v in kv.items())
-            )
-            else []
-        ),
+        *([f"Every erasure ran with these options on top of its preset: `{options}`.", ""] if options else []),
         "| method | mode | "
         + " | ".join(f"UA {t.split(':', 1)[1]}" for t in s["targets"])
         + " | IRA | CRA | erase s | CPU GFLOP/s | bar met |",

@@ -114,7 +114,7 @@ class AdversarialPrompts:
         discrete = cfg.robust_mode == "discrete"
         self.words = single_token_words(handle) if discrete else {}
         self.allowed = word_mask(self.words, len(table)) if discrete else None
-        self.kept = kept_token_ids(handle, keep, concepts or prompts) if cfg.robust_avoid_kept else []
+        self.kept = kept_token_ids(handle, keep, concepts) if cfg.robust_avoid_kept else []
         if self.allowed is not None:
             self.allowed[self.kept] = False
         self._avoid = _avoided_directions(self.table, self.kept) if not discrete and self.kept else None
