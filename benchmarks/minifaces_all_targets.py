@@ -11,11 +11,13 @@ Bars (per row, printed and written with the table): the erased attribute's rate 
 within 3 points, the erasure ≤ 300 s (and a rate before ≥ 10 %, so that an attribute the generator never draws
 cannot pass). The JSON is rewritten after every row and rows already in it are skipped (unless they ran under
 another preset or plan: those are measured again), so the script can be stopped and started again (``--limit N``
-runs at most N new rows). Run it alone on the machine.
+runs at most N new rows). ``--set KEY=VALUE`` adds an option to every erasure on top of the preset; it is recorded,
+and such rows go to another ``--out`` (a file refuses rows erased with other options). Run it alone on the machine.
 
 Usage:
     python benchmarks/minifaces_all_targets.py
     python benchmarks/minifaces_all_targets.py --targets glasses --seeds 0-99 --limit 1 --out /tmp/r.json
+    python benchmarks/minifaces_all_targets.py --targets "brown hair" --set steps=1200 --out /tmp/r.json --md /tmp/r.md
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fid", action="store_true", help="also compute FID (slower)")
     p.add_argument("--limit", type=int, default=None, help="run at most this many new rows, then stop")
     p.add_argument("--patches", default=None, help="also save each patch in this folder")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option added to every erasure on top of the preset (e.g. steps=900); rows with options belong in "
+        "another --out",
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/minifaces_all_targets.json"), help="result JSON")
     p.add_argument("--md", default=str(ROOT / "docs/results/minifaces_all_targets.md"), help="Markdown table")
     return p.parse_args(argv)
@@ -79,6 +90,10 @@ def markdown(result: dict, rows_module) -> str:
         + "), no per-target settings.",
         "",
     ]
+    options = result["run"].get("overrides") or {}
+    if options:
+        text = ", ".join(f"{k}={v}" for k, v in options.items())
+        head += [f"Every erasure ran with these options on top of the preset: `{text}`.", ""]
     rows = result["rows"]
     met = sum(all(r["meets"].values()) for r in rows)
     tail = ["", f"{met} of {len(rows)} attributes meet every bar."]
@@ -104,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     concepts = args.targets or all_targets()
     indicators = [suite.parse_targets(c)[0] for c in concepts]
     seeds = parse_seeds(args.seeds)
+    overrides = rows_module.parse_overrides(args.overrides)
     preset = find_preset("auto", "text_to_unlearn", spec)
     run = {
         "world": recorded_path(world, ROOT),
         "seeds": seeds,
-        "overrides": {},
+        "overrides": overrides,
         "preset": {
             "name": preset.name if preset else None,
             "settings": preset.settings() if preset else {},
@@ -122,8 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(out.read_text(encoding="utf-8"))
         if earlier["run"]["seeds"] != seeds:
             raise SystemExit(f"{out} holds rows of other seeds; use another --out")
+        if earlier["run"].get("overrides", {}) != overrides:
+            raise SystemExit(
+                f"{out} holds rows erased with --set {earlier['run'].get('overrides', {})}, not {overrides}; use "
+                "another --out"
+            )
         result["rows"] = earlier["rows"]
-    current = {c: resolve_erasure("text_to_unlearn", spec, c) for c in concepts}
+    try:  # an unknown option or a bad value fails here, before any erasure
+        current = {c: resolve_erasure("text_to_unlearn", spec, c, overrides=overrides) for c in concepts}
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"--set: {err}") from err
     kept = []
     for r in result["rows"]:  # a row measured under another preset or plan is measured again; the new row replaces it
         now = current.get(r["concept"])
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for concept, indicator in todo:
         logger.info("erasing %s", concept)
         machine = cpu_matmul_gflops()
-        row = rows_module.run_target(spec, suite, concept, seeds, {"progress": False}, options)
+        row = rows_module.run_target(spec, suite, concept, seeds, {"progress": False, **overrides}, options)
         row["cpu_matmul_gflops"] = machine
         result["rows"].append(row)
         result["rows"].sort(key=lambda r: order.get(r["target"], len(order)))  # the world's order of attributes

@@ -486,3 +486,40 @@ def test_multi_concept_set_reaches_every_erasure_is_recorded_and_keeps_its_rows_
         multi.main([*argv[:-1], "doco.num_anchor=32", "--out", str(out), "--md", str(md)])
     with pytest.raises(SystemExit, match="METHOD.KEY"):
         multi.main([*argv[:-1], "salun.steps=1", "--out", str(tmp_path / "x.json")])
+
+
+def test_minifaces_all_targets_set_reaches_every_erasure_is_recorded_and_keeps_its_rows_apart(tmp_path, monkeypatch):
+    """``--set`` adds its options to every erasure on top of the world's preset, is recorded and named in the table,
+    keeps its rows apart from other options' and fails on an unknown option before any erasure (erasure and
+    evaluation stubbed)."""
+    from erasekit.presets import resolve_erasure
+
+    faces = _load("minifaces_all_targets")
+    rows = faces._rows_module()
+    seen = []
+
+    def run_target(spec, suite, concept, seeds, overrides, options):
+        seen.append((concept, overrides))
+        resolved = resolve_erasure("text_to_unlearn", spec, concept, overrides=overrides)
+        row = {"target": suite.parse_targets(concept)[0], "concept": concept, "config": {}, "anchor": resolved.anchor}
+        return {**row, "preset": resolved.record(), "meets": {"rate_after_le_2pct": True}}
+
+    stub = types.SimpleNamespace(
+        BARS=rows.BARS, parse_overrides=rows.parse_overrides, markdown=lambda result: "| rows |", run_target=run_target
+    )
+    monkeypatch.setattr(faces, "_rows_module", lambda: stub)
+    monkeypatch.setattr(faces, "cpu_matmul_gflops", lambda: 200.0)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    argv = ["--targets", "glasses", "brown hair", "--seeds", "0", "--set", "steps=900", "retain_weight=0.2"]
+    faces.main([*argv, "--out", str(out), "--md", str(md)])
+    options = {"steps": 900, "retain_weight": 0.2}
+    assert seen == [("glasses", {"progress": False, **options}), ("brown hair", {"progress": False, **options})]
+    assert json.loads(out.read_text())["run"]["overrides"] == options
+    assert "`steps=900, retain_weight=0.2`" in md.read_text()
+    faces.main([*argv, "--out", str(out), "--md", str(md)])  # resumed with the same options: nothing to run again
+    assert len(seen) == 2
+    with pytest.raises(SystemExit, match="steps"):  # rows of other options belong in another file
+        faces.main([*argv[:-2], "steps=800", "--out", str(out), "--md", str(md)])
+    with pytest.raises(SystemExit, match="no_such_option"):
+        faces.main([*argv[:-2], "no_such_option=1", "--out", str(tmp_path / "x.json"), "--md", str(md)])
+    assert len(seen) == 2
