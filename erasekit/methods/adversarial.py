@@ -86,7 +86,10 @@ class AdversarialPrompts:
     """The attacker of robust training: suffix tokens for a fixed list of forget prompts, refreshed against the
     weights being trained.
 
-    ``embeddings`` (one row per forget sample, detached) is what the forget loss reads between refreshes.
+    ``embeddings`` (one row per forget sample, detached) is what the forget loss reads between refreshes. ``keep``
+    (the retain prompts) and ``concepts`` (the erased concepts' own text) are required together: with
+    ``robust_avoid_kept``, the attacker is forbidden every word of ``keep`` but those of ``concepts``, and a caller
+    that left ``concepts`` out would forbid the concept's own words.
     """
 
     def __init__(
@@ -96,8 +99,9 @@ class AdversarialPrompts:
         seed: int,
         prompts: list[str],
         x0: torch.Tensor,
-        keep: list[str] = (),
-        concepts: list[str] = (),
+        *,
+        keep: list[str],
+        concepts: list[str],
     ):
         from ..attacks.tokens import (
             embedding_scale,
